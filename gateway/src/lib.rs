@@ -1,0 +1,1 @@
+//! tether-gateway: being written; see its issue.

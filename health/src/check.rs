@@ -1,0 +1,9 @@
+//! Health checkers and the rise/fall state machine they share.
+
+mod kinds;
+mod monitor;
+mod risefall;
+
+pub use kinds::{CheckError, CheckKind, Checker};
+pub use monitor::{HealthEvent, MonitorSpec, spawn_monitor};
+pub use risefall::{Health, RiseFall, Transition};

@@ -1,0 +1,1 @@
+//! tether-vrrp: being written; see its issue.
