@@ -1,0 +1,651 @@
+//! On-prem placement of sessions (sans-IO): keep `prepared_connections` sessions on every
+//! cloud node of the roster.
+//!
+//! The gateway, not the balancer, decides where sessions land. With SNI pinning each dial
+//! names its node; without it every dial goes to the VIP, and a session that lands on a node
+//! that already has its quota is closed (surplus), so a least-connections or round-robin
+//! balancer converges to full coverage. Dials to a node are spaced by a jittered backoff that
+//! is capped low, so a restarted node is covered again within seconds without traffic.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::backoff::Backoff;
+use crate::proto::RosterEntry;
+
+/// Identifies a dial attempt.
+pub type DialId = u64;
+/// Identifies an established session within one on-prem process.
+pub type SessionId = u64;
+
+/// Where a dial goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The VIP with this node's TLS server name (SNI pinning).
+    Node {
+        /// Node id.
+        node: String,
+        /// Server name to send.
+        sni: String,
+    },
+    /// The VIP with the VIP's own server name; lands wherever the balancer sends it.
+    Vip,
+}
+
+/// An instruction for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start a dial (TCP, TLS, HELLO) and report its outcome with `dial`.
+    Dial {
+        /// Dial id to report back.
+        dial: DialId,
+        /// Where to.
+        target: Target,
+        /// The node the dial is meant to cover (`None` while the roster is unknown).
+        for_node: Option<String>,
+    },
+}
+
+/// Outcome of a session that completed HELLO_ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landed {
+    /// Keep it; it counts towards its node's quota.
+    Keep,
+    /// Its node already has its quota: close it (gracefully) and dial again.
+    Surplus,
+}
+
+#[derive(Debug)]
+struct Node {
+    sni: String,
+    draining: bool,
+    sessions: BTreeMap<SessionId, Instant>,
+    dials: usize,
+    backoff: Backoff,
+    not_before: Option<Instant>,
+}
+
+/// Session placement of one on-prem gateway.
+#[derive(Debug)]
+pub struct Placement {
+    quota: usize,
+    sni_pinning: bool,
+    max_dials_per_node: usize,
+    max_dials_total: usize,
+    reset_after: Duration,
+    first_backoff: Duration,
+    backoff_cap: Duration,
+    nodes: BTreeMap<String, Node>,
+    bootstrap: Backoff,
+    bootstrap_not_before: Option<Instant>,
+    dials: BTreeMap<DialId, Option<String>>,
+    session_node: BTreeMap<SessionId, String>,
+    next_dial: DialId,
+}
+
+impl Placement {
+    /// Placement with `quota` sessions per node, SNI pinning on or off, and reconnect backoff
+    /// capped at `backoff_cap`.
+    pub fn new(quota: usize, sni_pinning: bool, backoff_cap: Duration) -> Self {
+        let first = Duration::from_millis(200).min(backoff_cap);
+        Placement {
+            quota: quota.max(1),
+            sni_pinning,
+            max_dials_per_node: 2,
+            max_dials_total: 4,
+            reset_after: Duration::from_secs(10),
+            first_backoff: first,
+            backoff_cap,
+            nodes: BTreeMap::new(),
+            bootstrap: Backoff::new(first, backoff_cap),
+            bootstrap_not_before: None,
+            dials: BTreeMap::new(),
+            session_node: BTreeMap::new(),
+            next_dial: 1,
+        }
+    }
+
+    /// Dials that are due now.
+    pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut total = self.dials.len();
+        if self.nodes.is_empty() {
+            // Roster unknown: one dial to the VIP learns it.
+            if total == 0 && self.bootstrap_not_before.is_none_or(|t| now >= t) {
+                actions.push(self.dial(Target::Vip, None));
+            }
+            return actions;
+        }
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        for name in names {
+            let quota = self.quota;
+            let (sni_pinning, max_per_node, max_total) = (
+                self.sni_pinning,
+                self.max_dials_per_node,
+                self.max_dials_total,
+            );
+            let Some(node) = self.nodes.get_mut(&name) else {
+                continue;
+            };
+            if node.not_before.is_some_and(|t| now < t) {
+                continue;
+            }
+            let have = node.sessions.len() + node.dials;
+            let mut want = quota.saturating_sub(have);
+            let mut target = Vec::new();
+            while want > 0 && node.dials < max_per_node && total < max_total {
+                node.dials += 1;
+                total += 1;
+                want -= 1;
+                target.push(if sni_pinning {
+                    Target::Node {
+                        node: name.clone(),
+                        sni: node.sni.clone(),
+                    }
+                } else {
+                    Target::Vip
+                });
+            }
+            for t in target {
+                let id = self.next_dial;
+                self.next_dial += 1;
+                self.dials.insert(id, Some(name.clone()));
+                actions.push(Action::Dial {
+                    dial: id,
+                    target: t,
+                    for_node: Some(name.clone()),
+                });
+            }
+        }
+        actions
+    }
+
+    fn dial(&mut self, target: Target, for_node: Option<String>) -> Action {
+        let id = self.next_dial;
+        self.next_dial += 1;
+        self.dials.insert(id, for_node.clone());
+        Action::Dial {
+            dial: id,
+            target,
+            for_node,
+        }
+    }
+
+    fn finish_dial(&mut self, dial: DialId) -> Option<Option<String>> {
+        let for_node = self.dials.remove(&dial)?;
+        if let Some(n) = for_node.as_ref().and_then(|n| self.nodes.get_mut(n)) {
+            n.dials = n.dials.saturating_sub(1);
+        }
+        Some(for_node)
+    }
+
+    fn back_off<R: Rng + ?Sized>(
+        &mut self,
+        now: Instant,
+        for_node: Option<String>,
+        at_least: Duration,
+        rng: &mut R,
+    ) {
+        match for_node.and_then(|n| self.nodes.get_mut(&n)) {
+            Some(node) => {
+                let d = node.backoff.next_delay(rng).max(at_least);
+                node.not_before = Some(now + d);
+            }
+            None => {
+                let d = self.bootstrap.next_delay(rng).max(at_least);
+                self.bootstrap_not_before = Some(now + d);
+            }
+        }
+    }
+
+    /// A dial failed (connect, TLS, HELLO timeout or REJECT). `retry_after` is the peer's hint.
+    pub fn dial_failed<R: Rng + ?Sized>(
+        &mut self,
+        now: Instant,
+        dial: DialId,
+        retry_after: Duration,
+        rng: &mut R,
+    ) {
+        if let Some(for_node) = self.finish_dial(dial) {
+            self.back_off(now, for_node, retry_after, rng);
+        }
+    }
+
+    /// Applies a roster from HELLO_ACK or REJECT: adds new nodes, updates names and drops
+    /// nodes no longer listed that hold no session.
+    pub fn apply_roster(&mut self, roster: &[RosterEntry]) {
+        if roster.is_empty() {
+            return;
+        }
+        for r in roster {
+            let node = self.nodes.entry(r.node_id.clone()).or_insert_with(|| Node {
+                sni: r.sni.clone(),
+                draining: false,
+                sessions: BTreeMap::new(),
+                dials: 0,
+                backoff: Backoff::new(self.first_backoff, self.backoff_cap),
+                not_before: None,
+            });
+            node.sni = r.sni.clone();
+        }
+        self.nodes.retain(|id, n| {
+            roster.iter().any(|r| &r.node_id == id) || !n.sessions.is_empty() || n.dials > 0
+        });
+    }
+
+    /// A dial completed HELLO_ACK on node `node_id` (where it actually landed) with `roster`.
+    pub fn session_up(
+        &mut self,
+        now: Instant,
+        dial: DialId,
+        session: SessionId,
+        node_id: &str,
+        roster: &[RosterEntry],
+    ) -> Landed {
+        let for_node = self.finish_dial(dial).flatten();
+        self.apply_roster(roster);
+        self.bootstrap.reset();
+        self.bootstrap_not_before = None;
+        let quota = self.quota;
+        let node = self
+            .nodes
+            .entry(node_id.to_string())
+            .or_insert_with(|| Node {
+                sni: String::new(),
+                draining: false,
+                sessions: BTreeMap::new(),
+                dials: 0,
+                backoff: Backoff::new(self.first_backoff, self.backoff_cap),
+                not_before: None,
+            });
+        // It accepted a HELLO, so it is not draining (any more).
+        node.draining = false;
+        if node.sessions.len() >= quota {
+            // Landed on a covered node: the node it was meant for is still short. Space the
+            // next try like a failure so a balancer that always picks the same node (source
+            // hash) does not turn this into a dial storm.
+            let intended = for_node.filter(|n| n != node_id);
+            if let Some(n) = intended.and_then(|n| self.nodes.get_mut(&n)) {
+                n.not_before = Some(now + self.first_backoff.min(n.backoff.ceiling()));
+            }
+            return Landed::Surplus;
+        }
+        node.sessions.insert(session, now);
+        node.not_before = None;
+        self.session_node.insert(session, node_id.to_string());
+        Landed::Keep
+    }
+
+    /// A kept session ended. Its node gets a jittered retry; the backoff is reset first when
+    /// the session had lived long enough to count as healthy.
+    pub fn session_down<R: Rng + ?Sized>(&mut self, now: Instant, session: SessionId, rng: &mut R) {
+        let Some(node_id) = self.session_node.remove(&session) else {
+            return;
+        };
+        if let Some(node) = self.nodes.get_mut(&node_id) {
+            if let Some(since) = node.sessions.remove(&session)
+                && now.saturating_duration_since(since) >= self.reset_after
+            {
+                node.backoff.reset();
+            }
+            let d = node.backoff.next_delay(rng);
+            let t = now + d;
+            node.not_before = Some(node.not_before.map_or(t, |old| old.max(t)));
+        }
+    }
+
+    /// The node `node_id` announced a drain: its sessions stop counting and it is not dialed
+    /// again before `retry_after`.
+    pub fn node_draining(&mut self, now: Instant, node_id: &str, retry_after: Duration) {
+        if let Some(node) = self.nodes.get_mut(node_id) {
+            node.draining = true;
+            node.not_before = Some(now + retry_after);
+            for s in std::mem::take(&mut node.sessions).into_keys() {
+                self.session_node.remove(&s);
+            }
+        }
+    }
+
+    /// When [`Placement::poll`] should run next because a backoff expires.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        if self.nodes.is_empty() {
+            return if self.dials.is_empty() {
+                self.bootstrap_not_before
+            } else {
+                None
+            };
+        }
+        self.nodes
+            .values()
+            .filter(|n| n.sessions.len() + n.dials < self.quota)
+            .filter_map(|n| n.not_before)
+            .min()
+    }
+
+    /// Missing sessions per roster node (`quota - kept`), for the coverage metric.
+    pub fn deficits(&self) -> BTreeMap<String, usize> {
+        self.nodes
+            .iter()
+            .map(|(id, n)| (id.clone(), self.quota.saturating_sub(n.sessions.len())))
+            .collect()
+    }
+
+    /// Kept sessions per node.
+    pub fn coverage(&self) -> BTreeMap<String, usize> {
+        self.nodes
+            .iter()
+            .map(|(id, n)| (id.clone(), n.sessions.len()))
+            .collect()
+    }
+
+    /// Whether the node is marked draining.
+    pub fn is_draining(&self, node_id: &str) -> bool {
+        self.nodes.get(node_id).is_some_and(|n| n.draining)
+    }
+
+    /// Dials in flight.
+    pub fn dials_in_flight(&self) -> usize {
+        self.dials.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn roster(ids: &[&str]) -> Vec<RosterEntry> {
+        ids.iter()
+            .map(|id| RosterEntry {
+                node_id: id.to_string(),
+                sni: format!("{id}.gw.example.com"),
+                draining: false,
+            })
+            .collect()
+    }
+
+    fn dials(actions: &[Action]) -> Vec<(DialId, Target, Option<String>)> {
+        actions
+            .iter()
+            .map(
+                |Action::Dial {
+                     dial,
+                     target,
+                     for_node,
+                 }| (*dial, target.clone(), for_node.clone()),
+            )
+            .collect()
+    }
+
+    #[test]
+    fn bootstrap_dials_the_vip_once() {
+        let mut p = Placement::new(2, true, Duration::from_secs(2));
+        let t = Instant::now();
+        let a = dials(&p.poll(t));
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].1, Target::Vip);
+        assert_eq!(a[0].2, None);
+        // Only one bootstrap dial at a time.
+        assert!(p.poll(t).is_empty());
+        let mut rng = StdRng::seed_from_u64(1);
+        p.dial_failed(t, a[0].0, Duration::ZERO, &mut rng);
+        let next = p.next_timeout().expect("retry scheduled");
+        assert!(next <= t + Duration::from_millis(200));
+        assert_eq!(p.poll(next).len(), 1);
+    }
+
+    #[test]
+    fn sni_pinning_covers_every_node_with_quota() {
+        let mut p = Placement::new(2, true, Duration::from_secs(2));
+        let t = Instant::now();
+        let boot = dials(&p.poll(t));
+        assert_eq!(
+            p.session_up(t, boot[0].0, 100, "cloud1", &roster(&["cloud1", "cloud2"])),
+            Landed::Keep
+        );
+        let a = dials(&p.poll(t));
+        // cloud1 needs 1 more, cloud2 needs 2.
+        let mut by_node: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, target, for_node) in &a {
+            let Target::Node { node, sni } = target else {
+                panic!("pinned dials name their node")
+            };
+            assert_eq!(Some(node), for_node.as_ref());
+            assert_eq!(sni, &format!("{node}.gw.example.com"));
+            *by_node.entry(node.clone()).or_default() += 1;
+        }
+        assert_eq!(
+            by_node,
+            BTreeMap::from([("cloud1".into(), 1), ("cloud2".into(), 2)])
+        );
+        // Nothing more while dials are in flight.
+        assert!(p.poll(t).is_empty());
+        for (i, (dial, target, _)) in a.iter().enumerate() {
+            let Target::Node { node, .. } = target else {
+                unreachable!()
+            };
+            assert_eq!(
+                p.session_up(t, *dial, 200 + i as u64, node, &[]),
+                Landed::Keep
+            );
+        }
+        assert_eq!(
+            p.coverage(),
+            BTreeMap::from([("cloud1".into(), 2), ("cloud2".into(), 2)])
+        );
+        assert!(p.deficits().values().all(|d| *d == 0));
+        assert!(p.poll(t + Duration::from_secs(60)).is_empty());
+        assert_eq!(p.next_timeout(), None);
+    }
+
+    #[test]
+    fn dial_limits_per_node_and_total() {
+        let mut p = Placement::new(8, true, Duration::from_secs(2));
+        let t = Instant::now();
+        p.apply_roster(&roster(&["c1", "c2", "c3"]));
+        let a = p.poll(t);
+        assert_eq!(a.len(), 4);
+        assert_eq!(p.dials_in_flight(), 4);
+    }
+
+    #[test]
+    fn vip_only_closes_surplus_until_covered() {
+        let mut p = Placement::new(2, false, Duration::from_secs(2));
+        let t = Instant::now();
+        let mut rng = StdRng::seed_from_u64(9);
+        let boot = dials(&p.poll(t));
+        let r = roster(&["cloud1", "cloud2"]);
+        assert_eq!(p.session_up(t, boot[0].0, 1, "cloud2", &r), Landed::Keep);
+        // A balancer that keeps answering cloud2 (say cloud1 is still down) ...
+        let mut now = t;
+        let mut session = 10;
+        let mut surplus = 0;
+        for _ in 0..20 {
+            for (dial, target, _) in dials(&p.poll(now)) {
+                assert_eq!(target, Target::Vip);
+                session += 1;
+                if p.session_up(now, dial, session, "cloud2", &r) == Landed::Surplus {
+                    surplus += 1;
+                }
+            }
+            now += Duration::from_millis(250);
+        }
+        assert_eq!(p.coverage()["cloud2"], 2);
+        assert_eq!(p.coverage()["cloud1"], 0);
+        assert!(surplus >= 1);
+        // ... then cloud1 gets the next dials (least_conn): coverage completes.
+        for _ in 0..20 {
+            for (dial, _, _) in dials(&p.poll(now)) {
+                session += 1;
+                assert_eq!(p.session_up(now, dial, session, "cloud1", &r), Landed::Keep);
+            }
+            now += Duration::from_millis(250);
+        }
+        assert_eq!(
+            p.coverage(),
+            BTreeMap::from([("cloud1".into(), 2), ("cloud2".into(), 2)])
+        );
+        let _ = &mut rng;
+    }
+
+    #[test]
+    fn round_robin_balancer_converges() {
+        let mut p = Placement::new(2, false, Duration::from_secs(2));
+        let mut now = Instant::now();
+        let r = roster(&["cloud1", "cloud2"]);
+        let nodes = ["cloud1", "cloud2"];
+        let mut rr = 0usize;
+        let mut session = 0;
+        for _ in 0..40 {
+            for (dial, _, _) in dials(&p.poll(now)) {
+                session += 1;
+                let landed = nodes[rr % 2];
+                rr += 1;
+                p.session_up(now, dial, session, landed, &r);
+            }
+            now += Duration::from_millis(250);
+        }
+        assert_eq!(
+            p.coverage(),
+            BTreeMap::from([("cloud1".into(), 2), ("cloud2".into(), 2)])
+        );
+    }
+
+    #[test]
+    fn node_restart_is_recovered_within_the_backoff_cap() {
+        let cap = Duration::from_secs(2);
+        let mut p = Placement::new(2, true, cap);
+        let mut rng = StdRng::seed_from_u64(5);
+        let t0 = Instant::now();
+        let r = roster(&["cloud1", "cloud2"]);
+        p.apply_roster(&r);
+        let mut s = 0;
+        for (dial, target, _) in dials(&p.poll(t0)) {
+            let Target::Node { node, .. } = target else {
+                unreachable!()
+            };
+            s += 1;
+            p.session_up(t0, dial, s, &node, &[]);
+        }
+        // cloud1 dies after a long healthy life: both its sessions end.
+        let t1 = t0 + Duration::from_secs(60);
+        p.session_down(t1, 1, &mut rng);
+        p.session_down(t1, 2, &mut rng);
+        let first_retry = p.next_timeout().expect("retry");
+        assert!(
+            first_retry <= t1 + Duration::from_millis(200),
+            "first retry is quick"
+        );
+        // It stays down for a minute: dials fail, spaced at most `cap` apart.
+        let mut now = first_retry;
+        let mut attempts = 0;
+        while now < t1 + Duration::from_secs(60) {
+            let a = dials(&p.poll(now));
+            for (dial, _, for_node) in &a {
+                assert_eq!(for_node.as_deref(), Some("cloud1"));
+                p.dial_failed(now, *dial, Duration::ZERO, &mut rng);
+                attempts += 1;
+            }
+            let next = p.next_timeout().expect("always retrying");
+            assert!(next <= now + cap, "gap {:?} above cap", next - now);
+            now = next;
+        }
+        assert!(attempts >= 30, "{attempts} attempts in a minute");
+        // It is back: the next dial comes within the cap and covers it.
+        let back = now;
+        let mut covered_at = None;
+        while covered_at.is_none() {
+            for (dial, _, _) in dials(&p.poll(now)) {
+                s += 1;
+                p.session_up(now, dial, s, "cloud1", &[]);
+            }
+            if p.coverage()["cloud1"] == 2 {
+                covered_at = Some(now);
+                break;
+            }
+            now = p.next_timeout().unwrap_or(now + Duration::from_millis(10));
+        }
+        assert!(covered_at.is_some_and(|c| c <= back + cap));
+        // cloud2 was never disturbed.
+        assert_eq!(p.coverage()["cloud2"], 2);
+    }
+
+    #[test]
+    fn short_lived_sessions_keep_backing_off() {
+        let mut p = Placement::new(1, true, Duration::from_secs(2));
+        let mut rng = StdRng::seed_from_u64(2);
+        let t = Instant::now();
+        p.apply_roster(&roster(&["c1"]));
+        let mut now = t;
+        let mut ceilings = Vec::new();
+        for s in 0..6 {
+            let a = dials(&p.poll(now));
+            assert_eq!(a.len(), 1);
+            p.session_up(now, a[0].0, s, "c1", &[]);
+            now += Duration::from_millis(100);
+            p.session_down(now, s, &mut rng);
+            ceilings.push(p.nodes["c1"].backoff.ceiling());
+            now = p.next_timeout().expect("retry");
+        }
+        assert_eq!(ceilings.last().copied(), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn draining_node_is_not_dialed_until_retry_after() {
+        let mut p = Placement::new(1, true, Duration::from_secs(2));
+        let t = Instant::now();
+        p.apply_roster(&roster(&["c1", "c2"]));
+        for (i, (dial, target, _)) in dials(&p.poll(t)).into_iter().enumerate() {
+            let Target::Node { node, .. } = target else {
+                unreachable!()
+            };
+            p.session_up(t, dial, i as u64, &node, &[]);
+        }
+        p.node_draining(t, "c1", Duration::from_secs(5));
+        assert!(p.is_draining("c1"));
+        assert_eq!(p.deficits()["c1"], 1);
+        assert!(p.poll(t + Duration::from_secs(4)).is_empty());
+        let a = dials(&p.poll(t + Duration::from_secs(5)));
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].2.as_deref(), Some("c1"));
+        // A REJECT(draining) pushes it out again by the hint.
+        let mut rng = StdRng::seed_from_u64(4);
+        p.dial_failed(
+            t + Duration::from_secs(5),
+            a[0].0,
+            Duration::from_secs(3),
+            &mut rng,
+        );
+        assert!(
+            p.next_timeout()
+                .is_some_and(|n| n >= t + Duration::from_secs(8))
+        );
+    }
+
+    #[test]
+    fn roster_changes_add_and_forget_nodes() {
+        let mut p = Placement::new(1, true, Duration::from_secs(2));
+        p.apply_roster(&roster(&["c1", "c2"]));
+        p.apply_roster(&roster(&["c1", "c3"]));
+        assert_eq!(
+            p.coverage().keys().cloned().collect::<Vec<_>>(),
+            vec!["c1", "c3"]
+        );
+        p.apply_roster(&[]);
+        assert_eq!(p.coverage().len(), 2);
+    }
+
+    #[test]
+    fn unknown_ids_are_harmless() {
+        let mut p = Placement::new(1, true, Duration::from_secs(2));
+        let mut rng = StdRng::seed_from_u64(4);
+        let t = Instant::now();
+        p.dial_failed(t, 77, Duration::ZERO, &mut rng);
+        p.session_down(t, 77, &mut rng);
+        p.node_draining(t, "nope", Duration::ZERO);
+        assert_eq!(p.poll(t).len(), 1);
+    }
+}

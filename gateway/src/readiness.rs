@@ -1,0 +1,627 @@
+//! Cloud-side readiness and coverage (sans-IO).
+//!
+//! Tracks which on-prem sessions are live, which services each exports and whether it
+//! reports its server up; decides per service whether this node is READY (so the driver
+//! binds listeners and answers `/readyz/<service>`), which session carries the next stream,
+//! when a restarted gateway's stale sessions are purged (boot epoch), and when a session that
+//! stays silent on stream opens is ejected.
+//!
+//! The driver feeds events with the current time and applies the returned [`Action`]s.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Identifies a session within one cloud process.
+pub type SessionId = u64;
+
+/// What a session registered in its HELLO (after authorization).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The gateway id from its verified certificate.
+    pub gateway: String,
+    /// The gateway process's boot epoch.
+    pub epoch: u64,
+    /// The gateway's session slot.
+    pub slot: u32,
+    /// Accepted exported services, with whether their server is up.
+    pub exports: BTreeMap<String, bool>,
+}
+
+/// Why the core wants a session closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its gateway restarted: a HELLO arrived with a new boot epoch.
+    StaleEpoch,
+    /// The same gateway, epoch and slot registered again (a re-dial of a dead session).
+    Replaced,
+    /// Stream opens went unanswered within `open_timeout`.
+    Silent,
+}
+
+impl CloseReason {
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::StaleEpoch => "stale_epoch",
+            CloseReason::Replaced => "replaced",
+            CloseReason::Silent => "silent",
+        }
+    }
+}
+
+/// An instruction for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Close this session.
+    Close {
+        /// Which.
+        session: SessionId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A service's readiness changed: bind/unbind its listener, flip `/readyz/<service>`.
+    Readiness {
+        /// Which service.
+        service: String,
+        /// New state.
+        ready: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    info: SessionInfo,
+    active_streams: u32,
+    misses: u32,
+    draining: bool,
+}
+
+#[derive(Debug, Default)]
+struct ServiceState {
+    ready: bool,
+    lost_at: Option<Instant>,
+}
+
+/// Per-service readiness and session choice of a cloud node.
+#[derive(Debug)]
+pub struct CloudCore {
+    sessions: BTreeMap<SessionId, Entry>,
+    services: BTreeMap<String, ServiceState>,
+    down_debounce: Duration,
+    eject_after: u32,
+    draining: bool,
+    rr: u64,
+}
+
+impl CloudCore {
+    /// A core for the node's reverse `services`. Readiness drops `down_debounce` after the last
+    /// capacity vanished; a session is ejected after `eject_after` unanswered opens in a row.
+    pub fn new<I: IntoIterator<Item = String>>(
+        services: I,
+        down_debounce: Duration,
+        eject_after: u32,
+    ) -> Self {
+        CloudCore {
+            sessions: BTreeMap::new(),
+            services: services
+                .into_iter()
+                .map(|s| (s, ServiceState::default()))
+                .collect(),
+            down_debounce,
+            eject_after: eject_after.max(1),
+            draining: false,
+            rr: 0,
+        }
+    }
+
+    /// A session completed its HELLO. Purges the gateway's sessions from an older boot epoch
+    /// and a previous session in the same slot.
+    pub fn session_up(&mut self, now: Instant, id: SessionId, info: SessionInfo) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let stale: Vec<(SessionId, CloseReason)> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.info.gateway == info.gateway)
+            .filter_map(|(&sid, e)| {
+                if e.info.epoch != info.epoch {
+                    Some((sid, CloseReason::StaleEpoch))
+                } else if e.info.slot == info.slot {
+                    Some((sid, CloseReason::Replaced))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (sid, reason) in stale {
+            self.sessions.remove(&sid);
+            actions.push(Action::Close {
+                session: sid,
+                reason,
+            });
+        }
+        self.sessions.insert(
+            id,
+            Entry {
+                info,
+                active_streams: 0,
+                misses: 0,
+                draining: false,
+            },
+        );
+        self.evaluate(now, &mut actions);
+        actions
+    }
+
+    /// A session ended (closed, dead, or ejected by the driver).
+    pub fn session_down(&mut self, now: Instant, id: SessionId) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.sessions.remove(&id);
+        self.evaluate(now, &mut actions);
+        actions
+    }
+
+    /// The gateway reported its server for `service` up or down.
+    pub fn service_state(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        service: &str,
+        up: bool,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if let Some(e) = self.sessions.get_mut(&id)
+            && let Some(state) = e.info.exports.get_mut(service)
+        {
+            *state = up;
+        }
+        self.evaluate(now, &mut actions);
+        actions
+    }
+
+    /// The gateway said it drains this session: no new streams on it.
+    pub fn session_draining(&mut self, now: Instant, id: SessionId) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if let Some(e) = self.sessions.get_mut(&id) {
+            e.draining = true;
+        }
+        self.evaluate(now, &mut actions);
+        actions
+    }
+
+    /// This node drains: every service becomes not ready at once (no debounce).
+    pub fn drain(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.draining = true;
+        self.evaluate(now, &mut actions);
+        actions
+    }
+
+    /// Chooses the session for a new stream of `service`: a usable session (not draining,
+    /// exporting the service with its server up) with the fewest active streams, preferring
+    /// gateways other than those of the sessions in `exclude` (a retry goes to another
+    /// gateway when one exists), rotating among equals.
+    pub fn pick(&mut self, service: &str, exclude: &[SessionId]) -> Option<SessionId> {
+        let excluded_gateways: BTreeSet<&str> = exclude
+            .iter()
+            .filter_map(|id| self.sessions.get(id))
+            .map(|e| e.info.gateway.as_str())
+            .collect();
+        let usable: Vec<(SessionId, &Entry)> = self
+            .sessions
+            .iter()
+            .filter(|(id, e)| !exclude.contains(id) && usable(e, service))
+            .map(|(&id, e)| (id, e))
+            .collect();
+        let preferred: Vec<&(SessionId, &Entry)> = usable
+            .iter()
+            .filter(|(_, e)| !excluded_gateways.contains(e.info.gateway.as_str()))
+            .collect();
+        let pool: Vec<&(SessionId, &Entry)> = if preferred.is_empty() {
+            usable.iter().collect()
+        } else {
+            preferred
+        };
+        let least = pool.iter().map(|(_, e)| e.active_streams).min()?;
+        let ties: Vec<SessionId> = pool
+            .iter()
+            .filter(|(_, e)| e.active_streams == least)
+            .map(|(id, _)| *id)
+            .collect();
+        self.rr = self.rr.wrapping_add(1);
+        let idx = usize::try_from(self.rr % ties.len() as u64).unwrap_or(0);
+        ties.get(idx).copied()
+    }
+
+    /// A stream started on `id`.
+    pub fn stream_started(&mut self, id: SessionId) {
+        if let Some(e) = self.sessions.get_mut(&id) {
+            e.active_streams = e.active_streams.saturating_add(1);
+        }
+    }
+
+    /// A stream on `id` ended.
+    pub fn stream_ended(&mut self, id: SessionId) {
+        if let Some(e) = self.sessions.get_mut(&id) {
+            e.active_streams = e.active_streams.saturating_sub(1);
+        }
+    }
+
+    /// A stream open on `id` was answered (any status): the session is responsive.
+    pub fn open_answered(&mut self, id: SessionId) {
+        if let Some(e) = self.sessions.get_mut(&id) {
+            e.misses = 0;
+        }
+    }
+
+    /// A stream open on `id` got no answer within `open_timeout`. Ejects the session after
+    /// `eject_after` misses in a row.
+    pub fn open_silent(&mut self, now: Instant, id: SessionId) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let eject = match self.sessions.get_mut(&id) {
+            Some(e) => {
+                e.misses += 1;
+                e.misses >= self.eject_after
+            }
+            None => false,
+        };
+        if eject {
+            self.sessions.remove(&id);
+            actions.push(Action::Close {
+                session: id,
+                reason: CloseReason::Silent,
+            });
+        }
+        self.evaluate(now, &mut actions);
+        actions
+    }
+
+    /// Lets debounced readiness changes fall due.
+    pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.evaluate(now, &mut actions);
+        actions
+    }
+
+    /// When [`CloudCore::poll`] must be called next, if ever.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.services
+            .values()
+            .filter(|s| s.ready)
+            .filter_map(|s| s.lost_at)
+            .map(|t| t + self.down_debounce)
+            .min()
+    }
+
+    /// Whether `service` is ready (unknown services never are).
+    pub fn is_ready(&self, service: &str) -> bool {
+        self.services.get(service).is_some_and(|s| s.ready)
+    }
+
+    /// Whether every service is ready and the node does not drain (`/readyz`).
+    pub fn all_ready(&self) -> bool {
+        !self.draining && self.services.values().all(|s| s.ready)
+    }
+
+    /// Usable sessions for `service` and how many distinct gateways hold them.
+    pub fn capacity(&self, service: &str) -> (usize, usize) {
+        let sessions: Vec<&Entry> = self
+            .sessions
+            .values()
+            .filter(|e| usable(e, service))
+            .collect();
+        let gateways: BTreeSet<&str> = sessions.iter().map(|e| e.info.gateway.as_str()).collect();
+        (sessions.len(), gateways.len())
+    }
+
+    /// Number of registered sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The registered sessions of `gateway`.
+    pub fn sessions_of(&self, gateway: &str) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, e)| e.info.gateway == gateway)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// The service names this core tracks.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.services.keys().map(String::as_str)
+    }
+
+    fn evaluate(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in names {
+            let has = !self.draining && self.sessions.values().any(|e| usable(e, &name));
+            let debounce = self.down_debounce;
+            let draining = self.draining;
+            let Some(state) = self.services.get_mut(&name) else {
+                continue;
+            };
+            if has {
+                state.lost_at = None;
+                if !state.ready {
+                    state.ready = true;
+                    actions.push(Action::Readiness {
+                        service: name,
+                        ready: true,
+                    });
+                }
+            } else if state.ready {
+                let lost_at = *state.lost_at.get_or_insert(now);
+                // Draining flips readiness at once: that is the first step of a drain.
+                if draining || now.saturating_duration_since(lost_at) >= debounce {
+                    state.ready = false;
+                    state.lost_at = None;
+                    actions.push(Action::Readiness {
+                        service: name,
+                        ready: false,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn usable(e: &Entry, service: &str) -> bool {
+    !e.draining && e.info.exports.get(service).copied().unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEBOUNCE: Duration = Duration::from_millis(500);
+
+    fn info(gateway: &str, epoch: u64, slot: u32, exports: &[(&str, bool)]) -> SessionInfo {
+        SessionInfo {
+            gateway: gateway.into(),
+            epoch,
+            slot,
+            exports: exports.iter().map(|(s, up)| (s.to_string(), *up)).collect(),
+        }
+    }
+
+    fn core() -> CloudCore {
+        CloudCore::new(["svc-a".to_string(), "svc-b".to_string()], DEBOUNCE, 1)
+    }
+
+    fn ready(service: &str, ready: bool) -> Action {
+        Action::Readiness {
+            service: service.into(),
+            ready,
+        }
+    }
+
+    #[test]
+    fn not_ready_without_sessions() {
+        let mut c = core();
+        let t = Instant::now();
+        assert!(c.poll(t).is_empty());
+        assert!(!c.is_ready("svc-a"));
+        assert!(!c.all_ready());
+        assert!(!c.is_ready("nope"));
+        assert_eq!(c.pick("svc-a", &[]), None);
+    }
+
+    #[test]
+    fn ready_at_once_when_an_up_export_arrives() {
+        let mut c = core();
+        let t = Instant::now();
+        let a = c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", true)]));
+        assert_eq!(a, vec![ready("svc-a", true)]);
+        assert!(c.is_ready("svc-a"));
+        assert!(!c.is_ready("svc-b"));
+        assert!(!c.all_ready());
+        assert_eq!(c.capacity("svc-a"), (1, 1));
+        assert_eq!(c.pick("svc-a", &[]), Some(1));
+        assert_eq!(c.pick("svc-b", &[]), None);
+    }
+
+    #[test]
+    fn export_with_server_down_is_no_capacity() {
+        let mut c = core();
+        let t = Instant::now();
+        assert!(
+            c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", false)]))
+                .is_empty()
+        );
+        assert!(!c.is_ready("svc-a"));
+        assert_eq!(
+            c.service_state(t, 1, "svc-a", true),
+            vec![ready("svc-a", true)]
+        );
+        // Down: debounced.
+        assert!(c.service_state(t, 1, "svc-a", false).is_empty());
+        assert!(c.is_ready("svc-a"));
+        assert_eq!(c.next_timeout(), Some(t + DEBOUNCE));
+        assert!(c.poll(t + DEBOUNCE - Duration::from_millis(1)).is_empty());
+        assert_eq!(c.poll(t + DEBOUNCE), vec![ready("svc-a", false)]);
+        assert_eq!(c.next_timeout(), None);
+    }
+
+    #[test]
+    fn session_swap_within_debounce_does_not_flap() {
+        let mut c = core();
+        let t = Instant::now();
+        c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", true)]));
+        assert!(c.session_down(t, 1).is_empty());
+        assert!(c.is_ready("svc-a"));
+        // Not usable while no session: pick finds nothing even though still "ready".
+        assert_eq!(c.pick("svc-a", &[]), None);
+        assert!(
+            c.session_up(
+                t + Duration::from_millis(100),
+                2,
+                info("onprem1", 1, 1, &[("svc-a", true)])
+            )
+            .is_empty()
+        );
+        assert!(c.poll(t + Duration::from_secs(5)).is_empty());
+        assert!(c.is_ready("svc-a"));
+    }
+
+    #[test]
+    fn new_boot_epoch_purges_old_sessions_at_once() {
+        let mut c = core();
+        let t = Instant::now();
+        c.session_up(t, 1, info("onprem1", 10, 0, &[("svc-a", true)]));
+        c.session_up(t, 2, info("onprem1", 10, 1, &[("svc-a", true)]));
+        c.session_up(t, 3, info("onprem2", 20, 0, &[("svc-a", true)]));
+        let a = c.session_up(t, 4, info("onprem1", 11, 0, &[("svc-a", true)]));
+        assert_eq!(
+            a,
+            vec![
+                Action::Close {
+                    session: 1,
+                    reason: CloseReason::StaleEpoch
+                },
+                Action::Close {
+                    session: 2,
+                    reason: CloseReason::StaleEpoch
+                },
+            ]
+        );
+        assert_eq!(c.sessions_of("onprem1"), vec![4]);
+        assert_eq!(c.sessions_of("onprem2"), vec![3]);
+        assert_eq!(c.session_count(), 2);
+    }
+
+    #[test]
+    fn same_slot_replaces_older_session() {
+        let mut c = core();
+        let t = Instant::now();
+        c.session_up(t, 1, info("onprem1", 10, 0, &[("svc-a", true)]));
+        let a = c.session_up(t, 2, info("onprem1", 10, 0, &[("svc-a", true)]));
+        assert_eq!(
+            a,
+            vec![Action::Close {
+                session: 1,
+                reason: CloseReason::Replaced
+            }]
+        );
+        assert_eq!(c.session_count(), 1);
+    }
+
+    #[test]
+    fn pick_balances_by_active_streams() {
+        let mut c = core();
+        let t = Instant::now();
+        c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", true)]));
+        c.session_up(t, 2, info("onprem2", 2, 0, &[("svc-a", true)]));
+        c.stream_started(1);
+        assert_eq!(c.pick("svc-a", &[]), Some(2));
+        c.stream_started(2);
+        c.stream_started(2);
+        assert_eq!(c.pick("svc-a", &[]), Some(1));
+        c.stream_ended(2);
+        c.stream_ended(2);
+        c.stream_ended(1);
+        // Ties rotate.
+        let picks: BTreeSet<SessionId> = (0..4).filter_map(|_| c.pick("svc-a", &[])).collect();
+        assert_eq!(picks, BTreeSet::from([1, 2]));
+    }
+
+    #[test]
+    fn retry_prefers_another_gateway() {
+        let mut c = core();
+        let t = Instant::now();
+        c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", true)]));
+        c.session_up(t, 2, info("onprem1", 1, 1, &[("svc-a", true)]));
+        c.session_up(t, 3, info("onprem2", 2, 0, &[("svc-a", true)]));
+        c.stream_started(3);
+        c.stream_started(3);
+        for _ in 0..4 {
+            assert_eq!(c.pick("svc-a", &[1]), Some(3));
+        }
+        // Only one gateway left: another session of the same gateway is still better than none.
+        c.session_down(t, 3);
+        assert_eq!(c.pick("svc-a", &[1]), Some(2));
+        assert_eq!(c.pick("svc-a", &[1, 2]), None);
+    }
+
+    #[test]
+    fn server_down_behind_one_gateway_steers_to_the_other() {
+        let mut c = core();
+        let t = Instant::now();
+        c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", true)]));
+        c.session_up(t, 2, info("onprem2", 2, 0, &[("svc-a", true)]));
+        assert!(c.service_state(t, 1, "svc-a", false).is_empty());
+        for _ in 0..6 {
+            assert_eq!(c.pick("svc-a", &[]), Some(2));
+        }
+        assert_eq!(c.capacity("svc-a"), (1, 1));
+        assert!(c.is_ready("svc-a"));
+    }
+
+    #[test]
+    fn silent_open_ejects_and_readiness_follows() {
+        let mut c = CloudCore::new(["svc-a".to_string()], DEBOUNCE, 2);
+        let t = Instant::now();
+        c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", true)]));
+        assert!(c.open_silent(t, 1).is_empty());
+        c.open_answered(1);
+        assert!(c.open_silent(t, 1).is_empty());
+        let a = c.open_silent(t, 1);
+        assert_eq!(
+            a,
+            vec![Action::Close {
+                session: 1,
+                reason: CloseReason::Silent
+            }]
+        );
+        assert_eq!(c.pick("svc-a", &[]), None);
+        assert_eq!(c.poll(t + DEBOUNCE), vec![ready("svc-a", false)]);
+        // Events for unknown sessions are harmless.
+        assert!(c.open_silent(t, 99).is_empty());
+        assert!(c.service_state(t, 99, "svc-a", true).is_empty());
+        c.stream_started(99);
+        c.stream_ended(99);
+        c.open_answered(99);
+    }
+
+    #[test]
+    fn draining_session_is_not_capacity() {
+        let mut c = core();
+        let t = Instant::now();
+        c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", true)]));
+        assert!(c.session_draining(t, 1).is_empty());
+        assert_eq!(c.pick("svc-a", &[]), None);
+        assert_eq!(c.poll(t + DEBOUNCE), vec![ready("svc-a", false)]);
+    }
+
+    #[test]
+    fn node_drain_flips_readiness_at_once() {
+        let mut c = core();
+        let t = Instant::now();
+        c.session_up(
+            t,
+            1,
+            info("onprem1", 1, 0, &[("svc-a", true), ("svc-b", true)]),
+        );
+        assert!(c.all_ready());
+        let mut a = c.drain(t);
+        a.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
+        assert_eq!(a, vec![ready("svc-a", false), ready("svc-b", false)]);
+        assert!(!c.all_ready());
+        // New sessions during a drain do not make it ready again.
+        assert!(
+            c.session_up(t, 2, info("onprem2", 1, 0, &[("svc-a", true)]))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn unknown_export_is_ignored() {
+        let mut c = core();
+        let t = Instant::now();
+        assert!(
+            c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-z", true)]))
+                .is_empty()
+        );
+        assert_eq!(c.services().collect::<Vec<_>>(), vec!["svc-a", "svc-b"]);
+    }
+}
