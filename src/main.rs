@@ -1,1 +1,79 @@
-fn main(){}
+//! The `tether` binary: parses the command line, sets up logging and signals, and hands a
+//! validated configuration to the daemon's crate. Everything else lives in the crates.
+
+mod cmd_lb;
+mod cmd_tools;
+mod demo;
+mod signals;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Keeps TCP services reachable when any single box dies.
+#[derive(Parser)]
+#[command(name = "tether", version, about)]
+struct Cli {
+    /// Log format: `text` for people, `json` for machines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the layer-4 load balancer.
+    Lb(cmd_lb::LbArgs),
+    /// Run a small echo server (tests, demo, compose).
+    Echo(cmd_tools::EchoArgs),
+    /// Open a new connection every interval and report failures and the longest gap.
+    Probe(cmd_tools::ProbeArgs),
+    /// Run the demo scenario on this machine, with no configuration.
+    Demo(demo::DemoArgs),
+}
+
+fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Lb(args) => {
+            init_logging(cli.log_format, "info");
+            cmd_lb::main(args)
+        }
+        Command::Echo(args) => {
+            init_logging(cli.log_format, "info");
+            cmd_tools::echo_main(args)
+        }
+        Command::Probe(args) => {
+            init_logging(cli.log_format, "warn");
+            cmd_tools::probe_main(args)
+        }
+        Command::Demo(args) => {
+            init_logging(cli.log_format, "info,tether_lb::conn=warn");
+            demo::main(args)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tether: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

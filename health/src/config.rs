@@ -116,10 +116,7 @@ impl Source {
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigErrors> {
         toml::from_str(&self.text).map_err(|e| {
             let (line, key) = match e.span() {
-                Some(span) => (
-                    Some(self.line_of(span.start)),
-                    self.text.get(span.clone()).map(key_at).unwrap_or_default(),
-                ),
+                Some(span) => (Some(self.line_of(span.start)), self.key_on_line(span.start)),
                 None => (None, String::new()),
             };
             ConfigError {
@@ -189,6 +186,21 @@ impl Source {
         best.map(|offset| self.line_of(offset))
     }
 
+    /// The key written on the line holding `offset` (`key = value` or `[table]`).
+    fn key_on_line(&self, offset: usize) -> String {
+        let offset = offset.min(self.text.len());
+        let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line = self.text[start..].lines().next().unwrap_or("").trim();
+        let key = match line.split_once('=') {
+            Some((k, _)) => k,
+            None => line,
+        };
+        key.trim()
+            .trim_matches(|c| c == '[' || c == ']' || c == '"')
+            .trim()
+            .to_string()
+    }
+
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
@@ -213,14 +225,6 @@ fn dotted(path: &[Seg]) -> String {
         }
     }
     out
-}
-
-/// The key named by the text at an error span (the whole span for a bare key).
-fn key_at(text: &str) -> String {
-    let first = text.lines().next().unwrap_or("").trim();
-    let key = first.split('=').next().unwrap_or("").trim();
-    key.trim_matches(|c| c == '[' || c == ']' || c == '"')
-        .to_string()
 }
 
 #[cfg(test)]

@@ -1,0 +1,711 @@
+//! The `tether lb` configuration: the TOML a user writes, and the validated form the
+//! balancer runs.
+//!
+//! Parsing rejects unknown keys and wrong types; [`validate`] then checks what serde cannot
+//! (ranges, names that must exist and be unique, addresses) and reports every problem with
+//! the file, the line and the key.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tether_health::config::{ConfigError, ConfigErrors, Seg, Source};
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The admin listener; without it there is none.
+    pub admin: Option<RawAdmin>,
+    /// Values frontends and backends inherit.
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    /// The listeners.
+    #[serde(default)]
+    pub frontend: Vec<RawFrontend>,
+    /// The server pools.
+    #[serde(default)]
+    pub backend: Vec<RawBackend>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `host:port` of the admin HTTP listener.
+    pub listen: String,
+}
+
+/// `[defaults]`: every key may also be set on a frontend or backend.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    /// How long a connect to a server may take.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    /// Idle timeout on the client side.
+    #[serde(default, with = "humantime_serde")]
+    pub client_timeout: Option<Duration>,
+    /// Idle timeout on the server side.
+    #[serde(default, with = "humantime_serde")]
+    pub server_timeout: Option<Duration>,
+    /// How long a connection may wait in a full server's queue (default: connect_timeout).
+    #[serde(default, with = "humantime_serde")]
+    pub queue_timeout: Option<Duration>,
+    /// Connect attempts after the first, each on another server.
+    pub retries: Option<i64>,
+    /// Per-frontend connection limit.
+    pub maxconn: Option<i64>,
+    /// How long `SIGTERM` waits for open connections before closing them.
+    #[serde(default, with = "humantime_serde")]
+    pub grace_period: Option<Duration>,
+}
+
+/// `[[frontend]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFrontend {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// Addresses to listen on.
+    pub bind: Vec<String>,
+    /// The backend that gets the connections.
+    pub backend: String,
+    /// Most connections open at once; further clients wait in the kernel's backlog.
+    pub maxconn: Option<i64>,
+    /// Idle timeout on the client side.
+    #[serde(default, with = "humantime_serde")]
+    pub client_timeout: Option<Duration>,
+}
+
+/// The balancing algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    #[default]
+    Roundrobin,
+    /// Fewest active connections per weight.
+    Leastconn,
+    /// Consistent hash of the client address.
+    Source,
+    /// Random with two choices.
+    Random,
+    /// The first server, in order, that has room.
+    First,
+}
+
+/// `[[backend]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// Unique name.
+    pub name: String,
+    /// The algorithm.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Active health checks; default TCP every 2 s, rise 2, fall 3.
+    pub health: Option<RawHealth>,
+    /// The servers.
+    #[serde(default)]
+    pub server: Vec<RawServer>,
+    /// Overrides `[defaults]`.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    /// Overrides `[defaults]`.
+    #[serde(default, with = "humantime_serde")]
+    pub server_timeout: Option<Duration>,
+    /// Overrides `[defaults]`.
+    #[serde(default, with = "humantime_serde")]
+    pub queue_timeout: Option<Duration>,
+    /// Overrides `[defaults]`.
+    pub retries: Option<i64>,
+}
+
+/// The kinds of health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    /// A TCP connect.
+    #[default]
+    Tcp,
+    /// An HTTP GET with an expected status.
+    Http,
+    /// A TLS handshake with certificate verification.
+    Tls,
+    /// No checks: servers are always up.
+    None,
+}
+
+/// `[backend.health]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// What to check.
+    #[serde(default)]
+    pub kind: HealthKind,
+    /// Time between checks.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Time one check may take.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Consecutive successes to go up.
+    pub rise: Option<i64>,
+    /// Consecutive failures to go down.
+    pub fall: Option<i64>,
+    /// Check this port instead of the traffic port.
+    pub port: Option<i64>,
+    /// HTTP path.
+    pub path: Option<String>,
+    /// HTTP status that counts as healthy.
+    pub expect_status: Option<i64>,
+    /// HTTP `Host` header, or the TLS server name.
+    pub host: Option<String>,
+    /// PEM file of CA certificates for TLS checks (default: the Mozilla roots).
+    pub ca: Option<String>,
+}
+
+/// `[[backend.server]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Unique within the backend.
+    pub name: String,
+    /// `ip:port` or `host:port`.
+    pub address: String,
+    /// 1..=256.
+    pub weight: Option<i64>,
+    /// Used only when no non-backup server is up.
+    #[serde(default)]
+    pub backup: bool,
+    /// 0 = unlimited; else excess connections wait in a bounded queue.
+    pub maxconn: Option<i64>,
+    /// How many connections may wait for this server when it is full (default 1024).
+    pub maxqueue: Option<i64>,
+    /// This server's health check port.
+    pub check_port: Option<i64>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the admin HTTP listener binds, if any.
+    pub admin: Option<SocketAddr>,
+    /// How long `SIGTERM` waits for open connections.
+    pub grace_period: Duration,
+    /// The listeners.
+    pub frontends: Vec<FrontendConfig>,
+    /// The server pools.
+    pub backends: Vec<BackendConfig>,
+}
+
+/// A validated frontend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrontendConfig {
+    /// Its name.
+    pub name: String,
+    /// Where it listens.
+    pub binds: Vec<SocketAddr>,
+    /// Index into [`Config::backends`].
+    pub backend: usize,
+    /// Most connections open at once.
+    pub maxconn: usize,
+    /// Idle timeout on the client side.
+    pub client_timeout: Duration,
+}
+
+/// A validated backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// Its name.
+    pub name: String,
+    /// The algorithm.
+    pub balance: Balance,
+    /// Health checks, unless `kind = "none"`.
+    pub health: Option<HealthConfig>,
+    /// The servers, in configuration order.
+    pub servers: Vec<ServerConfig>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle timeout on the server side.
+    pub server_timeout: Duration,
+    /// How long a connection may wait for a full server.
+    pub queue_timeout: Duration,
+    /// Connect attempts after the first.
+    pub retries: u32,
+}
+
+/// Validated health-check settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// What to check.
+    pub kind: HealthKind,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Time one check may take.
+    pub timeout: Duration,
+    /// Consecutive successes to go up.
+    pub rise: u32,
+    /// Consecutive failures to go down.
+    pub fall: u32,
+    /// The port to check instead of the traffic port.
+    pub port: Option<u16>,
+    /// HTTP path.
+    pub path: String,
+    /// HTTP status expected.
+    pub expect_status: u16,
+    /// HTTP host or TLS server name.
+    pub host: Option<String>,
+    /// CA file for TLS checks.
+    pub ca: Option<String>,
+}
+
+/// Where a server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAddress {
+    /// A literal address.
+    Ip(SocketAddr),
+    /// A name resolved at start.
+    Host(String, u16),
+}
+
+impl std::fmt::Display for ServerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddress::Ip(a) => write!(f, "{a}"),
+            ServerAddress::Host(h, p) => write!(f, "{h}:{p}"),
+        }
+    }
+}
+
+/// A validated server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Its name.
+    pub name: String,
+    /// Where it is.
+    pub address: ServerAddress,
+    /// Its weight, 1..=256.
+    pub weight: u32,
+    /// Used only when no primary is up.
+    pub backup: bool,
+    /// 0 = unlimited.
+    pub maxconn: u32,
+    /// Most connections waiting for it when full.
+    pub maxqueue: u32,
+    /// Health check port override.
+    pub check_port: Option<u16>,
+}
+
+const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
+const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+const DEFAULT_RETRIES: i64 = 2;
+const DEFAULT_MAXCONN: i64 = 10_000;
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+impl Config {
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Self::from_source(&Source::read(path)?)
+    }
+
+    /// Parses and validates text (embedded configurations, tests).
+    pub fn from_source(src: &Source) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = src.parse()?;
+        validate(&raw, src)
+    }
+}
+
+/// Checks everything serde cannot, collecting every error rather than stopping at the first.
+pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
+    let mut errs: Vec<ConfigError> = Vec::new();
+    let d = &raw.defaults;
+    let k = |parts: &[Seg]| parts.to_vec();
+
+    let admin = raw
+        .admin
+        .as_ref()
+        .and_then(|a| match a.listen.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                errs.push(src.error(
+                    &k(&["admin".into(), "listen".into()]),
+                    format!(
+                        "\"{}\" is not an ip:port address (e.g. \"127.0.0.1:9090\")",
+                        a.listen
+                    ),
+                ));
+                None
+            }
+        });
+    let retries_default = d.retries.unwrap_or(DEFAULT_RETRIES);
+    check_range(
+        &mut errs,
+        src,
+        &["defaults".into(), "retries".into()],
+        d.retries,
+        0,
+        100,
+    );
+    check_range(
+        &mut errs,
+        src,
+        &["defaults".into(), "maxconn".into()],
+        d.maxconn,
+        1,
+        10_000_000,
+    );
+    for (key, v) in [
+        ("connect_timeout", d.connect_timeout),
+        ("client_timeout", d.client_timeout),
+        ("server_timeout", d.server_timeout),
+        ("queue_timeout", d.queue_timeout),
+    ] {
+        check_nonzero(&mut errs, src, &["defaults".into(), key.into()], v);
+    }
+
+    let mut backend_names = HashSet::new();
+    let mut backends = Vec::new();
+    for (bi, b) in raw.backend.iter().enumerate() {
+        let at = |key: &str| vec![Seg::from("backend"), bi.into(), key.into()];
+        if !backend_names.insert(b.name.as_str()) {
+            errs.push(src.error(
+                &at("name"),
+                format!(
+                    "backend \"{}\" is defined twice; names must be unique",
+                    b.name
+                ),
+            ));
+        }
+        check_name(&mut errs, src, &at("name"), &b.name);
+        check_range(&mut errs, src, &at("retries"), b.retries, 0, 100);
+        for (key, v) in [
+            ("connect_timeout", b.connect_timeout),
+            ("server_timeout", b.server_timeout),
+            ("queue_timeout", b.queue_timeout),
+        ] {
+            check_nonzero(&mut errs, src, &at(key), v);
+        }
+        if b.server.is_empty() {
+            errs.push(src.error(
+                &at("server"),
+                format!(
+                    "backend \"{}\" has no server; add at least one [[backend.server]]",
+                    b.name
+                ),
+            ));
+        }
+        let health = validate_health(b, bi, src, &mut errs);
+        let mut server_names = HashSet::new();
+        let mut servers = Vec::new();
+        for (si, s) in b.server.iter().enumerate() {
+            let at = |key: &str| {
+                vec![
+                    Seg::from("backend"),
+                    bi.into(),
+                    "server".into(),
+                    si.into(),
+                    key.into(),
+                ]
+            };
+            let who = format!("backend \"{}\": server \"{}\"", b.name, s.name);
+            if !server_names.insert(s.name.as_str()) {
+                errs.push(src.error(
+                    &at("name"),
+                    format!("{who} is defined twice; server names must be unique in a backend"),
+                ));
+            }
+            check_name(&mut errs, src, &at("name"), &s.name);
+            let weight = s.weight.unwrap_or(1);
+            if !(1..=256).contains(&weight) {
+                errs.push(src.error(
+                    &at("weight"),
+                    format!("{who} has weight {weight}; weight must be 1..=256"),
+                ));
+            }
+            check_range(&mut errs, src, &at("maxconn"), s.maxconn, 0, 10_000_000);
+            check_range(&mut errs, src, &at("maxqueue"), s.maxqueue, 0, 10_000_000);
+            check_range(&mut errs, src, &at("check_port"), s.check_port, 1, 65535);
+            let address = match parse_server_address(&s.address) {
+                Ok(a) => Some(a),
+                Err(why) => {
+                    errs.push(src.error(
+                        &at("address"),
+                        format!("{who}: address \"{}\" {why}", s.address),
+                    ));
+                    None
+                }
+            };
+            if let Some(address) = address {
+                servers.push(ServerConfig {
+                    name: s.name.clone(),
+                    address,
+                    weight: weight.clamp(1, 256) as u32,
+                    backup: s.backup,
+                    maxconn: s.maxconn.unwrap_or(0).max(0) as u32,
+                    maxqueue: s.maxqueue.unwrap_or(1024).max(0) as u32,
+                    check_port: s.check_port.map(|p| p as u16),
+                });
+            }
+        }
+        let connect_timeout = b
+            .connect_timeout
+            .or(d.connect_timeout)
+            .unwrap_or(DEFAULT_CONNECT);
+        backends.push(BackendConfig {
+            name: b.name.clone(),
+            balance: b.balance,
+            health,
+            servers,
+            connect_timeout,
+            server_timeout: b
+                .server_timeout
+                .or(d.server_timeout)
+                .unwrap_or(DEFAULT_IDLE),
+            queue_timeout: b
+                .queue_timeout
+                .or(d.queue_timeout)
+                .unwrap_or(connect_timeout),
+            retries: b.retries.unwrap_or(retries_default).clamp(0, 100) as u32,
+        });
+    }
+
+    let mut frontend_names = HashSet::new();
+    let mut seen_binds: Vec<(SocketAddr, &str)> = Vec::new();
+    let mut frontends = Vec::new();
+    if raw.frontend.is_empty() {
+        errs.push(src.error(
+            &[],
+            "no [[frontend]] defined; the balancer would listen nowhere",
+        ));
+    }
+    for (fi, f) in raw.frontend.iter().enumerate() {
+        let at = |key: &str| vec![Seg::from("frontend"), fi.into(), key.into()];
+        if !frontend_names.insert(f.name.as_str()) {
+            errs.push(src.error(
+                &at("name"),
+                format!(
+                    "frontend \"{}\" is defined twice; names must be unique",
+                    f.name
+                ),
+            ));
+        }
+        check_name(&mut errs, src, &at("name"), &f.name);
+        check_range(&mut errs, src, &at("maxconn"), f.maxconn, 1, 10_000_000);
+        check_nonzero(&mut errs, src, &at("client_timeout"), f.client_timeout);
+        if f.bind.is_empty() {
+            errs.push(src.error(
+                &at("bind"),
+                format!(
+                    "frontend \"{}\" has no bind address; give at least one \"ip:port\"",
+                    f.name
+                ),
+            ));
+        }
+        let mut binds = Vec::new();
+        for (i, b) in f.bind.iter().enumerate() {
+            match b.parse::<SocketAddr>() {
+                Ok(addr) => {
+                    if let Some((_, other)) = seen_binds.iter().find(|(a, _)| *a == addr) {
+                        errs.push(src.error(
+                            &[Seg::from("frontend"), fi.into(), "bind".into(), i.into()],
+                            format!("frontend \"{}\": {addr} is already bound by frontend \"{other}\"", f.name),
+                        ));
+                    }
+                    seen_binds.push((addr, &f.name));
+                    binds.push(addr);
+                }
+                Err(_) => errs.push(src.error(
+                    &[Seg::from("frontend"), fi.into(), "bind".into(), i.into()],
+                    format!(
+                        "frontend \"{}\": bind \"{b}\" is not an ip:port address (e.g. \"0.0.0.0:5551\" or \"[::]:5551\")",
+                        f.name
+                    ),
+                )),
+            }
+        }
+        let backend = raw.backend.iter().position(|b| b.name == f.backend);
+        if backend.is_none() {
+            let known: Vec<&str> = raw.backend.iter().map(|b| b.name.as_str()).collect();
+            errs.push(src.error(
+                &at("backend"),
+                format!(
+                    "frontend \"{}\" uses backend \"{}\", which is not defined (defined: {})",
+                    f.name,
+                    f.backend,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        frontends.push(FrontendConfig {
+            name: f.name.clone(),
+            binds,
+            backend: backend.unwrap_or(0),
+            maxconn: f.maxconn.or(d.maxconn).unwrap_or(DEFAULT_MAXCONN).max(1) as usize,
+            client_timeout: f
+                .client_timeout
+                .or(d.client_timeout)
+                .unwrap_or(DEFAULT_IDLE),
+        });
+    }
+
+    if errs.is_empty() {
+        Ok(Config {
+            admin,
+            grace_period: d.grace_period.unwrap_or(DEFAULT_GRACE),
+            frontends,
+            backends,
+        })
+    } else {
+        errs.sort_by_key(|e| e.line.unwrap_or(0));
+        Err(ConfigErrors(errs))
+    }
+}
+
+fn validate_health(
+    b: &RawBackend,
+    bi: usize,
+    src: &Source,
+    errs: &mut Vec<ConfigError>,
+) -> Option<HealthConfig> {
+    let at = |key: &str| vec![Seg::from("backend"), bi.into(), "health".into(), key.into()];
+    let default = RawHealth {
+        kind: HealthKind::Tcp,
+        interval: None,
+        timeout: None,
+        rise: None,
+        fall: None,
+        port: None,
+        path: None,
+        expect_status: None,
+        host: None,
+        ca: None,
+    };
+    let h = b.health.as_ref().unwrap_or(&default);
+    check_range(errs, src, &at("rise"), h.rise, 1, 1000);
+    check_range(errs, src, &at("fall"), h.fall, 1, 1000);
+    check_range(errs, src, &at("port"), h.port, 1, 65535);
+    check_range(errs, src, &at("expect_status"), h.expect_status, 100, 599);
+    check_nonzero(errs, src, &at("interval"), h.interval);
+    check_nonzero(errs, src, &at("timeout"), h.timeout);
+    if h.kind != HealthKind::Http {
+        for (key, set) in [
+            ("path", h.path.is_some()),
+            ("expect_status", h.expect_status.is_some()),
+        ] {
+            if set {
+                errs.push(src.error(
+                    &at(key),
+                    format!(
+                        "backend \"{}\": {key} applies only to kind = \"http\"",
+                        b.name
+                    ),
+                ));
+            }
+        }
+    }
+    if h.kind != HealthKind::Tls && h.ca.is_some() {
+        errs.push(src.error(
+            &at("ca"),
+            format!("backend \"{}\": ca applies only to kind = \"tls\"", b.name),
+        ));
+    }
+    if let Some(p) = &h.path
+        && !p.starts_with('/')
+    {
+        errs.push(src.error(
+            &at("path"),
+            format!("backend \"{}\": path \"{p}\" must start with /", b.name),
+        ));
+    }
+    if h.kind == HealthKind::None {
+        return None;
+    }
+    let interval = h.interval.unwrap_or(Duration::from_secs(2));
+    Some(HealthConfig {
+        kind: h.kind,
+        interval,
+        timeout: h.timeout.unwrap_or(interval.min(Duration::from_secs(2))),
+        rise: h.rise.unwrap_or(2).max(1) as u32,
+        fall: h.fall.unwrap_or(3).max(1) as u32,
+        port: h.port.map(|p| p as u16),
+        path: h.path.clone().unwrap_or_else(|| "/".into()),
+        expect_status: h.expect_status.unwrap_or(200) as u16,
+        host: h.host.clone(),
+        ca: h.ca.clone(),
+    })
+}
+
+fn check_range(
+    errs: &mut Vec<ConfigError>,
+    src: &Source,
+    path: &[Seg],
+    v: Option<i64>,
+    lo: i64,
+    hi: i64,
+) {
+    if let Some(v) = v
+        && !(lo..=hi).contains(&v)
+    {
+        let key = match path.last() {
+            Some(Seg::Key(k)) => k.as_str(),
+            _ => "value",
+        };
+        errs.push(src.error(path, format!("{key} is {v}; {key} must be {lo}..={hi}")));
+    }
+}
+
+fn check_nonzero(errs: &mut Vec<ConfigError>, src: &Source, path: &[Seg], v: Option<Duration>) {
+    if v == Some(Duration::ZERO) {
+        errs.push(src.error(
+            path,
+            "a duration of 0 is not allowed; give e.g. \"500ms\" or \"2s\"",
+        ));
+    }
+}
+
+fn check_name(errs: &mut Vec<ConfigError>, src: &Source, path: &[Seg], name: &str) {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        errs.push(src.error(
+            path,
+            format!("name \"{name}\" must be 1 to 64 characters of A-Z a-z 0-9 - _ ."),
+        ));
+    }
+}
+
+/// Parses `ip:port`, `[v6]:port` or `host:port`.
+pub fn parse_server_address(s: &str) -> Result<ServerAddress, &'static str> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(ServerAddress::Ip(a));
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("has no port; write ip:port or host:port");
+    };
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 => p,
+        _ => return Err("has a port that is not 1..=65535"),
+    };
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !valid_host {
+        return Err("is neither an ip:port nor a valid host:port");
+    }
+    Ok(ServerAddress::Host(host.to_string(), port))
+}

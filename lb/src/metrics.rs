@@ -1,0 +1,231 @@
+//! The balancer's Prometheus metrics, registered in a registry of its own so several
+//! balancers can run in one process (tests) without clashing.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// Every metric family of one balancer.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` serves.
+    pub registry: Registry,
+    /// Connections accepted, by frontend.
+    pub fe_connections: IntCounterVec,
+    /// Connections open, by frontend.
+    pub fe_active: IntGaugeVec,
+    /// Accept errors (EMFILE and the like), by frontend.
+    pub fe_accept_errors: IntCounterVec,
+    /// Bytes read from clients, by frontend.
+    pub fe_bytes_in: IntCounterVec,
+    /// Bytes written to clients, by frontend.
+    pub fe_bytes_out: IntCounterVec,
+    /// Connections established to a server.
+    pub srv_connections: IntCounterVec,
+    /// Connections open to a server.
+    pub srv_active: IntGaugeVec,
+    /// Bytes sent to a server.
+    pub srv_bytes_in: IntCounterVec,
+    /// Bytes received from a server.
+    pub srv_bytes_out: IntCounterVec,
+    /// Failed connects to a server.
+    pub srv_connect_failures: IntCounterVec,
+    /// 1 when a server is up (health and admin state), else 0.
+    pub srv_up: IntGaugeVec,
+    /// Health checks by result.
+    pub srv_checks: IntCounterVec,
+    /// Connections waiting for a full server.
+    pub srv_queue: IntGaugeVec,
+    /// Connections that gave up waiting in a queue.
+    pub srv_queue_timeouts: IntCounterVec,
+    /// Connect retries on another server, by backend.
+    pub be_retries: IntCounterVec,
+    /// Clients closed because no server could take them, by backend.
+    pub be_no_server: IntCounterVec,
+    /// Time to connect to a server.
+    pub connect_seconds: HistogramVec,
+    /// Connections finished, by how they ended.
+    pub conn_ended: IntCounterVec,
+    /// Configuration reloads.
+    pub reloads: IntCounter,
+    /// Connections open across all frontends.
+    pub active_total: IntGauge,
+    /// Duration of finished connections.
+    pub conn_seconds: Histogram,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let m = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(m.clone()))
+        .expect("metric registered once");
+    m
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(m.clone()))
+        .expect("metric registered once");
+    m
+}
+
+impl Metrics {
+    /// Creates and registers every family in a new registry.
+    // The `expect`s above fire only on a programming error in these static definitions
+    // (a bad name or a duplicate), which the unit tests exercise.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let fe = &["frontend"];
+        let srv = &["backend", "server"];
+        let be = &["backend"];
+        let connect_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tether_lb_server_connect_seconds",
+                "Time to establish a connection to a server.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            srv,
+        )
+        .expect("static metric definition");
+        r.register(Box::new(connect_seconds.clone()))
+            .expect("metric registered once");
+        let conn_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "tether_lb_connection_duration_seconds",
+                "Lifetime of finished client connections.",
+            )
+            .buckets(vec![0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0]),
+        )
+        .expect("static metric definition");
+        r.register(Box::new(conn_seconds.clone()))
+            .expect("metric registered once");
+        let reloads = IntCounter::new("tether_lb_reloads_total", "Configuration reloads applied.")
+            .expect("static metric definition");
+        r.register(Box::new(reloads.clone()))
+            .expect("metric registered once");
+        let active_total = IntGauge::new(
+            "tether_lb_active_connections",
+            "Client connections open, all frontends.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(active_total.clone()))
+            .expect("metric registered once");
+        Metrics {
+            fe_connections: counter(
+                &r,
+                "tether_lb_frontend_connections_total",
+                "Client connections accepted.",
+                fe,
+            ),
+            fe_active: gauge(
+                &r,
+                "tether_lb_frontend_active_connections",
+                "Client connections open.",
+                fe,
+            ),
+            fe_accept_errors: counter(
+                &r,
+                "tether_lb_frontend_accept_errors_total",
+                "Errors from accept(2), e.g. EMFILE.",
+                fe,
+            ),
+            fe_bytes_in: counter(
+                &r,
+                "tether_lb_frontend_bytes_in_total",
+                "Bytes received from clients.",
+                fe,
+            ),
+            fe_bytes_out: counter(
+                &r,
+                "tether_lb_frontend_bytes_out_total",
+                "Bytes sent to clients.",
+                fe,
+            ),
+            srv_connections: counter(
+                &r,
+                "tether_lb_server_connections_total",
+                "Connections established to the server.",
+                srv,
+            ),
+            srv_active: gauge(
+                &r,
+                "tether_lb_server_active_connections",
+                "Connections open or opening to the server.",
+                srv,
+            ),
+            srv_bytes_in: counter(
+                &r,
+                "tether_lb_server_bytes_in_total",
+                "Bytes sent to the server (client to server).",
+                srv,
+            ),
+            srv_bytes_out: counter(
+                &r,
+                "tether_lb_server_bytes_out_total",
+                "Bytes received from the server (server to client).",
+                srv,
+            ),
+            srv_connect_failures: counter(
+                &r,
+                "tether_lb_server_connect_failures_total",
+                "Failed or timed-out connects to the server.",
+                srv,
+            ),
+            srv_up: gauge(
+                &r,
+                "tether_lb_server_up",
+                "1 when the server takes new connections (health up, state ready).",
+                srv,
+            ),
+            srv_checks: counter(
+                &r,
+                "tether_lb_server_checks_total",
+                "Health checks run, by result (ok or fail).",
+                &["backend", "server", "result"],
+            ),
+            srv_queue: gauge(
+                &r,
+                "tether_lb_server_queue_length",
+                "Connections waiting for the server (at maxconn).",
+                srv,
+            ),
+            srv_queue_timeouts: counter(
+                &r,
+                "tether_lb_server_queue_timeouts_total",
+                "Connections that waited longer than queue_timeout.",
+                srv,
+            ),
+            be_retries: counter(
+                &r,
+                "tether_lb_backend_retries_total",
+                "Connects retried on another server.",
+                be,
+            ),
+            be_no_server: counter(
+                &r,
+                "tether_lb_backend_no_server_total",
+                "Client connections closed because no server could take them.",
+                be,
+            ),
+            connect_seconds,
+            conn_ended: counter(
+                &r,
+                "tether_lb_connections_ended_total",
+                "Finished client connections, by how they ended.",
+                &["frontend", "end"],
+            ),
+            reloads,
+            active_total,
+            conn_seconds,
+            registry: r,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

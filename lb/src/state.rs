@@ -1,0 +1,509 @@
+//! The running balancer's view of its frontends, backends and servers: configuration plus
+//! the live counters, health and admin state the data path and the admin API share.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::{Histogram, IntCounter, IntGauge};
+use serde::Serialize;
+use tether_health::check::Health;
+use tokio::sync::Semaphore;
+
+use crate::balance::{Balancer, Candidate, hash_bytes};
+use crate::config::{BackendConfig, FrontendConfig, ServerConfig};
+use crate::metrics::Metrics;
+
+/// An operator's say over a server, independent of its health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// Takes connections while healthy.
+    Ready,
+    /// Takes no new connections; open ones continue.
+    Drain,
+    /// Maintenance: no new connections and reported down.
+    Maint,
+}
+
+impl AdminState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        }
+    }
+}
+
+fn health_from_u8(v: u8) -> Health {
+    match v {
+        1 => Health::Up,
+        2 => Health::Down,
+        _ => Health::Unknown,
+    }
+}
+
+fn health_to_u8(h: Health) -> u8 {
+    match h {
+        Health::Unknown => 0,
+        Health::Up => 1,
+        Health::Down => 2,
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The metric children of one server, resolved once so the data path does no label lookups.
+pub struct ServerMetrics {
+    /// Connections established.
+    pub connections: IntCounter,
+    /// Connections open.
+    pub active: IntGauge,
+    /// Bytes client to server.
+    pub bytes_in: IntCounter,
+    /// Bytes server to client.
+    pub bytes_out: IntCounter,
+    /// Failed connects.
+    pub connect_failures: IntCounter,
+    /// Up gauge.
+    pub up: IntGauge,
+    /// Checks that passed.
+    pub checks_ok: IntCounter,
+    /// Checks that failed.
+    pub checks_fail: IntCounter,
+    /// Queue length.
+    pub queue: IntGauge,
+    /// Queue timeouts.
+    pub queue_timeouts: IntCounter,
+    /// Connect time.
+    pub connect_seconds: Histogram,
+}
+
+/// One server of one backend, live.
+pub struct Server {
+    /// Its configuration.
+    pub cfg: ServerConfig,
+    /// The backend's name, for logs.
+    pub backend: String,
+    /// Where connections go (resolved at start).
+    pub addr: SocketAddr,
+    /// Stable identity for consistent hashing.
+    pub id: u64,
+    health: AtomicU8,
+    admin: AtomicU8,
+    weight: AtomicU32,
+    /// Connections open or opening.
+    active: AtomicU32,
+    total: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    queued: AtomicU32,
+    /// `maxconn` slots; `None` when unlimited.
+    pub slots: Option<Arc<Semaphore>>,
+    last_check: Mutex<Option<String>>,
+    last_change: Mutex<f64>,
+    /// Metric children.
+    pub m: ServerMetrics,
+}
+
+/// A snapshot of a server for `/api/state`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerView {
+    /// Name.
+    pub name: String,
+    /// Configured address.
+    pub address: String,
+    /// Where connections go.
+    pub resolved: String,
+    /// Health.
+    pub health: Health,
+    /// Operator state.
+    pub state: AdminState,
+    /// Takes new connections now.
+    pub up: bool,
+    /// Result of the last check, `ok` or the error.
+    pub last_check: Option<String>,
+    /// Unix time of the last health or state change.
+    pub last_change_unix: f64,
+    /// Current weight.
+    pub weight: u32,
+    /// Backup server.
+    pub backup: bool,
+    /// Connections open.
+    pub active: u32,
+    /// Connections in all.
+    pub total: u64,
+    /// Connections waiting.
+    pub queued: u32,
+    /// Bytes client to server.
+    pub bytes_in: u64,
+    /// Bytes server to client.
+    pub bytes_out: u64,
+}
+
+impl Server {
+    /// Builds a live server from its configuration and resolved address.
+    pub fn new(backend: &str, cfg: ServerConfig, addr: SocketAddr, metrics: &Metrics) -> Self {
+        let l = &[backend, cfg.name.as_str()];
+        let m = ServerMetrics {
+            connections: metrics.srv_connections.with_label_values(l),
+            active: metrics.srv_active.with_label_values(l),
+            bytes_in: metrics.srv_bytes_in.with_label_values(l),
+            bytes_out: metrics.srv_bytes_out.with_label_values(l),
+            connect_failures: metrics.srv_connect_failures.with_label_values(l),
+            up: metrics.srv_up.with_label_values(l),
+            checks_ok: metrics
+                .srv_checks
+                .with_label_values(&[backend, cfg.name.as_str(), "ok"]),
+            checks_fail: metrics.srv_checks.with_label_values(&[
+                backend,
+                cfg.name.as_str(),
+                "fail",
+            ]),
+            queue: metrics.srv_queue.with_label_values(l),
+            queue_timeouts: metrics.srv_queue_timeouts.with_label_values(l),
+            connect_seconds: metrics.connect_seconds.with_label_values(l),
+        };
+        let slots = (cfg.maxconn > 0).then(|| Arc::new(Semaphore::new(cfg.maxconn as usize)));
+        let s = Server {
+            id: hash_bytes(cfg.name.as_bytes()),
+            backend: backend.to_string(),
+            addr,
+            health: AtomicU8::new(health_to_u8(Health::Unknown)),
+            admin: AtomicU8::new(0),
+            weight: AtomicU32::new(cfg.weight),
+            active: AtomicU32::new(0),
+            total: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            queued: AtomicU32::new(0),
+            slots,
+            last_check: Mutex::new(None),
+            last_change: Mutex::new(unix_now()),
+            m,
+            cfg,
+        };
+        s.refresh_up_gauge();
+        s
+    }
+
+    /// Health as last checked.
+    pub fn health(&self) -> Health {
+        health_from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    /// The operator's state.
+    pub fn admin_state(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    /// May take new connections: not known down, and ready. An unchecked server is tried,
+    /// as HAProxy does, so a fresh balancer serves before its first check finishes.
+    pub fn usable(&self) -> bool {
+        self.health() != Health::Down && self.admin_state() == AdminState::Ready
+    }
+
+    /// Known up and ready: what `/readyz` counts.
+    pub fn up(&self) -> bool {
+        self.health() == Health::Up && self.admin_state() == AdminState::Ready
+    }
+
+    /// Records a health change.
+    pub fn set_health(&self, h: Health) {
+        let old = self.health.swap(health_to_u8(h), Ordering::Relaxed);
+        if old != health_to_u8(h) {
+            self.touch();
+        }
+        self.refresh_up_gauge();
+    }
+
+    /// Records a check result for the API.
+    pub fn set_last_check(&self, result: Option<String>) {
+        if let Ok(mut g) = self.last_check.lock() {
+            *g = result;
+        }
+    }
+
+    /// Sets the operator's state.
+    pub fn set_admin_state(&self, s: AdminState) {
+        let v = match s {
+            AdminState::Ready => 0,
+            AdminState::Drain => 1,
+            AdminState::Maint => 2,
+        };
+        if self.admin.swap(v, Ordering::Relaxed) != v {
+            self.touch();
+        }
+        self.refresh_up_gauge();
+    }
+
+    /// Sets the weight (1..=256, enforced by the caller).
+    pub fn set_weight(&self, w: u32) {
+        self.weight.store(w, Ordering::Relaxed);
+    }
+
+    fn touch(&self) {
+        if let Ok(mut g) = self.last_change.lock() {
+            *g = unix_now();
+        }
+    }
+
+    fn refresh_up_gauge(&self) {
+        self.m.up.set(i64::from(
+            self.up() || (self.usable() && self.health() == Health::Unknown),
+        ));
+    }
+
+    /// Counts bytes client to server.
+    pub fn add_bytes_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+        self.m.bytes_in.inc_by(n);
+    }
+
+    /// Counts bytes server to client.
+    pub fn add_bytes_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+        self.m.bytes_out.inc_by(n);
+    }
+
+    /// Marks one more connection open or opening; dropping the guard undoes it.
+    pub fn claim(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.m.active.inc();
+        ActiveGuard(self.clone())
+    }
+
+    /// Counts a connection established.
+    pub fn count_connection(&self) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.m.connections.inc();
+    }
+
+    /// Marks one more connection queued; dropping the guard undoes it. `None` when the
+    /// queue is at `maxqueue`.
+    pub fn enqueue(self: &Arc<Self>) -> Option<QueueGuard> {
+        let prev = self.queued.fetch_add(1, Ordering::Relaxed);
+        if prev >= self.cfg.maxqueue {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        self.m.queue.inc();
+        Some(QueueGuard(self.clone()))
+    }
+
+    fn candidate(&self) -> Candidate {
+        Candidate {
+            id: self.id,
+            weight: self.weight.load(Ordering::Relaxed),
+            active: self.active.load(Ordering::Relaxed),
+            usable: self.usable(),
+            backup: self.cfg.backup,
+            full: self
+                .slots
+                .as_ref()
+                .is_some_and(|s| s.available_permits() == 0),
+        }
+    }
+
+    /// A snapshot for the API.
+    pub fn view(&self) -> ServerView {
+        ServerView {
+            name: self.cfg.name.clone(),
+            address: self.cfg.address.to_string(),
+            resolved: self.addr.to_string(),
+            health: self.health(),
+            state: self.admin_state(),
+            up: self.up(),
+            last_check: self.last_check.lock().ok().and_then(|g| g.clone()),
+            last_change_unix: self.last_change.lock().map(|g| *g).unwrap_or(0.0),
+            weight: self.weight.load(Ordering::Relaxed),
+            backup: self.cfg.backup,
+            active: self.active.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One open or opening connection to a server.
+pub struct ActiveGuard(Arc<Server>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.m.active.dec();
+    }
+}
+
+/// One connection waiting in a server's queue.
+pub struct QueueGuard(Arc<Server>);
+
+impl Drop for QueueGuard {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+        self.0.m.queue.dec();
+    }
+}
+
+/// One backend, live.
+pub struct Backend {
+    /// Its configuration (servers live in `servers`).
+    pub cfg: BackendConfig,
+    /// The servers, in configuration order.
+    pub servers: Vec<Arc<Server>>,
+    balancer: Mutex<Balancer>,
+    /// Retries counter child.
+    pub retries: IntCounter,
+    /// No-server counter child.
+    pub no_server: IntCounter,
+}
+
+impl Backend {
+    /// Builds a live backend.
+    pub fn new(cfg: BackendConfig, servers: Vec<Arc<Server>>, metrics: &Metrics) -> Self {
+        Backend {
+            balancer: Mutex::new(Balancer::new(cfg.balance, servers.len())),
+            retries: metrics.be_retries.with_label_values(&[cfg.name.as_str()]),
+            no_server: metrics.be_no_server.with_label_values(&[cfg.name.as_str()]),
+            servers,
+            cfg,
+        }
+    }
+
+    /// Picks a server for a client, skipping those already tried.
+    pub fn pick(&self, client: IpAddr, exclude: &[usize]) -> Option<usize> {
+        let candidates: Vec<Candidate> = self.servers.iter().map(|s| s.candidate()).collect();
+        let key = match client {
+            IpAddr::V4(a) => hash_bytes(&a.octets()),
+            IpAddr::V6(a) => hash_bytes(&a.octets()),
+        };
+        let mut balancer = self.balancer.lock().ok()?;
+        balancer.pick(&candidates, exclude, key, rand::random::<u64>)
+    }
+
+    /// At least one server is known up and ready.
+    pub fn any_up(&self) -> bool {
+        self.servers.iter().any(|s| s.up())
+    }
+}
+
+/// One frontend, live.
+pub struct Frontend {
+    /// Its configuration.
+    pub cfg: FrontendConfig,
+    /// Where it actually listens (ports chosen by the OS resolved).
+    pub bound: Vec<SocketAddr>,
+    /// Where its connections go.
+    pub backend: Arc<Backend>,
+    /// `maxconn` slots.
+    pub limit: Arc<Semaphore>,
+    /// Metric children.
+    pub connections: IntCounter,
+    /// Open connections gauge.
+    pub active: IntGauge,
+    /// Accept errors.
+    pub accept_errors: IntCounter,
+    /// Bytes from clients.
+    pub bytes_in: IntCounter,
+    /// Bytes to clients.
+    pub bytes_out: IntCounter,
+}
+
+/// Everything `/api/state` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateView {
+    /// Frontends.
+    pub frontends: Vec<FrontendView>,
+    /// Backends.
+    pub backends: Vec<BackendView>,
+}
+
+/// A frontend in `/api/state`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontendView {
+    /// Name.
+    pub name: String,
+    /// Bound addresses.
+    pub bind: Vec<String>,
+    /// Backend name.
+    pub backend: String,
+    /// Connections open.
+    pub active: i64,
+    /// Connections accepted.
+    pub total: u64,
+}
+
+/// A backend in `/api/state`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendView {
+    /// Name.
+    pub name: String,
+    /// Algorithm.
+    pub balance: crate::config::Balance,
+    /// Servers.
+    pub servers: Vec<ServerView>,
+}
+
+/// The whole live balancer.
+pub struct State {
+    /// Frontends.
+    pub frontends: Vec<Arc<Frontend>>,
+    /// Backends.
+    pub backends: Vec<Arc<Backend>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// When it started.
+    pub started: Instant,
+}
+
+impl State {
+    /// A snapshot for `/api/state`.
+    pub fn view(&self) -> StateView {
+        StateView {
+            frontends: self
+                .frontends
+                .iter()
+                .map(|f| FrontendView {
+                    name: f.cfg.name.clone(),
+                    bind: f.bound.iter().map(|a| a.to_string()).collect(),
+                    backend: f.backend.cfg.name.clone(),
+                    active: f.active.get(),
+                    total: f.connections.get(),
+                })
+                .collect(),
+            backends: self
+                .backends
+                .iter()
+                .map(|b| BackendView {
+                    name: b.cfg.name.clone(),
+                    balance: b.cfg.balance,
+                    servers: b.servers.iter().map(|s| s.view()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// `/readyz`: every frontend's backend has a server known up.
+    pub fn readiness(&self) -> Result<(), String> {
+        let missing: Vec<&str> = self
+            .frontends
+            .iter()
+            .filter(|f| !f.backend.any_up())
+            .map(|f| f.cfg.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no server up for frontend {}", missing.join(", ")))
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Every configuration error names the file, the line and the key, and says what is allowed.
+
+use tether_health::config::Source;
+use tether_lb::Config;
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::from_source(&Source::from_text("lb.toml", text)) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+const GOOD: &str = r#"
+[[frontend]]
+name = "svc-a"
+bind = ["0.0.0.0:5551", "[::]:5551"]
+backend = "web"
+
+[[backend]]
+name = "web"
+
+[[backend.server]]
+name = "a"
+address = "127.0.0.1:6001"
+"#;
+
+#[test]
+fn the_minimal_config_is_valid_and_gets_the_documented_defaults() {
+    let c = Config::from_source(&Source::from_text("lb.toml", GOOD)).unwrap();
+    let b = &c.backends[0];
+    assert_eq!(b.connect_timeout.as_secs(), 2);
+    assert_eq!(b.server_timeout.as_secs(), 60);
+    assert_eq!(b.retries, 2);
+    assert_eq!(c.frontends[0].client_timeout.as_secs(), 60);
+    assert_eq!(c.frontends[0].maxconn, 10_000);
+    let h = b.health.as_ref().unwrap();
+    assert_eq!((h.interval.as_secs(), h.rise, h.fall), (2, 2, 3));
+    assert_eq!(b.servers[0].weight, 1);
+}
+
+#[test]
+fn weight_zero() {
+    let text = GOOD.replace(
+        "address = \"127.0.0.1:6001\"",
+        "address = \"127.0.0.1:6001\"\nweight = 0",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:13: backend[0].server[0].weight: backend \"web\": server \"a\" has weight 0; weight must be 1..=256"
+        ]
+    );
+}
+
+#[test]
+fn unknown_key() {
+    let text = GOOD.replace("name = \"web\"", "name = \"web\"\nbalanse = \"first\"");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("lb.toml:9: balanse: unknown field `balanse`, expected one of"),
+        "{}",
+        e[0]
+    );
+    assert!(e[0].contains("`balance`"), "{}", e[0]);
+}
+
+#[test]
+fn unknown_balance_algorithm() {
+    let text = GOOD.replace("name = \"web\"", "name = \"web\"\nbalance = \"fastest\"");
+    let e = errors(&text);
+    assert!(e[0].starts_with("lb.toml:9: "), "{}", e[0]);
+    assert!(e[0].contains("unknown variant `fastest`, expected one of `roundrobin`, `leastconn`, `source`, `random`, `first`"), "{}", e[0]);
+}
+
+#[test]
+fn duplicate_names() {
+    let text = format!("{GOOD}\n[[backend.server]]\nname = \"a\"\naddress = \"127.0.0.1:6002\"\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:15: backend[0].server[1].name: backend \"web\": server \"a\" is defined twice; server names must be unique in a backend"
+        ]
+    );
+    let text = format!(
+        "{GOOD}\n[[backend]]\nname = \"web\"\n[[backend.server]]\nname = \"b\"\naddress = \"127.0.0.1:1\"\n"
+    );
+    assert_eq!(
+        errors(&text),
+        ["lb.toml:15: backend[1].name: backend \"web\" is defined twice; names must be unique"]
+    );
+}
+
+#[test]
+fn a_backend_nobody_defines() {
+    let text = GOOD.replace("backend = \"web\"", "backend = \"api\"");
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:5: frontend[0].backend: frontend \"svc-a\" uses backend \"api\", which is not defined (defined: web)"
+        ]
+    );
+}
+
+#[test]
+fn rise_zero_and_fall_too_big() {
+    let text = format!("{GOOD}\n[backend.health]\nrise = 0\nfall = 5000\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:15: backend[0].health.rise: rise is 0; rise must be 1..=1000",
+            "lb.toml:16: backend[0].health.fall: fall is 5000; fall must be 1..=1000",
+        ]
+    );
+}
+
+#[test]
+fn addresses_that_do_not_parse() {
+    let text = GOOD
+        .replace("\"0.0.0.0:5551\"", "\"0.0.0.0\"")
+        .replace("127.0.0.1:6001", "web server:80");
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:4: frontend[0].bind[0]: frontend \"svc-a\": bind \"0.0.0.0\" is not an ip:port address (e.g. \"0.0.0.0:5551\" or \"[::]:5551\")",
+            "lb.toml:12: backend[0].server[0].address: backend \"web\": server \"a\": address \"web server:80\" is neither an ip:port nor a valid host:port",
+        ]
+    );
+    let text = GOOD.replace("127.0.0.1:6001", "db.example.com:99999");
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:12: backend[0].server[0].address: backend \"web\": server \"a\": address \"db.example.com:99999\" has a port that is not 1..=65535"
+        ]
+    );
+}
+
+#[test]
+fn a_bad_duration_and_a_wrong_type() {
+    let text = format!("[defaults]\nconnect_timeout = \"soon\"\n{GOOD}");
+    let e = errors(&text);
+    assert!(e[0].starts_with("lb.toml:2: "), "{}", e[0]);
+    let text = GOOD.replace("name = \"web\"", "name = \"web\"\nretries = \"two\"");
+    let e = errors(&text);
+    assert!(
+        e[0].starts_with("lb.toml:9: retries: invalid type: string \"two\", expected i64"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn several_errors_are_all_reported_in_file_order() {
+    let text = GOOD
+        .replace("backend = \"web\"", "backend = \"nope\"")
+        .replace(
+            "address = \"127.0.0.1:6001\"",
+            "address = \"127.0.0.1:6001\"\nweight = 300\nmaxconn = -1",
+        );
+    let e = errors(&text);
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(e[0].starts_with("lb.toml:5:"));
+    assert!(e[1].starts_with("lb.toml:13:"));
+    assert!(e[2].starts_with(
+        "lb.toml:14: backend[0].server[0].maxconn: maxconn is -1; maxconn must be 0..=10000000"
+    ));
+}
+
+#[test]
+fn the_same_bind_twice_and_no_servers() {
+    let text = format!(
+        "{GOOD}\n[[frontend]]\nname = \"b\"\nbind = [\"0.0.0.0:5551\"]\nbackend = \"empty\"\n[[backend]]\nname = \"empty\"\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:16: frontend[1].bind[0]: frontend \"b\": 0.0.0.0:5551 is already bound by frontend \"svc-a\"",
+            "lb.toml:18: backend[1].server: backend \"empty\" has no server; add at least one [[backend.server]]",
+        ]
+    );
+}
+
+#[test]
+fn every_example_loads_and_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        // Examples are named after their daemon: lb*.toml, demo-lb.toml, ...
+        if path.extension().is_some_and(|e| e == "toml") && name.contains("lb") {
+            Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "found only {n} lb examples in {}", dir.display());
+}

@@ -1,0 +1,507 @@
+//! The balancer in-process on loopback, in front of real echo servers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tether_health::config::Source;
+use tether_health::tools::echo::{self, Echo};
+use tether_lb::{Config, Options, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const T: Duration = Duration::from_secs(5);
+
+async fn echo_server(name: &str, stop: &CancellationToken) -> Echo {
+    echo::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Some(name.to_string()),
+        stop.clone(),
+    )
+    .await
+    .unwrap()
+}
+
+fn servers_toml(servers: &[(&str, SocketAddr)], extra: &str) -> String {
+    servers
+        .iter()
+        .map(|(n, a)| format!("[[backend.server]]\nname = \"{n}\"\naddress = \"{a}\"\n{extra}\n"))
+        .collect()
+}
+
+struct Lb {
+    running: Option<Running>,
+    stop: CancellationToken,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Lb {
+    async fn start(toml: &str) -> Lb {
+        let cfg = Config::from_source(&Source::from_text("test.toml", toml))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stop = CancellationToken::new();
+        let running = tether_lb::start(cfg, Options { workers: 2 }, stop.clone())
+            .await
+            .unwrap();
+        let addr = running.frontend_addrs("fe")[0];
+        let admin = running.admin_addr.unwrap();
+        Lb {
+            running: Some(running),
+            stop,
+            addr,
+            admin,
+        }
+    }
+
+    async fn get(&self, path: &str) -> tether_health::http::Response {
+        tether_health::http::get(self.admin, "admin", path, T)
+            .await
+            .unwrap()
+    }
+
+    /// Waits (bounded) until `/api/state` says server `name` has health `want`.
+    async fn wait_health(&self, name: &str, want: &str) {
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let state: serde_json::Value =
+                serde_json::from_slice(&self.get("/api/state").await.body).unwrap();
+            let servers = state["backends"][0]["servers"].as_array().unwrap();
+            let s = servers.iter().find(|s| s["name"] == name).unwrap();
+            if s["health"] == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} never became {want}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + T;
+        while self.get("/readyz").await.status != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn base(admin_extra: &str, backend_extra: &str, servers: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+{admin_extra}
+[defaults]
+connect_timeout = "500ms"
+retries = 2
+
+[[frontend]]
+name = "fe"
+bind = ["127.0.0.1:0"]
+backend = "be"
+
+[[backend]]
+name = "be"
+{backend_extra}
+{servers}
+"#
+    )
+}
+
+/// Connects, reads the banner line, sends a line and checks the echo. Returns the banner.
+async fn exchange(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"hello\n").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.ends_with(b"hello\n") {
+        let n = tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed early after {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(got).unwrap();
+    text.lines().next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn round_robin_over_three_echo_servers() {
+    let stop = CancellationToken::new();
+    let mut servers = Vec::new();
+    for n in ["a", "b", "c"] {
+        servers.push((n, echo_server(n, &stop).await.addr));
+    }
+    let lb = Lb::start(&base(
+        "",
+        "balance = \"roundrobin\"",
+        &servers_toml(&servers, ""),
+    ))
+    .await;
+    lb.wait_ready().await;
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        seen.push(exchange(lb.addr).await);
+    }
+    for n in ["a", "b", "c"] {
+        assert_eq!(seen.iter().filter(|s| *s == n).count(), 10, "{seen:?}");
+    }
+    // Consecutive connections never hit the same server twice in a row with equal weights.
+    assert!(seen.windows(2).all(|w| w[0] != w[1]), "{seen:?}");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn killing_a_server_during_200_connections_loses_none() {
+    let stop = CancellationToken::new();
+    let victim_stop = CancellationToken::new();
+    let a = echo_server("a", &stop).await;
+    let b = echo_server("b", &victim_stop).await;
+    let c = echo_server("c", &stop).await;
+    let servers = [("a", a.addr), ("b", b.addr), ("c", c.addr)];
+    let lb = Lb::start(&base(
+        "",
+        "[backend.health]\ninterval = \"100ms\"\nrise = 2\nfall = 2",
+        &servers_toml(&servers, ""),
+    ))
+    .await;
+    lb.wait_ready().await;
+    let mut seen = Vec::new();
+    for i in 0..200 {
+        if i == 50 {
+            victim_stop.cancel();
+        }
+        // `exchange` panics on any failed or short connection.
+        seen.push(exchange(lb.addr).await);
+    }
+    assert!(
+        seen[..50].iter().any(|s| s == "b"),
+        "b served before it was killed"
+    );
+    assert!(
+        seen[60..].iter().all(|s| s != "b"),
+        "b served after it was killed"
+    );
+    let m = lb.get("/metrics").await.text();
+    // The dead server's refused connects were retried elsewhere, invisible to clients.
+    assert_eq!(
+        metric(&m, "tether_lb_backend_no_server_total{backend=\"be\"}"),
+        0.0
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_server_goes_down_after_fall_and_up_after_rise() {
+    let stop = CancellationToken::new();
+    let a = echo_server("a", &stop).await;
+    let b_stop = CancellationToken::new();
+    let b = echo_server("b", &b_stop).await;
+    let servers = [("a", a.addr), ("b", b.addr)];
+    let lb = Lb::start(&base(
+        "",
+        "[backend.health]\ninterval = \"50ms\"\ntimeout = \"200ms\"\nrise = 3\nfall = 2",
+        &servers_toml(&servers, ""),
+    ))
+    .await;
+    lb.wait_health("b", "up").await;
+    b_stop.cancel();
+    lb.wait_health("b", "down").await;
+    let m = lb.get("/metrics").await.text();
+    let fails = metric(
+        &m,
+        "tether_lb_server_checks_total{backend=\"be\",result=\"fail\",server=\"b\"}",
+    );
+    assert_eq!(fails, 2.0, "down after exactly fall=2 failed checks");
+    // While down, every connection goes to a.
+    for _ in 0..10 {
+        assert_eq!(exchange(lb.addr).await, "a");
+    }
+    // Bring b back on the same port: up again after rise=3 passing checks.
+    let b2 = echo::start(b.addr, Some("b".into()), stop.clone())
+        .await
+        .unwrap();
+    lb.wait_health("b", "up").await;
+    let m = lb.get("/metrics").await.text();
+    let oks = metric(
+        &m,
+        "tether_lb_server_checks_total{backend=\"be\",result=\"ok\",server=\"b\"}",
+    );
+    assert!(oks >= 4.0, "1 before the failure and 3 to rise: {oks}");
+    assert!(b2.stats.accepted.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+    stop.cancel();
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .map(|v| v.trim().parse::<f64>().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+#[tokio::test]
+async fn half_close_propagates_both_ways() {
+    // A server that reads until EOF, then answers, then closes: the client's half-close
+    // must reach it while the other direction stays open.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let saddr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                s.write_all(format!("got {} bytes", got.len()).as_bytes())
+                    .await
+                    .unwrap();
+                s.shutdown().await.unwrap();
+            });
+        }
+    });
+    let lb = Lb::start(&base(
+        "",
+        "[backend.health]\nkind = \"none\"",
+        &servers_toml(&[("s", saddr)], ""),
+    ))
+    .await;
+    let mut c = TcpStream::connect(lb.addr).await.unwrap();
+    c.write_all(&[7u8; 100_000]).await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(T, c.read_to_string(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, "got 100000 bytes");
+
+    // The other way: the server closes its side first, the client keeps sending.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let saddr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(b"bye").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        let _ = tx.send(got);
+    });
+    let lb2 = Lb::start(&base(
+        "",
+        "[backend.health]\nkind = \"none\"",
+        &servers_toml(&[("s", saddr)], ""),
+    ))
+    .await;
+    let mut c = TcpStream::connect(lb2.addr).await.unwrap();
+    let mut first = Vec::new();
+    tokio::time::timeout(T, c.read_to_end(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, b"bye");
+    c.write_all(b"still here").await.unwrap();
+    c.shutdown().await.unwrap();
+    let got = tokio::time::timeout(T, rx).await.unwrap().unwrap();
+    assert_eq!(got, b"still here");
+    drop(lb);
+}
+
+#[tokio::test]
+async fn maxconn_queues_and_times_out() {
+    let stop = CancellationToken::new();
+    let a = echo_server("a", &stop).await;
+    let lb = Lb::start(&base(
+        "",
+        "queue_timeout = \"300ms\"\n[backend.health]\nkind = \"none\"",
+        &servers_toml(&[("a", a.addr)], "maxconn = 1\nmaxqueue = 1"),
+    ))
+    .await;
+    // The first client holds the only slot.
+    let mut first = TcpStream::connect(lb.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = first.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"a\n");
+    // The second waits in the queue and is served as soon as the first leaves.
+    let second = tokio::spawn(exchange(lb.addr));
+    wait_metric(
+        &lb,
+        "tether_lb_server_queue_length{backend=\"be\",server=\"a\"}",
+        1.0,
+    )
+    .await;
+    drop(first);
+    assert_eq!(tokio::time::timeout(T, second).await.unwrap().unwrap(), "a");
+    // Now hold the slot and let a queued client time out: it is closed, not left hanging.
+    let mut holder = TcpStream::connect(lb.addr).await.unwrap();
+    let _ = holder.read(&mut buf).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut late = TcpStream::connect(lb.addr).await.unwrap();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(T, late.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(
+        r.is_err() || rest.is_empty(),
+        "queued client got data: {rest:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    let m = lb.get("/metrics").await.text();
+    assert_eq!(
+        metric(
+            &m,
+            "tether_lb_server_queue_timeouts_total{backend=\"be\",server=\"a\"}"
+        ),
+        1.0
+    );
+    drop(holder);
+    stop.cancel();
+}
+
+async fn wait_metric(lb: &Lb, series: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let m = lb.get("/metrics").await.text();
+        if m.lines().any(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                == Some(want)
+        }) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never {want}:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_open_connections_finish() {
+    let stop = CancellationToken::new();
+    let a = echo_server("a", &stop).await;
+    let mut lb = Lb::start(&base(
+        "",
+        "[backend.health]\nkind = \"none\"",
+        &servers_toml(&[("a", a.addr)], ""),
+    ))
+    .await;
+    let mut open = TcpStream::connect(lb.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = open.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"a\n");
+    lb.stop.cancel();
+    // New connections are refused once the listener is gone.
+    let deadline = tokio::time::Instant::now() + T;
+    while TcpStream::connect(lb.addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lb.get("/readyz").await.status, 503);
+    // The open one still works.
+    open.write_all(b"during drain\n").await.unwrap();
+    let n = tokio::time::timeout(T, open.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"during drain\n");
+    let running = lb.running.take().unwrap();
+    let waiter = tokio::spawn(running.wait());
+    assert!(!waiter.is_finished());
+    drop(open);
+    tokio::time::timeout(T, waiter).await.unwrap().unwrap();
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn metrics_count_what_the_test_did() {
+    let stop = CancellationToken::new();
+    let a = echo_server("a", &stop).await;
+    let b = echo_server("b", &stop).await;
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let servers = [("a", a.addr), ("b", b.addr), ("dead", dead_addr)];
+    // No health checks: the dead server stays in rotation, so its connects fail and retry.
+    let lb = Lb::start(&base(
+        "",
+        "[backend.health]\nkind = \"none\"",
+        &servers_toml(&servers, ""),
+    ))
+    .await;
+    for _ in 0..9 {
+        exchange(lb.addr).await;
+    }
+    // Connections close asynchronously in the balancer; wait for the last to be counted.
+    wait_metric(
+        &lb,
+        "tether_lb_frontend_active_connections{frontend=\"fe\"}",
+        0.0,
+    )
+    .await;
+    let m = lb.get("/metrics").await.text();
+    assert_eq!(
+        metric(&m, "tether_lb_frontend_connections_total{frontend=\"fe\"}"),
+        9.0
+    );
+    let to_a = metric(
+        &m,
+        "tether_lb_server_connections_total{backend=\"be\",server=\"a\"}",
+    );
+    let to_b = metric(
+        &m,
+        "tether_lb_server_connections_total{backend=\"be\",server=\"b\"}",
+    );
+    assert_eq!(to_a + to_b, 9.0);
+    let failures = metric(
+        &m,
+        "tether_lb_server_connect_failures_total{backend=\"be\",server=\"dead\"}",
+    );
+    assert_eq!(
+        failures, 3.0,
+        "round robin sends every third pick to the dead server"
+    );
+    assert_eq!(
+        metric(&m, "tether_lb_backend_retries_total{backend=\"be\"}"),
+        3.0
+    );
+    // "hello\n" each way per connection, plus the 2-byte banner from the server.
+    assert_eq!(
+        metric(&m, "tether_lb_frontend_bytes_in_total{frontend=\"fe\"}"),
+        9.0 * 6.0
+    );
+    assert_eq!(
+        metric(&m, "tether_lb_frontend_bytes_out_total{frontend=\"fe\"}"),
+        9.0 * 8.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "tether_lb_connections_ended_total{end=\"done\",frontend=\"fe\"}"
+        ),
+        9.0
+    );
+    stop.cancel();
+}

@@ -1,0 +1,55 @@
+//! `tether lb`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tether_lb::{Config, Options};
+
+/// Arguments of `tether lb`.
+#[derive(clap::Args)]
+pub struct LbArgs {
+    /// The configuration file (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Worker threads, each with its own accept loop per bind (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Validate the configuration and exit: 0 when valid, 1 with the errors.
+    #[arg(long)]
+    check: bool,
+}
+
+pub fn main(args: LbArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if args.check {
+        println!("{}: configuration is valid", args.config.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let workers = args
+        .workers
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let shutdown = crate::signals::shutdown_on_signals()?;
+        tether_lb::run(config, Options { workers }, shutdown)
+            .await
+            .with_context(|| format!("{}", args.config.display()))?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

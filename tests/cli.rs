@@ -1,0 +1,190 @@
+//! The `tether` binary as a user runs it: `--check`, a real SIGTERM, echo and probe.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+
+/// Kills the child (by its pid, which we started) when the test ends, even on failure.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn examples() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+#[test]
+fn check_accepts_the_example_and_rejects_errors_with_exit_1() {
+    let ok = Command::new(TETHER)
+        .args(["lb", "--check", "--config"])
+        .arg(examples().join("lb.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let dir = tempdir();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[frontend]]\nname = \"f\"\nbind = [\"127.0.0.1:1\"]\nbackend = \"b\"\n[[backend]]\nname = \"b\"\n[[backend.server]]\nname = \"s\"\naddress = \"127.0.0.1:2\"\nweight = 0\n",
+    )
+    .unwrap();
+    let out = Command::new(TETHER)
+        .args(["lb", "--check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:10: backend[0].server[0].weight: backend \"b\": server \"s\" has weight 0; weight must be 1..=256"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "tether-cli-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Reads JSON log lines from the child's stderr until one has `field`, returning its value.
+fn wait_log_field(lines: &mut impl Iterator<Item = String>, message: &str, field: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for line in lines {
+        assert!(Instant::now() < deadline, "no {message} log line in time");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["message"] == message {
+            return v[field].as_str().unwrap_or_default().to_string();
+        }
+    }
+    panic!("process exited before logging {message}");
+}
+
+#[test]
+fn sigterm_drains_open_connections_then_exits_0() {
+    let mut echo = Proc(
+        Command::new(TETHER)
+            .args([
+                "--log-format",
+                "json",
+                "echo",
+                "--listen",
+                "127.0.0.1:0",
+                "--banner",
+                "e",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut echo_lines = BufReader::new(echo.0.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let echo_addr = wait_log_field(&mut echo_lines, "echo server ready", "listen");
+
+    let dir = tempdir();
+    let cfg = dir.join("lb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[defaults]\ngrace_period = \"10s\"\n[[frontend]]\nname = \"fe\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"b\"\n\
+             [[backend]]\nname = \"b\"\n[[backend.server]]\nname = \"e\"\naddress = \"{echo_addr}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut lb = Proc(
+        Command::new(TETHER)
+            .args(["--log-format", "json", "lb", "--workers", "1", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(lb.0.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let bind = wait_log_field(&mut lines, "listening", "bind");
+    let addr = bind.trim_matches(|c| c == '[' || c == ']').to_string();
+
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = conn.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"e\n");
+
+    // A pid this test started and has not reaped.
+    let pid = nix::unistd::Pid::from_raw(lb.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = wait_log_field(
+        &mut lines,
+        "stopped accepting; waiting for open connections",
+        "open",
+    );
+    // Refused now, but the open connection still echoes.
+    assert!(std::net::TcpStream::connect(&addr).is_err());
+    conn.write_all(b"after sigterm\n").unwrap();
+    let n = conn.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"after sigterm\n");
+    assert!(
+        lb.0.try_wait().unwrap().is_none(),
+        "exited before the connection closed"
+    );
+    drop(conn);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = lb.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not exit after its last connection closed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn probe_reports_failures_with_exit_1_when_nothing_listens() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let out = Command::new(TETHER)
+        .args([
+            "probe",
+            "--connect",
+            &addr.to_string(),
+            "--every",
+            "20ms",
+            "--for",
+            "200ms",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["successes"], 0);
+    assert!(report["failures"].as_u64().unwrap() >= 5, "{report}");
+}
