@@ -6,6 +6,13 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod daemon;
 pub mod fsm;
+pub mod metrics;
+pub mod net;
+pub mod netlink;
 pub mod packet;
 pub mod track;
+
+pub use config::{Config, load};
+pub use daemon::{DaemonHandle, cancel_on_signals, run, start};

@@ -1,0 +1,594 @@
+//! Network-namespace lab for VRRP tests (reference §4.1): nodes joined by a bridge that
+//! lives in its own namespace, documentation addresses only, everything deleted on Drop
+//! (also when a test fails). Nothing touches the machine's own namespace.
+
+#![allow(dead_code, clippy::too_many_arguments)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Port of the tiny TCP service every node runs (answers with the node's name).
+pub const SERVICE_PORT: u16 = 7000;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// One node of the lab.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Short name: a, b, c...
+    pub name: String,
+    /// Namespace name.
+    pub ns: String,
+    /// IPv4 address on eth0.
+    pub v4: String,
+    /// IPv6 global address on eth0.
+    pub v6: String,
+}
+
+/// The lab: namespaces, a temp dir and the processes started in it.
+pub struct Lab {
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub nodes: Vec<Node>,
+    children: Vec<Child>,
+    threads: Vec<(Arc<AtomicBool>, JoinHandle<()>)>,
+    namespaces: Vec<String>,
+}
+
+pub fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Installs keepalived and tshark (idempotent) via the repository script.
+pub fn install_peers() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-vrrp-deps.sh");
+    let st = Command::new("sh")
+        .arg(script)
+        .status()
+        .expect("running install script");
+    assert!(st.success(), "scripts/install-vrrp-deps.sh failed");
+}
+
+impl Lab {
+    /// Builds the lab with the given node host numbers (a=1, b=2, c=10...). Returns None
+    /// (with a message) only when this machine cannot create network namespaces.
+    pub fn new(hosts: &[(&str, u8)]) -> Option<Lab> {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("tv{}x{}", std::process::id() % 100000, n);
+        let probe = format!("{prefix}-probe");
+        let ok = Command::new("ip")
+            .args(["netns", "add", &probe])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("SKIP: cannot create network namespaces here (not root?)");
+            return None;
+        }
+        let _ = Command::new("ip").args(["netns", "del", &probe]).status();
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut lab = Lab {
+            prefix: prefix.clone(),
+            dir,
+            nodes: Vec::new(),
+            children: Vec::new(),
+            threads: Vec::new(),
+            namespaces: Vec::new(),
+        };
+        let sw = format!("{prefix}-sw");
+        lab.add_ns(&sw);
+        run(&[
+            "ip",
+            "-n",
+            &sw,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+            "mcast_snooping",
+            "0",
+        ]);
+        run(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
+        for (i, (name, h)) in hosts.iter().enumerate() {
+            let ns = format!("{prefix}-{name}");
+            lab.add_ns(&ns);
+            run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            let port = format!("port-{name}");
+            run(&[
+                "ip", "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port,
+                "netns", &sw,
+            ]);
+            run(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"]);
+            let mac = format!("02:00:00:00:00:{:02x}", i + 1);
+            run(&["ip", "-n", &ns, "link", "set", "eth0", "address", &mac]);
+            // No DAD: the link-local source must be usable at once.
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.eth0.accept_dad=0",
+            ]);
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.arp_accept=1",
+            ]);
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.eth0.arp_accept=1",
+            ]);
+            let v4 = format!("192.0.2.{h}");
+            let v6 = format!("2001:db8::{h}");
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{v4}/24"),
+                "dev",
+                "eth0",
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            lab.nodes.push(Node {
+                name: name.to_string(),
+                ns,
+                v4,
+                v6,
+            });
+        }
+        Some(lab)
+    }
+
+    fn add_ns(&mut self, ns: &str) {
+        run(&["ip", "netns", "add", ns]);
+        self.namespaces.push(ns.to_string());
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .expect("no such node")
+    }
+
+    /// Switch namespace.
+    pub fn sw(&self) -> String {
+        format!("{}-sw", self.prefix)
+    }
+
+    /// Cuts a node's cable at the bridge (its eth0 loses carrier).
+    pub fn cut(&self, name: &str) {
+        run(&[
+            "ip",
+            "-n",
+            &self.sw(),
+            "link",
+            "set",
+            &format!("port-{name}"),
+            "down",
+        ]);
+    }
+
+    /// Restores a node's cable.
+    pub fn heal(&self, name: &str) {
+        run(&[
+            "ip",
+            "-n",
+            &self.sw(),
+            "link",
+            "set",
+            &format!("port-{name}"),
+            "up",
+        ]);
+    }
+
+    /// Starts `tether vrrp` (the test binary re-executed as `daemon_child`) in a node.
+    pub fn start_tether(&mut self, node: &str, config: &str) -> u32 {
+        let ns = self.node(node).ns.clone();
+        let cfg = self.dir.join(format!("tether-{node}.toml"));
+        std::fs::write(&cfg, config).expect("write config");
+        let log = self.log_path(&format!("tether-{node}"));
+        let logf = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log");
+        let exe = std::env::current_exe().expect("current exe");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(exe)
+            .args(["--exact", "daemon_child", "--nocapture", "--test-threads=1"])
+            .env("TETHER_VRRP_CHILD_CONFIG", &cfg)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn tether");
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Starts keepalived 2.2.7 (VRRP only, no daemonising) in a node; returns the pid of
+    /// the parent process.
+    pub fn start_keepalived(&mut self, node: &str, config: &str) -> u32 {
+        let ns = self.node(node).ns.clone();
+        let cfg = self.dir.join(format!("ka-{node}.conf"));
+        std::fs::write(&cfg, config).expect("write config");
+        let log = self.log_path(&format!("ka-{node}"));
+        let logf = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log");
+        let pid = self.dir.join(format!("ka-{node}.pid"));
+        let vpid = self.dir.join(format!("ka-{node}.vrrp.pid"));
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "keepalived",
+                "-n",
+                "-l",
+                "-D",
+                "-G",
+                "-P",
+                "-f",
+            ])
+            .arg(&cfg)
+            .arg("-p")
+            .arg(&pid)
+            .arg("-r")
+            .arg(&vpid)
+            .stdout(logf.try_clone().expect("log"))
+            .stderr(logf)
+            .spawn()
+            .expect("spawn keepalived");
+        let id = child.id();
+        self.children.push(child);
+        id
+    }
+
+    /// keepalived's VRRP child pid (from its -r file).
+    pub fn keepalived_vrrp_pid(&self, node: &str) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join(format!("ka-{node}.vrrp.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    pub fn log_path(&self, what: &str) -> PathBuf {
+        self.dir.join(format!("{what}.log"))
+    }
+
+    pub fn log(&self, what: &str) -> String {
+        std::fs::read_to_string(self.log_path(what)).unwrap_or_default()
+    }
+
+    /// Sends a signal to a process this lab started and reaps it for TERM/KILL.
+    pub fn signal(&mut self, pid: u32, sig: i32) {
+        // SAFETY: kill(2) on a pid we spawned ourselves.
+        unsafe {
+            libc::kill(pid as i32, sig);
+        }
+    }
+
+    /// Waits (bounded) for a child of ours to exit.
+    pub fn wait_exit(&mut self, pid: u32, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        if let Some(c) = self.children.iter_mut().find(|c| c.id() == pid) {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        false
+    }
+
+    /// Which nodes hold `vip` on eth0 right now.
+    pub fn holders(&self, vip: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                let out = Command::new("ip")
+                    .args(["-n", &n.ns, "-br", "addr", "show", "dev", "eth0"])
+                    .output();
+                match out {
+                    Ok(o) => String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .any(|w| w.split('/').next() == Some(vip)),
+                    Err(_) => false,
+                }
+            })
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// Waits until exactly `want` hold the VIP (bounded).
+    pub fn wait_holders(
+        &self,
+        vip: &str,
+        want: &[&str],
+        timeout: Duration,
+    ) -> Result<Duration, String> {
+        let start = Instant::now();
+        let mut last = Vec::new();
+        while start.elapsed() < timeout {
+            last = self.holders(vip);
+            let mut w: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            w.sort();
+            last.sort();
+            if last == w {
+                return Ok(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "after {timeout:?} {vip} held by {last:?}, wanted {want:?}"
+        ))
+    }
+
+    /// Waits (bounded) until a log contains `needle`.
+    pub fn wait_log(&self, what: &str, needle: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log(what).contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Runs a thread inside `ns` until the lab is dropped (or `stop` is set).
+    pub fn spawn_in_ns<F>(&mut self, ns: &str, f: F)
+    where
+        F: FnOnce(Arc<AtomicBool>) + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let path = format!("/run/netns/{ns}");
+        let h = std::thread::spawn(move || {
+            enter_ns(&path);
+            f(s2);
+        });
+        self.threads.push((stop, h));
+    }
+
+    /// Starts the node's TCP service on 0.0.0.0:SERVICE_PORT: answers with its name.
+    pub fn start_service(&mut self, node: &str) {
+        let n = self.node(node).clone();
+        self.spawn_in_ns(&n.ns, move |stop| {
+            let l = TcpListener::bind(("::", SERVICE_PORT)).expect("bind service");
+            l.set_nonblocking(true).expect("nonblocking");
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.write_all(n.name.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+    }
+
+    /// Starts a prober in `node`: connects to `vip` every 10 ms and records who answered.
+    pub fn start_probe(&mut self, node: &str, vip: SocketAddr) -> Probe {
+        let ns = self.node(node).ns.clone();
+        let samples: Samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = samples.clone();
+        self.spawn_in_ns(&ns, move |stop| {
+            // Bounded: at most 10 minutes of samples.
+            for _ in 0..60_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let t = Instant::now();
+                let who = TcpStream::connect_timeout(&vip, Duration::from_millis(20))
+                    .ok()
+                    .and_then(|mut s| {
+                        s.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+                        let mut b = String::new();
+                        s.read_to_string(&mut b).ok()?;
+                        Some(b)
+                    });
+                if let Ok(mut v) = s2.lock() {
+                    v.push((t, who));
+                }
+                let spent = t.elapsed();
+                if spent < Duration::from_millis(10) {
+                    std::thread::sleep(Duration::from_millis(10) - spent);
+                }
+            }
+        });
+        Probe { samples }
+    }
+}
+
+/// Samples of a prober.
+pub struct Probe {
+    samples: Samples,
+}
+
+/// (when, who answered) for every probe.
+type Samples = Arc<std::sync::Mutex<Vec<(Instant, Option<String>)>>>;
+
+impl Probe {
+    /// Waits (bounded) until the last sample was answered by `who`.
+    pub fn wait_answer(&self, who: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(v) = self.samples.lock() {
+                if v.last().and_then(|s| s.1.as_deref()) == Some(who) {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Marks now; `gap_since(mark)` measures the outage after it.
+    pub fn mark(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// The longest client-visible outage after `since`: from the last answered probe
+    /// before a failure run to the first answered probe after it.
+    pub fn gap_since(&self, since: Instant) -> Duration {
+        let v = self.samples.lock().map(|v| v.clone()).unwrap_or_default();
+        let mut last_ok: Option<Instant> = None;
+        let mut worst = Duration::ZERO;
+        let mut in_gap = false;
+        for (t, who) in v.iter() {
+            if *t < since {
+                if who.is_some() {
+                    last_ok = Some(*t);
+                }
+                continue;
+            }
+            match who {
+                Some(_) => {
+                    if in_gap {
+                        if let Some(l) = last_ok {
+                            worst = worst.max(*t - l);
+                        }
+                        in_gap = false;
+                    }
+                    last_ok = Some(*t);
+                }
+                None => in_gap = true,
+            }
+        }
+        worst
+    }
+}
+
+fn enter_ns(path: &str) {
+    let f = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: setns(2) on a descriptor we just opened; affects only this thread.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            // Our own children only, by pid.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // keepalived's VRRP child is not our direct child: kill it by its recorded pid.
+        for n in &self.nodes {
+            if let Some(p) = self.keepalived_vrrp_pid(&n.name) {
+                // SAFETY: a pid keepalived (started by us) wrote for its own child.
+                unsafe {
+                    libc::kill(p as i32, libc::SIGKILL);
+                }
+            }
+        }
+        for (stop, _) in &self.threads {
+            stop.store(true, Ordering::Relaxed);
+        }
+        for (_, h) in self.threads.drain(..) {
+            let _ = h.join();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if std::env::var_os("TETHER_KEEP_LAB").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Config of a tether node.
+pub fn tether_config(
+    name: &str,
+    vrid: u8,
+    prio: u8,
+    version: u8,
+    interval: &str,
+    vips: &[&str],
+    extra: &str,
+) -> String {
+    let vips = vips
+        .iter()
+        .map(|v| format!("\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[[instance]]\nname = \"{name}\"\ninterface = \"eth0\"\nvrid = {vrid}\npriority = {prio}\nversion = {version}\nadvert_interval = \"{interval}\"\nvirtual_addresses = [{vips}]\ngarp_delay = \"1s\"\n{extra}\n"
+    )
+}
+
+/// keepalived.conf for one instance, per reference §4.2.
+pub fn keepalived_config(
+    router: &str,
+    name: &str,
+    vrid: u8,
+    prio: u8,
+    version: u8,
+    interval: &str,
+    vips: &[&str],
+    extra: &str,
+) -> String {
+    let vips = vips
+        .iter()
+        .map(|v| format!("        {v} dev eth0\n"))
+        .collect::<String>();
+    format!(
+        "global_defs {{\n    router_id {router}\n    vrrp_version {version}\n}}\nvrrp_instance {name} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n    priority {prio}\n    advert_int {interval}\n{extra}    virtual_ipaddress {{\n{vips}    }}\n}}\n"
+    )
+}

@@ -1,0 +1,221 @@
+//! Two `tether vrrp` nodes in network namespaces (root): the higher priority wins;
+//! SIGTERM, SIGKILL and a link cut of the master; heal and preempt back; exactly one VIP
+//! holder after each step; a client namespace probing the VIP sees the gap. Also unicast
+//! peers and an IPv6 instance.
+
+mod lab;
+
+use std::path::Path;
+use std::time::Duration;
+
+use lab::{Lab, SERVICE_PORT, tether_config};
+
+const VIP: &str = "192.0.2.100";
+const T: Duration = Duration::from_secs(10);
+
+/// Not a test of its own: the lab re-executes this binary with this test selected and
+/// TETHER_VRRP_CHILD_CONFIG set, to get a real `tether vrrp` process in a namespace.
+#[test]
+fn daemon_child() {
+    let Ok(path) = std::env::var("TETHER_VRRP_CHILD_CONFIG") else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cfg = match tether_vrrp::load(Path::new(&path)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let token = tokio_util::sync::CancellationToken::new();
+        tether_vrrp::cancel_on_signals(token.clone()).expect("signals");
+        if let Err(e) = tether_vrrp::run(cfg, token).await {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    });
+    eprintln!("tether vrrp stopped");
+    std::process::exit(0);
+}
+
+fn cfg(prio: u8, extra: &str) -> String {
+    tether_config("VI_1", 51, prio, 3, "100ms", &[&format!("{VIP}/24")], extra)
+}
+
+fn lab_ab() -> Option<Lab> {
+    let mut lab = Lab::new(&[("a", 1), ("b", 2), ("c", 10)])?;
+    lab.start_service("a");
+    lab.start_service("b");
+    Some(lab)
+}
+
+fn vip_sock() -> std::net::SocketAddr {
+    format!("{VIP}:{SERVICE_PORT}").parse().unwrap()
+}
+
+/// Starts a (150) then b (100), waits for a master / b backup.
+fn two_nodes(lab: &mut Lab, extra_a: &str, extra_b: &str) -> (u32, u32) {
+    let a = lab.start_tether("a", &cfg(150, extra_a));
+    let b = lab.start_tether("b", &cfg(100, extra_b));
+    lab.wait_holders(VIP, &["a"], T).unwrap();
+    assert!(
+        lab.wait_log("tether-b", "-> BACKUP", T),
+        "b never became backup:\n{}",
+        lab.log("tether-b")
+    );
+    // Stable: still exactly one holder a moment later.
+    lab.wait_holders(VIP, &["a"], T).unwrap();
+    (a, b)
+}
+
+#[test]
+fn higher_priority_wins_and_sigterm_hands_over_then_preempts_back() {
+    let Some(mut lab) = lab_ab() else { return };
+    let (a, _b) = two_nodes(&mut lab, "", "");
+    let probe = lab.start_probe("c", vip_sock());
+    assert!(
+        probe.wait_answer("a", T),
+        "client never reached a through the VIP"
+    );
+
+    let mark = probe.mark();
+    lab.signal(a, libc::SIGTERM);
+    assert!(lab.wait_exit(a, T), "a did not stop on SIGTERM");
+    lab.wait_holders(VIP, &["b"], T).unwrap();
+    assert!(probe.wait_answer("b", T), "client never reached b");
+    eprintln!(
+        "FIGURE tether v3 100ms SIGTERM gap: {:?}",
+        probe.gap_since(mark)
+    );
+    assert!(
+        lab.log("tether-a").contains("MASTER -> STOP"),
+        "{}",
+        lab.log("tether-a")
+    );
+
+    // a comes back and preempts; exactly one holder again.
+    let mark = probe.mark();
+    lab.start_tether("a", &cfg(150, ""));
+    lab.wait_holders(VIP, &["a"], T).unwrap();
+    assert!(probe.wait_answer("a", T));
+    eprintln!(
+        "FIGURE tether v3 100ms preempt-back gap: {:?}",
+        probe.gap_since(mark)
+    );
+}
+
+#[test]
+fn sigkill_leaves_the_vip_until_the_restart_cleans_it_up() {
+    let Some(mut lab) = lab_ab() else { return };
+    let (a, _b) = two_nodes(&mut lab, "", "");
+    let probe = lab.start_probe("c", vip_sock());
+    assert!(probe.wait_answer("a", T));
+    let mark = probe.mark();
+    lab.signal(a, libc::SIGKILL);
+    assert!(lab.wait_exit(a, T));
+    // The dead node keeps its VIP: two holders until it restarts.
+    lab.wait_holders(VIP, &["a", "b"], T).unwrap();
+    assert!(
+        probe.wait_answer("b", T),
+        "client never reached b after SIGKILL of a"
+    );
+    eprintln!(
+        "FIGURE tether v3 100ms SIGKILL gap: {:?}",
+        probe.gap_since(mark)
+    );
+    // Restart: a removes the stale VIP first (logged), then preempts back.
+    lab.start_tether("a", &cfg(150, ""));
+    assert!(
+        lab.wait_log("tether-a", "left by an unclean stop", T),
+        "{}",
+        lab.log("tether-a")
+    );
+    lab.wait_holders(VIP, &["a"], T).unwrap();
+    assert!(probe.wait_answer("a", T));
+}
+
+#[test]
+fn link_cut_faults_the_master_and_heal_preempts_back() {
+    let Some(mut lab) = lab_ab() else { return };
+    two_nodes(&mut lab, "", "");
+    let probe = lab.start_probe("c", vip_sock());
+    assert!(probe.wait_answer("a", T));
+    let mark = probe.mark();
+    lab.cut("a");
+    // a sees carrier loss: FAULT, VIP removed; b takes over.
+    lab.wait_holders(VIP, &["b"], T).unwrap();
+    assert!(
+        lab.wait_log("tether-a", "MASTER -> FAULT", T),
+        "{}",
+        lab.log("tether-a")
+    );
+    assert!(probe.wait_answer("b", T));
+    eprintln!(
+        "FIGURE tether v3 100ms link-cut gap: {:?}",
+        probe.gap_since(mark)
+    );
+    let mark = probe.mark();
+    lab.heal("a");
+    assert!(
+        lab.wait_log("tether-a", "FAULT -> BACKUP", T),
+        "{}",
+        lab.log("tether-a")
+    );
+    lab.wait_holders(VIP, &["a"], T).unwrap();
+    assert!(probe.wait_answer("a", T));
+    eprintln!(
+        "FIGURE tether v3 100ms heal/preempt gap: {:?}",
+        probe.gap_since(mark)
+    );
+    lab.wait_holders(VIP, &["a"], Duration::from_secs(2))
+        .unwrap();
+}
+
+#[test]
+fn unicast_peers_elect_and_fail_over() {
+    let Some(mut lab) = lab_ab() else { return };
+    let a = lab.start_tether("a", &cfg(150, "unicast_peers = [\"192.0.2.2\"]"));
+    lab.start_tether("b", &cfg(100, "unicast_peers = [\"192.0.2.1\"]"));
+    lab.wait_holders(VIP, &["a"], T).unwrap();
+    assert!(lab.wait_log("tether-b", "-> BACKUP", T));
+    lab.wait_holders(VIP, &["a"], T).unwrap();
+    lab.signal(a, libc::SIGTERM);
+    lab.wait_holders(VIP, &["b"], T).unwrap();
+}
+
+#[test]
+fn ipv6_instance_elects_and_fails_over() {
+    let Some(mut lab) = lab_ab() else { return };
+    let vips = ["fe80::53/64", "2001:db8::101/64"];
+    let c6 = |p| tether_config("VI_6", 53, p, 3, "100ms", &vips, "");
+    let a = lab.start_tether("a", &c6(150));
+    lab.start_tether("b", &c6(100));
+    lab.wait_holders("2001:db8::101", &["a"], T).unwrap();
+    assert!(
+        lab.wait_log("tether-b", "-> BACKUP", T),
+        "{}",
+        lab.log("tether-b")
+    );
+    lab.wait_holders("2001:db8::101", &["a"], T).unwrap();
+    let probe = lab.start_probe(
+        "c",
+        format!("[2001:db8::101]:{SERVICE_PORT}").parse().unwrap(),
+    );
+    assert!(probe.wait_answer("a", T));
+    lab.signal(a, libc::SIGTERM);
+    lab.wait_holders("2001:db8::101", &["b"], T).unwrap();
+    // The unsolicited NA moved the client's neighbour entry.
+    assert!(
+        probe.wait_answer("b", T),
+        "client never reached b over IPv6"
+    );
+}
