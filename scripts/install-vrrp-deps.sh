@@ -7,6 +7,14 @@ command -v keepalived >/dev/null 2>&1 || need="$need keepalived"
 command -v tshark >/dev/null 2>&1 || need="$need tshark"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 [ -z "$need" ] && exit 0
+# Tests running in parallel may all get here: one apt-get at a time.
+exec 9>/tmp/tether-install-vrrp-deps.lock
+flock 9
+need=""
+command -v keepalived >/dev/null 2>&1 || need="$need keepalived"
+command -v tshark >/dev/null 2>&1 || need="$need tshark"
+command -v ip >/dev/null 2>&1 || need="$need iproute2"
+[ -z "$need" ] && exit 0
 # Keep packages from starting services on install (there is no init system here anyway).
 if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d

@@ -3,6 +3,7 @@
 
 mod cmd_lb;
 mod cmd_tools;
+mod cmd_vrrp;
 mod demo;
 mod signals;
 
@@ -29,6 +30,8 @@ enum LogFormat {
 enum Command {
     /// Run the layer-4 load balancer.
     Lb(cmd_lb::LbArgs),
+    /// Run the VRRP daemon that floats virtual IPs (keepalived-compatible).
+    Vrrp(cmd_vrrp::VrrpArgs),
     /// Run a small echo server (tests, demo, compose).
     Echo(cmd_tools::EchoArgs),
     /// Open a new connection every interval and report failures and the longest gap.
@@ -55,6 +58,10 @@ fn main() -> std::process::ExitCode {
         Command::Lb(args) => {
             init_logging(cli.log_format, "info");
             cmd_lb::main(args)
+        }
+        Command::Vrrp(args) => {
+            init_logging(cli.log_format, "info");
+            cmd_vrrp::main(args)
         }
         Command::Echo(args) => {
             init_logging(cli.log_format, "info");

@@ -1,0 +1,51 @@
+//! `tether vrrp` as a user runs it: `--check` on the example and on a broken file.
+
+use std::process::Command;
+
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+
+#[test]
+fn vrrp_check_accepts_the_example_and_names_file_line_key() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ok = Command::new(TETHER)
+        .args(["vrrp", "--check", "--config"])
+        .arg(root.join("examples/vrrp.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let dir = std::env::temp_dir().join(format!("tether-vrrp-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 300\nversion = 2\nadvert_interval = \"100ms\"\nvirtual_addresses = [\"192.0.2.100/24\", \"2001:db8::1/64\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(TETHER)
+        .args(["vrrp", "--check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:4: instance[0].vrid: 300 is out of range; vrid must be 1..=255"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "bad.toml:6: instance[0].advert_interval: 100ms is not allowed with version 2"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.toml:7: instance[0].virtual_addresses: mixes IPv4 and IPv6"),
+        "{err}"
+    );
+}
