@@ -1,0 +1,837 @@
+//! A network-namespace lab: test hosts with their own addresses on one machine.
+//!
+//! A [`Lab`] is built from a [`LabBuilder`]: networks (each a bridge living in a namespace
+//! of its own), hosts (one namespace each, joined to networks by veth pairs), routers that
+//! forward between networks, and a firewall on a router that drops connections *into* a
+//! protected network, as a corporate firewall does to an on-premise site. Processes run inside
+//! hosts with `ip netns exec`.
+//!
+//! Safety rails, because this runs as root on a developer's machine:
+//! - every address comes from the documentation ranges (192.0.2.0/24, 198.51.100.0/24,
+//!   203.0.113.0/24); anything else is refused before a single command runs;
+//! - nothing is ever added to the machine's own namespace: veth pairs are created directly
+//!   inside the lab's namespaces (`ip link add ... netns A type veth peer ... netns B`);
+//! - everything is torn down on drop (also while a panic unwinds), on SIGINT/SIGTERM (a
+//!   signal thread tears down every live lab, then exits), and, after a SIGKILL, by the next
+//!   lab with the same prefix (a manifest under `/run/tether-lab` lists what to remove);
+//! - processes started in a lab get `PR_SET_PDEATHSIG`, so they die with the lab's process.
+
+#![warn(missing_docs)]
+
+mod addr;
+mod proc;
+mod signals;
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+pub use addr::{Cidr, DOCUMENTATION_RANGES};
+pub use proc::{ProcSpec, ProcState, Sig};
+
+use proc::Procs;
+
+/// Where manifests of live labs are kept, so a lab killed with SIGKILL is cleaned up by the
+/// next one with the same prefix.
+const MANIFEST_DIR: &str = "/run/tether-lab";
+
+/// Why a lab could not be built or used.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// This machine (or user) cannot create network namespaces.
+    #[error("network namespaces are not available: {0}")]
+    Unavailable(String),
+    /// An address or network outside the documentation ranges.
+    #[error(
+        "{0} is outside the documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)"
+    )]
+    NotDocumentation(String),
+    /// A malformed address or prefix.
+    #[error("bad address {0:?}: expected a.b.c.d/len")]
+    BadCidr(String),
+    /// The lab description is inconsistent (unknown network, duplicate name, bad octet...).
+    #[error("lab description: {0}")]
+    Spec(String),
+    /// Another live process owns a lab with this prefix.
+    #[error("a lab named {prefix:?} is in use by pid {pid} (stop it first)")]
+    InUse {
+        /// The lab's prefix.
+        prefix: String,
+        /// Its owner.
+        pid: u32,
+    },
+    /// A command of the lab's setup failed.
+    #[error("`{cmd}` failed: {stderr}")]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// No host of that name.
+    #[error("no host named {0:?} in this lab")]
+    UnknownHost(String),
+    /// No process of that name.
+    #[error("no process named {0:?} in this lab")]
+    UnknownProcess(String),
+    /// A process of that name exists already and is running.
+    #[error("process {0:?} is already running")]
+    AlreadyRunning(String),
+    /// An I/O error (spawning, files, sockets, setns).
+    #[error("{what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl LabError {
+    fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        LabError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// One network: a bridge in its own namespace, and the hosts plugged into it.
+#[derive(Debug, Clone)]
+struct NetSpec {
+    name: String,
+    cidr: Cidr,
+}
+
+#[derive(Debug, Clone)]
+struct HostSpec {
+    name: String,
+    /// (network, host octet) per interface, in the order eth0, eth1...
+    ifaces: Vec<(String, u8)>,
+    router: bool,
+}
+
+#[derive(Debug, Clone)]
+struct FirewallSpec {
+    router: String,
+    protected: String,
+}
+
+/// Describes a lab; [`LabBuilder::build`] makes it.
+#[derive(Debug)]
+pub struct LabBuilder {
+    prefix: String,
+    dir: Option<PathBuf>,
+    nets: Vec<NetSpec>,
+    hosts: Vec<HostSpec>,
+    firewalls: Vec<FirewallSpec>,
+    signals: bool,
+    errors: Vec<LabError>,
+}
+
+impl LabBuilder {
+    /// Adds a network, e.g. `network("cloud", "192.0.2.0/24")`. The prefix must lie inside a
+    /// documentation range.
+    pub fn network(mut self, name: &str, cidr: &str) -> Self {
+        match Cidr::parse(cidr) {
+            Ok(c) => self.nets.push(NetSpec {
+                name: name.to_string(),
+                cidr: c,
+            }),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Adds a host with one interface per `(network, host octet)`: `eth0` on the first,
+    /// `eth1` on the second... A host on a network that has a router gets a default route via
+    /// the router's address on its first network.
+    pub fn host(mut self, name: &str, ifaces: &[(&str, u8)]) -> Self {
+        self.hosts.push(HostSpec {
+            name: name.to_string(),
+            ifaces: ifaces.iter().map(|(n, o)| (n.to_string(), *o)).collect(),
+            router: false,
+        });
+        self
+    }
+
+    /// Adds a router: a host that forwards between its networks and is the default gateway
+    /// of the other hosts on them.
+    pub fn router(mut self, name: &str, ifaces: &[(&str, u8)]) -> Self {
+        self.hosts.push(HostSpec {
+            name: name.to_string(),
+            ifaces: ifaces.iter().map(|(n, o)| (n.to_string(), *o)).collect(),
+            router: true,
+        });
+        self
+    }
+
+    /// On `router`, drops every new connection into network `protected` that does not start
+    /// inside it (nftables, stateful: replies to connections opened from inside pass).
+    pub fn firewall(mut self, router: &str, protected: &str) -> Self {
+        self.firewalls.push(FirewallSpec {
+            router: router.to_string(),
+            protected: protected.to_string(),
+        });
+        self
+    }
+
+    /// Where logs and files of the lab go (default: a new folder under the temp dir, removed
+    /// on teardown unless `TETHER_KEEP_LAB` is set).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Whether SIGINT/SIGTERM tear the lab down and exit the process (default: yes). A
+    /// program with its own signal handling turns this off and drops the lab itself.
+    pub fn teardown_on_signals(mut self, on: bool) -> Self {
+        self.signals = on;
+        self
+    }
+
+    fn check(&mut self) -> Result<(), LabError> {
+        if let Some(e) = self.errors.drain(..).next() {
+            return Err(e);
+        }
+        let valid_name = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 15
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !valid_name(&self.prefix) {
+            return Err(LabError::Spec(format!(
+                "prefix {:?}: 1 to 15 letters, digits, - or _",
+                self.prefix
+            )));
+        }
+        let mut names = std::collections::HashSet::new();
+        for n in &self.nets {
+            if !valid_name(&n.name) || !names.insert(format!("net-{}", n.name)) {
+                return Err(LabError::Spec(format!(
+                    "network {:?}: duplicate or not 1 to 15 letters, digits, - or _",
+                    n.name
+                )));
+            }
+        }
+        let mut used = std::collections::HashSet::new();
+        for h in &self.hosts {
+            if !valid_name(&h.name) || h.name.starts_with("net-") || !names.insert(h.name.clone()) {
+                return Err(LabError::Spec(format!(
+                    "host {:?}: duplicate, starts with net-, or not 1 to 15 letters, digits, - or _",
+                    h.name
+                )));
+            }
+            if h.ifaces.is_empty() {
+                return Err(LabError::Spec(format!(
+                    "host {:?} has no interface",
+                    h.name
+                )));
+            }
+            for (net, octet) in &h.ifaces {
+                let n = self.nets.iter().find(|n| &n.name == net).ok_or_else(|| {
+                    LabError::Spec(format!("host {:?}: no network {net:?}", h.name))
+                })?;
+                n.cidr
+                    .host(*octet)
+                    .map_err(|e| LabError::Spec(format!("host {:?} on {net:?}: {e}", h.name)))?;
+                if !used.insert((net.clone(), *octet)) {
+                    return Err(LabError::Spec(format!(
+                        "host {:?}: address .{octet} on {net:?} is taken",
+                        h.name
+                    )));
+                }
+            }
+        }
+        for f in &self.firewalls {
+            let r = self.hosts.iter().find(|h| h.name == f.router && h.router);
+            if r.is_none() {
+                return Err(LabError::Spec(format!(
+                    "firewall: no router {:?}",
+                    f.router
+                )));
+            }
+            if !self.nets.iter().any(|n| n.name == f.protected) {
+                return Err(LabError::Spec(format!(
+                    "firewall: no network {:?}",
+                    f.protected
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates every namespace, bridge, link, address, route and rule. On any error the
+    /// part already made is torn down before the error is returned.
+    pub fn build(mut self) -> Result<Lab, LabError> {
+        self.check()?;
+        available()?;
+        let dir = match self.dir.clone() {
+            Some(d) => d,
+            None => {
+                std::env::temp_dir().join(format!("{}-lab-{}", self.prefix, std::process::id()))
+            }
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
+        reclaim_stale(&self.prefix)?;
+        let inner = Arc::new(Inner {
+            prefix: self.prefix.clone(),
+            dir,
+            state: Mutex::new(State::default()),
+            procs: Procs::new(),
+        });
+        let lab = Lab {
+            inner: inner.clone(),
+            nets: self.nets.clone(),
+            hosts: self.hosts.clone(),
+        };
+        if self.signals {
+            signals::register(&inner);
+        }
+        // From here on, a failure drops `lab`, which removes what was made.
+        lab.make(&self.firewalls)?;
+        Ok(lab)
+    }
+}
+
+/// Checks that this process can create network namespaces (root, and a kernel that allows
+/// it), by making and removing one.
+pub fn available() -> Result<(), LabError> {
+    let probe = format!("tether-probe-{}", std::process::id());
+    let out = Command::new("ip")
+        .args(["netns", "add", &probe])
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| LabError::Unavailable(format!("cannot run `ip` (iproute2): {e}")))?;
+    if !out.status.success() {
+        return Err(LabError::Unavailable(format!(
+            "`ip netns add` failed{}: {}",
+            if unsafe_geteuid() != 0 {
+                " (not root)"
+            } else {
+                ""
+            },
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let _ = Command::new("ip").args(["netns", "del", &probe]).status();
+    Ok(())
+}
+
+fn unsafe_geteuid() -> u32 {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+#[derive(Default)]
+struct State {
+    /// Namespaces made, in creation order (removed in reverse).
+    namespaces: Vec<String>,
+    torn_down: bool,
+}
+
+/// What the signal thread needs to tear a lab down.
+struct Inner {
+    prefix: String,
+    dir: PathBuf,
+    state: Mutex<State>,
+    procs: Procs,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock must not stop the teardown.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    fn manifest(&self) -> PathBuf {
+        Path::new(MANIFEST_DIR).join(format!("{}.lab", self.prefix))
+    }
+
+    fn write_manifest(&self, st: &State) {
+        let mut text = format!("{}\n", std::process::id());
+        for ns in &st.namespaces {
+            text.push_str(ns);
+            text.push('\n');
+        }
+        let _ = std::fs::create_dir_all(MANIFEST_DIR);
+        let _ = std::fs::write(self.manifest(), text);
+    }
+
+    fn add_ns(&self, ns: &str) -> Result<(), LabError> {
+        let mut st = lock(&self.state);
+        // Recorded before it exists, so a failure half-way still removes it.
+        st.namespaces.push(ns.to_string());
+        self.write_manifest(&st);
+        drop(st);
+        run(&["ip", "netns", "add", ns])
+    }
+
+    /// Stops every process, then removes every namespace. Idempotent.
+    fn teardown(&self) {
+        let mut st = lock(&self.state);
+        if st.torn_down {
+            return;
+        }
+        st.torn_down = true;
+        self.procs.kill_all();
+        for ns in st.namespaces.iter().rev() {
+            remove_ns(ns);
+        }
+        st.namespaces.clear();
+        let _ = std::fs::remove_file(self.manifest());
+        if std::env::var_os("TETHER_KEEP_LAB").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Kills what still runs inside `ns` (only our own descendants can be there) and deletes it.
+fn remove_ns(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                // SAFETY: kill(2) on a process inside a namespace this lab created.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let _ = Command::new("ip")
+        .args(["netns", "del", ns])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Removes what a lab with this prefix left behind when its process died without cleaning
+/// up (SIGKILL, power cut). Refuses when that process still lives.
+fn reclaim_stale(prefix: &str) -> Result<(), LabError> {
+    let path = Path::new(MANIFEST_DIR).join(format!("{prefix}.lab"));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let mut lines = text.lines();
+    if let Some(pid) = lines.next().and_then(|l| l.trim().parse::<u32>().ok())
+        && pid != std::process::id()
+        && Path::new(&format!("/proc/{pid}")).exists()
+    {
+        return Err(LabError::InUse {
+            prefix: prefix.to_string(),
+            pid,
+        });
+    }
+    for ns in lines.map(str::trim).filter(|l| !l.is_empty()) {
+        // Only names of this prefix: a corrupted manifest must not remove anything else.
+        if ns.starts_with(&format!("{prefix}-")) {
+            remove_ns(ns);
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+fn run(args: &[&str]) -> Result<(), LabError> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError::io(format!("running {}", args[0]), e))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            cmd: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn run_stdin(args: &[&str], stdin: &str) -> Result<(), LabError> {
+    use std::io::Write;
+    let mut child = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| LabError::io(format!("running {}", args[0]), e))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(stdin.as_bytes())
+            .map_err(|e| LabError::io(format!("writing to {}", args[0]), e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| LabError::io(format!("running {}", args[0]), e))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            cmd: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A built lab. Dropping it stops its processes and removes its namespaces.
+pub struct Lab {
+    inner: Arc<Inner>,
+    nets: Vec<NetSpec>,
+    hosts: Vec<HostSpec>,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("prefix", &self.inner.prefix)
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+impl Lab {
+    /// Starts describing a lab whose namespaces are named `<prefix>-<host>` and
+    /// `<prefix>-net-<network>`.
+    pub fn builder(prefix: &str) -> LabBuilder {
+        LabBuilder {
+            prefix: prefix.to_string(),
+            dir: None,
+            nets: Vec::new(),
+            hosts: Vec::new(),
+            firewalls: Vec::new(),
+            signals: true,
+            errors: Vec::new(),
+        }
+    }
+
+    /// A prefix unique to this process and call, for tests that run side by side.
+    pub fn unique_prefix(tag: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let mut t: String = tag.chars().take(4).collect();
+        t.push_str(&format!("{}x{n}", std::process::id() % 1_000_000));
+        t
+    }
+
+    fn make(&self, firewalls: &[FirewallSpec]) -> Result<(), LabError> {
+        let inner = &self.inner;
+        for n in &self.nets {
+            let ns = self.net_ns(&n.name);
+            inner.add_ns(&ns)?;
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+            ])?;
+            run(&["ip", "-n", &ns, "link", "set", "br0", "up"])?;
+        }
+        for h in &self.hosts {
+            let ns = self.ns(&h.name);
+            inner.add_ns(&ns)?;
+            run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+            let sysctls: &[&str] = if h.router {
+                &["net.ipv4.ip_forward=1", "net.ipv4.conf.all.arp_accept=1"]
+            } else {
+                // Gratuitous ARP from a new VRRP master must update neighbours at once.
+                &["net.ipv4.conf.all.arp_accept=1"]
+            };
+            for s in sysctls {
+                run(&["ip", "netns", "exec", &ns, "sysctl", "-qw", s])?;
+            }
+            for (i, (net, octet)) in h.ifaces.iter().enumerate() {
+                let eth = format!("eth{i}");
+                let bridge_ns = self.net_ns(net);
+                // Created straight inside the two namespaces: the machine's own namespace
+                // never sees either end.
+                run(&[
+                    "ip", "link", "add", &eth, "netns", &ns, "type", "veth", "peer", "name",
+                    &h.name, "netns", &bridge_ns,
+                ])?;
+                run(&[
+                    "ip", "-n", &bridge_ns, "link", "set", "dev", &h.name, "master", "br0", "up",
+                ])?;
+                let cidr = self.net(net)?.cidr;
+                let a = format!("{}/{}", cidr.host(*octet)?, cidr.len);
+                run(&["ip", "-n", &ns, "addr", "add", &a, "dev", &eth])?;
+                run(&["ip", "-n", &ns, "link", "set", &eth, "up"])?;
+            }
+        }
+        // Default routes: via the router on the host's first network.
+        for h in self.hosts.iter().filter(|h| !h.router) {
+            let first = &h.ifaces[0].0;
+            if let Some(gw) = self.router_on(first) {
+                let ns = self.ns(&h.name);
+                run(&[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &gw.to_string(),
+                ])?;
+            }
+        }
+        for f in firewalls {
+            let cidr = self.net(&f.protected)?.cidr;
+            let rules = format!(
+                "table inet tether_lab {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ct state established,related accept\n    ip daddr {cidr} ip saddr != {cidr} ct state new drop\n  }}\n}}\n"
+            );
+            run_stdin(
+                &["ip", "netns", "exec", &self.ns(&f.router), "nft", "-f", "-"],
+                &rules,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn net(&self, name: &str) -> Result<&NetSpec, LabError> {
+        self.nets
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| LabError::Spec(format!("no network {name:?}")))
+    }
+
+    fn host_spec(&self, name: &str) -> Result<&HostSpec, LabError> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| LabError::UnknownHost(name.to_string()))
+    }
+
+    fn router_on(&self, net: &str) -> Option<Ipv4Addr> {
+        let cidr = self.nets.iter().find(|n| n.name == net)?.cidr;
+        self.hosts
+            .iter()
+            .filter(|h| h.router)
+            .find_map(|h| h.ifaces.iter().find(|(n, _)| n == net))
+            .and_then(|(_, o)| cidr.host(*o).ok())
+    }
+
+    /// The lab's prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The folder of the lab's logs and files.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The namespace name of a host: `<prefix>-<host>`.
+    pub fn ns(&self, host: &str) -> String {
+        format!("{}-{host}", self.inner.prefix)
+    }
+
+    /// The namespace holding a network's bridge: `<prefix>-net-<network>`.
+    pub fn net_ns(&self, net: &str) -> String {
+        format!("{}-net-{net}", self.inner.prefix)
+    }
+
+    /// Every namespace this lab made.
+    pub fn namespaces(&self) -> Vec<String> {
+        lock(&self.inner.state).namespaces.clone()
+    }
+
+    /// The hosts' names, in the order they were described.
+    pub fn hosts(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.name.clone()).collect()
+    }
+
+    /// A host's address on a network.
+    pub fn addr(&self, host: &str, net: &str) -> Result<Ipv4Addr, LabError> {
+        let h = self.host_spec(host)?;
+        let (_, octet) = h
+            .ifaces
+            .iter()
+            .find(|(n, _)| n == net)
+            .ok_or_else(|| LabError::Spec(format!("host {host:?} is not on {net:?}")))?;
+        self.net(net)?.cidr.host(*octet)
+    }
+
+    /// A host's interface name on a network (`eth0`, `eth1`...).
+    pub fn iface(&self, host: &str, net: &str) -> Result<String, LabError> {
+        let h = self.host_spec(host)?;
+        h.ifaces
+            .iter()
+            .position(|(n, _)| n == net)
+            .map(|i| format!("eth{i}"))
+            .ok_or_else(|| LabError::Spec(format!("host {host:?} is not on {net:?}")))
+    }
+
+    /// Runs a command inside a host (`ip netns exec`) and returns its output.
+    pub fn exec(&self, host: &str, args: &[&str]) -> Result<Output, LabError> {
+        self.host_spec(host)?;
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(host)])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| LabError::io(format!("ip netns exec {host}"), e))
+    }
+
+    /// Unplugs a host from a network (its bridge port goes down; the host sees no carrier).
+    pub fn cut(&self, host: &str, net: &str) -> Result<(), LabError> {
+        self.iface(host, net)?;
+        run(&[
+            "ip",
+            "-n",
+            &self.net_ns(net),
+            "link",
+            "set",
+            "dev",
+            host,
+            "down",
+        ])
+    }
+
+    /// Plugs a host back into a network.
+    pub fn heal(&self, host: &str, net: &str) -> Result<(), LabError> {
+        self.iface(host, net)?;
+        run(&[
+            "ip",
+            "-n",
+            &self.net_ns(net),
+            "link",
+            "set",
+            "dev",
+            host,
+            "up",
+        ])
+    }
+
+    /// Runs `f` on a thread that lives inside the host's network namespace. Sockets made
+    /// there stay in that namespace after the thread ends, so they can be used anywhere.
+    pub fn in_ns<T: Send>(&self, host: &str, f: impl FnOnce() -> T + Send) -> Result<T, LabError> {
+        self.host_spec(host)?;
+        let path = format!("/run/netns/{}", self.ns(host));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                enter_ns(&path)?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// Opens a TCP connection from inside a host.
+    pub fn connect(
+        &self,
+        host: &str,
+        to: SocketAddr,
+        timeout: Duration,
+    ) -> Result<TcpStream, LabError> {
+        self.in_ns(host, || TcpStream::connect_timeout(&to, timeout))?
+            .map_err(|e| LabError::io(format!("connecting from {host} to {to}"), e))
+    }
+
+    /// Binds a TCP listener inside a host.
+    pub fn listen(&self, host: &str, addr: SocketAddr) -> Result<TcpListener, LabError> {
+        self.in_ns(host, || TcpListener::bind(addr))?
+            .map_err(|e| LabError::io(format!("binding {addr} in {host}"), e))
+    }
+
+    /// Starts a process inside a host; its stdout and stderr go to `<dir>/<name>.log`.
+    /// Returns its pid.
+    pub fn start(&self, spec: ProcSpec) -> Result<u32, LabError> {
+        self.host_spec(&spec.host)?;
+        let ns = self.ns(&spec.host);
+        let log = self.log_path(&spec.name);
+        self.inner.procs.start(spec, &ns, &log)
+    }
+
+    /// Sends a signal to a process of this lab.
+    pub fn signal(&self, name: &str, sig: Sig) -> Result<(), LabError> {
+        self.inner.procs.signal(name, sig)
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`. Returns its state after.
+    pub fn stop(&self, name: &str, grace: Duration) -> Result<ProcState, LabError> {
+        self.inner.procs.stop(name, grace)
+    }
+
+    /// Starts a stopped process again with the same command line.
+    pub fn restart(&self, name: &str) -> Result<u32, LabError> {
+        let spec = self.inner.procs.spec(name)?;
+        self.start(spec)
+    }
+
+    /// Waits up to `timeout` for a process to exit; returns its state.
+    pub fn wait_exit(&self, name: &str, timeout: Duration) -> Result<ProcState, LabError> {
+        self.inner.procs.wait_exit(name, timeout)
+    }
+
+    /// A process's state (running with its pid, or exited with its status).
+    pub fn state(&self, name: &str) -> Result<ProcState, LabError> {
+        self.inner.procs.state(name)
+    }
+
+    /// Every process of the lab with its host, in start order.
+    pub fn processes(&self) -> Vec<(String, String, ProcState)> {
+        self.inner.procs.list()
+    }
+
+    /// The log file of a process.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.inner.dir.join(format!("{name}.log"))
+    }
+
+    /// The log of a process so far.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    /// Stops everything and removes every namespace now (also what Drop does).
+    pub fn teardown(&self) {
+        self.inner.teardown();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.inner.teardown();
+        signals::unregister(&self.inner);
+    }
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+fn enter_ns(path: &str) -> Result<(), LabError> {
+    let f = File::open(path).map_err(|e| LabError::io(format!("opening {path}"), e))?;
+    // SAFETY: setns(2) with a descriptor we just opened; it changes only this thread.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if r != 0 {
+        return Err(LabError::io(
+            format!("setns {path}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Namespaces of a prefix that exist right now (for tests checking nothing is left).
+pub fn existing_namespaces(prefix: &str) -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return Vec::new();
+    };
+    let p = format!("{prefix}-");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&p))
+        .map(str::to_string)
+        .collect()
+}

@@ -1,0 +1,305 @@
+//! Processes started inside lab hosts, tracked by name so they can be killed and restarted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::{LabError, lock};
+
+/// A signal a lab may send to one of its processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    /// SIGTERM: stop gracefully.
+    Term,
+    /// SIGKILL: die now (a box losing power).
+    Kill,
+    /// SIGINT.
+    Int,
+    /// SIGHUP: reload.
+    Hup,
+    /// SIGSTOP: freeze (a hung box that still holds its sockets).
+    Stop,
+    /// SIGCONT: thaw.
+    Cont,
+}
+
+impl Sig {
+    fn raw(self) -> i32 {
+        match self {
+            Sig::Term => libc::SIGTERM,
+            Sig::Kill => libc::SIGKILL,
+            Sig::Int => libc::SIGINT,
+            Sig::Hup => libc::SIGHUP,
+            Sig::Stop => libc::SIGSTOP,
+            Sig::Cont => libc::SIGCONT,
+        }
+    }
+}
+
+/// What to run, where, under which name.
+#[derive(Debug, Clone)]
+pub struct ProcSpec {
+    /// Unique name in the lab (also the log file's name).
+    pub name: String,
+    /// The host it runs in.
+    pub host: String,
+    /// The program.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl ProcSpec {
+    /// `program` named `name`, run in `host`, with no arguments yet.
+    pub fn new(name: &str, host: &str, program: impl Into<PathBuf>) -> Self {
+        ProcSpec {
+            name: name.to_string(),
+            host: host.to_string(),
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// Whether a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcState {
+    /// Running with this pid.
+    Running(u32),
+    /// Exited with this code, or was killed by this signal.
+    Exited {
+        /// The exit code, when it exited by itself.
+        code: Option<i32>,
+        /// The signal that ended it, if any.
+        signal: Option<i32>,
+    },
+}
+
+impl ProcState {
+    /// Whether it runs.
+    pub fn is_running(&self) -> bool {
+        matches!(self, ProcState::Running(_))
+    }
+}
+
+impl std::fmt::Display for ProcState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProcState::Running(pid) => write!(f, "up (pid {pid})"),
+            ProcState::Exited {
+                signal: Some(s), ..
+            } => write!(f, "down (signal {s})"),
+            ProcState::Exited { code: Some(c), .. } => write!(f, "down (exit {c})"),
+            ProcState::Exited { .. } => write!(f, "down"),
+        }
+    }
+}
+
+struct Entry {
+    spec: ProcSpec,
+    child: Option<Child>,
+    last: ProcState,
+}
+
+impl Entry {
+    fn refresh(&mut self) -> ProcState {
+        if let Some(c) = &mut self.child {
+            match c.try_wait() {
+                Ok(Some(st)) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    self.last = ProcState::Exited {
+                        code: st.code(),
+                        signal: st.signal(),
+                    };
+                    self.child = None;
+                }
+                Ok(None) => self.last = ProcState::Running(c.id()),
+                Err(_) => {}
+            }
+        }
+        self.last
+    }
+}
+
+type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// The processes of one lab.
+pub(crate) struct Procs {
+    entries: Mutex<Vec<Entry>>,
+    /// Every child is forked by one long-lived thread: `PR_SET_PDEATHSIG` fires when the
+    /// forking *thread* ends, so forking from short-lived threads would kill children early.
+    spawner: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+impl Procs {
+    pub(crate) fn new() -> Self {
+        Procs {
+            entries: Mutex::new(Vec::new()),
+            spawner: Mutex::new(None),
+        }
+    }
+
+    fn spawn(&self, cmd: Command) -> std::io::Result<Child> {
+        let mut sp = lock(&self.spawner);
+        if sp.is_none() {
+            let (tx, rx) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("lab-spawner".into())
+                .spawn(move || {
+                    for (mut cmd, reply) in rx {
+                        let _ = reply.send(cmd.spawn());
+                    }
+                })?;
+            *sp = Some(tx);
+        }
+        let (tx, rx) = mpsc::channel();
+        let sent = sp.as_ref().is_some_and(|s| s.send((cmd, tx)).is_ok());
+        drop(sp);
+        if !sent {
+            return Err(std::io::Error::other("the lab's spawner thread is gone"));
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the lab's spawner thread is gone")))
+    }
+
+    pub(crate) fn start(&self, spec: ProcSpec, ns: &str, log: &Path) -> Result<u32, LabError> {
+        let mut entries = lock(&self.entries);
+        if let Some(e) = entries.iter_mut().find(|e| e.spec.name == spec.name)
+            && e.refresh().is_running()
+        {
+            return Err(LabError::AlreadyRunning(spec.name));
+        }
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| LabError::io(format!("opening {}", log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| LabError::io(format!("opening {}", log.display()), e))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .arg(&spec.program)
+            .args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                // Die with the lab's process, even on SIGKILL of it.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // Own process group: a Ctrl-C at the terminal goes to the lab's owner, which
+                // stops its processes in order, not to every daemon at once.
+                libc::setpgid(0, 0);
+                Ok(())
+            });
+        }
+        let child = self
+            .spawn(cmd)
+            .map_err(|e| LabError::io(format!("starting {} in {ns}", spec.name), e))?;
+        let pid = child.id();
+        entries.retain(|e| e.spec.name != spec.name);
+        entries.push(Entry {
+            spec,
+            child: Some(child),
+            last: ProcState::Running(pid),
+        });
+        Ok(pid)
+    }
+
+    pub(crate) fn spec(&self, name: &str) -> Result<ProcSpec, LabError> {
+        lock(&self.entries)
+            .iter()
+            .find(|e| e.spec.name == name)
+            .map(|e| e.spec.clone())
+            .ok_or_else(|| LabError::UnknownProcess(name.to_string()))
+    }
+
+    pub(crate) fn signal(&self, name: &str, sig: Sig) -> Result<(), LabError> {
+        let mut entries = lock(&self.entries);
+        let e = entries
+            .iter_mut()
+            .find(|e| e.spec.name == name)
+            .ok_or_else(|| LabError::UnknownProcess(name.to_string()))?;
+        if let ProcState::Running(pid) = e.refresh() {
+            // SAFETY: kill(2) on our own child, which has not been reaped (so the pid is
+            // still ours).
+            unsafe { libc::kill(pid as i32, sig.raw()) };
+        }
+        Ok(())
+    }
+
+    pub(crate) fn state(&self, name: &str) -> Result<ProcState, LabError> {
+        lock(&self.entries)
+            .iter_mut()
+            .find(|e| e.spec.name == name)
+            .map(Entry::refresh)
+            .ok_or_else(|| LabError::UnknownProcess(name.to_string()))
+    }
+
+    pub(crate) fn wait_exit(&self, name: &str, timeout: Duration) -> Result<ProcState, LabError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.state(name)?;
+            if !st.is_running() || Instant::now() >= deadline {
+                return Ok(st);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub(crate) fn stop(&self, name: &str, grace: Duration) -> Result<ProcState, LabError> {
+        self.signal(name, Sig::Term)?;
+        let st = self.wait_exit(name, grace)?;
+        if st.is_running() {
+            self.signal(name, Sig::Kill)?;
+            return self.wait_exit(name, Duration::from_secs(5));
+        }
+        Ok(st)
+    }
+
+    pub(crate) fn list(&self) -> Vec<(String, String, ProcState)> {
+        lock(&self.entries)
+            .iter_mut()
+            .map(|e| {
+                let st = e.refresh();
+                (e.spec.name.clone(), e.spec.host.clone(), st)
+            })
+            .collect()
+    }
+
+    pub(crate) fn kill_all(&self) {
+        let mut entries = lock(&self.entries);
+        for e in entries.iter_mut() {
+            if let Some(c) = &mut e.child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            e.child = None;
+        }
+    }
+}

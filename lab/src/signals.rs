@@ -1,0 +1,35 @@
+//! SIGINT/SIGTERM tear down every live lab, then exit: a test run stopped with Ctrl-C must
+//! not leave namespaces behind.
+
+use std::sync::{Arc, Mutex, Once, Weak};
+
+use crate::{Inner, lock};
+
+static LIVE: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+static INSTALL: Once = Once::new();
+
+pub(crate) fn register(inner: &Arc<Inner>) {
+    lock(&LIVE).push(Arc::downgrade(inner));
+    INSTALL.call_once(|| {
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
+        else {
+            return;
+        };
+        let _ = std::thread::Builder::new()
+            .name("lab-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    let labs: Vec<Arc<Inner>> =
+                        lock(&LIVE).iter().filter_map(Weak::upgrade).collect();
+                    for lab in labs {
+                        lab.teardown();
+                    }
+                    std::process::exit(128 + sig);
+                }
+            });
+    });
+}
+
+pub(crate) fn unregister(inner: &Arc<Inner>) {
+    lock(&LIVE).retain(|w| w.upgrade().is_some_and(|l| !Arc::ptr_eq(&l, inner)));
+}
