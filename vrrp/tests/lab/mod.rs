@@ -379,6 +379,26 @@ impl Lab {
         ))
     }
 
+    /// Checks that exactly `want` hold the VIP during the whole `window` (a peer that
+    /// rejected our adverts would claim the VIP within its Master_Down_Interval).
+    pub fn hold_steady(&self, vip: &str, want: &[&str], window: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        let mut w: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        w.sort();
+        while start.elapsed() < window {
+            let mut h = self.holders(vip);
+            h.sort();
+            if h != w {
+                return Err(format!(
+                    "after {:?} {vip} held by {h:?}, wanted {want:?}",
+                    start.elapsed()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Waits (bounded) until a log contains `needle`.
     pub fn wait_log(&self, what: &str, needle: &str, timeout: Duration) -> bool {
         let start = Instant::now();

@@ -1,0 +1,359 @@
+//! Interop with Debian's keepalived 2.2.7 in network namespaces (root), for v2 at 1 s and
+//! v3 at 100 ms, with Tether as the higher and as the lower priority: the right node wins
+//! and failover works both ways. tshark decodes Tether's adverts with a good checksum.
+
+mod lab;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use lab::{Lab, install_peers, keepalived_config, tether_config};
+
+/// Same child entry point as in netns.rs: this binary re-executed as a daemon.
+#[test]
+fn daemon_child() {
+    let Ok(path) = std::env::var("TETHER_VRRP_CHILD_CONFIG") else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cfg = match tether_vrrp::load(Path::new(&path)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let token = tokio_util::sync::CancellationToken::new();
+        tether_vrrp::cancel_on_signals(token.clone()).expect("signals");
+        if let Err(e) = tether_vrrp::run(cfg, token).await {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    });
+    std::process::exit(0);
+}
+
+struct Case {
+    version: u8,
+    vrid: u8,
+    vip: &'static str,
+    tether_int: &'static str,
+    ka_int: &'static str,
+    timeout: Duration,
+    /// Longer than the peer's Master_Down_Interval (3 x interval + skew).
+    steady: Duration,
+}
+
+const V2: Case = Case {
+    version: 2,
+    vrid: 51,
+    vip: "192.0.2.100",
+    tether_int: "1s",
+    ka_int: "1",
+    timeout: Duration::from_secs(15),
+    steady: Duration::from_millis(4500),
+};
+const V3: Case = Case {
+    version: 3,
+    vrid: 52,
+    vip: "192.0.2.101",
+    tether_int: "100ms",
+    ka_int: "0.1",
+    timeout: Duration::from_secs(8),
+    steady: Duration::from_millis(700),
+};
+
+fn lab() -> Option<Lab> {
+    let lab = Lab::new(&[("a", 1), ("b", 2), ("c", 10)])?;
+    install_peers();
+    Some(lab)
+}
+
+fn tether(c: &Case, prio: u8) -> String {
+    tether_config(
+        "VI_1",
+        c.vrid,
+        prio,
+        c.version,
+        c.tether_int,
+        &[&format!("{}/24", c.vip)],
+        "",
+    )
+}
+
+fn keepalived(c: &Case, node: &str, prio: u8) -> String {
+    keepalived_config(
+        &format!("ka_{node}"),
+        "VI_1",
+        c.vrid,
+        prio,
+        c.version,
+        c.ka_int,
+        &[&format!("{}/24", c.vip)],
+        "",
+    )
+}
+
+/// Tether on a (150), keepalived on b (100).
+fn tether_higher(c: &Case) {
+    let Some(mut lab) = lab() else { return };
+    let t = lab.start_tether("a", &tether(c, 150));
+    lab.start_keepalived("b", &keepalived(c, "b", 100));
+    lab.wait_holders(c.vip, &["a"], c.timeout).unwrap();
+    assert!(
+        lab.wait_log("ka-b", "Entering BACKUP STATE", c.timeout),
+        "keepalived never became backup:\n{}",
+        lab.log("ka-b")
+    );
+    // keepalived accepts our adverts: it stays backup past its Master_Down_Interval.
+    lab.hold_steady(c.vip, &["a"], c.steady).unwrap();
+    assert!(
+        !lab.log("ka-b").contains("Entering MASTER STATE"),
+        "{}",
+        lab.log("ka-b")
+    );
+    // Our SIGTERM sends priority 0: keepalived takes over.
+    lab.signal(t, libc::SIGTERM);
+    lab.wait_holders(c.vip, &["b"], c.timeout).unwrap();
+    // Back again: we preempt keepalived, and it lets go.
+    lab.start_tether("a", &tether(c, 150));
+    lab.wait_holders(c.vip, &["a"], c.timeout).unwrap();
+    let ka = lab.log("ka-b");
+    assert!(ka.contains("Entering MASTER STATE"), "{ka}");
+    assert!(
+        !ka.contains("Invalid"),
+        "keepalived complained about our packets:\n{ka}"
+    );
+}
+
+/// keepalived on a (150), Tether on b (100).
+fn tether_lower(c: &Case) {
+    let Some(mut lab) = lab() else { return };
+    let k = lab.start_keepalived("a", &keepalived(c, "a", 150));
+    lab.start_tether("b", &tether(c, 100));
+    lab.wait_holders(c.vip, &["a"], c.timeout).unwrap();
+    assert!(
+        lab.wait_log("tether-b", "-> BACKUP", c.timeout),
+        "{}",
+        lab.log("tether-b")
+    );
+    // We accept keepalived's adverts: we stay backup past our Master_Down_Interval.
+    lab.hold_steady(c.vip, &["a"], c.steady).unwrap();
+    // keepalived stops (priority 0): we take over.
+    lab.signal(k, libc::SIGTERM);
+    assert!(lab.wait_exit(k, c.timeout));
+    lab.wait_holders(c.vip, &["b"], c.timeout).unwrap();
+    assert!(
+        lab.log("tether-b").contains("BACKUP -> MASTER"),
+        "{}",
+        lab.log("tether-b")
+    );
+    // keepalived returns and preempts: we step down.
+    lab.start_keepalived("a", &keepalived(c, "a", 150));
+    lab.wait_holders(c.vip, &["a"], c.timeout).unwrap();
+    assert!(
+        lab.wait_log("tether-b", "MASTER -> BACKUP", c.timeout),
+        "{}",
+        lab.log("tether-b")
+    );
+    assert!(!lab.log("ka-a").contains("Invalid"), "{}", lab.log("ka-a"));
+}
+
+#[test]
+fn keepalived_v3_100ms_tether_higher() {
+    tether_higher(&V3);
+}
+
+#[test]
+fn keepalived_v3_100ms_tether_lower() {
+    tether_lower(&V3);
+}
+
+#[test]
+fn keepalived_v2_1s_tether_higher() {
+    tether_higher(&V2);
+}
+
+#[test]
+fn keepalived_v2_1s_tether_lower() {
+    tether_lower(&V2);
+}
+
+#[test]
+fn keepalived_v3_unicast_interop() {
+    let Some(mut lab) = lab() else { return };
+    let vip = "192.0.2.102";
+    let extra_ka = "    unicast_src_ip 192.0.2.2\n    unicast_peer {\n        192.0.2.1\n    }\n";
+    lab.start_keepalived(
+        "b",
+        &keepalived_config(
+            "ka_b",
+            "VI_UC",
+            54,
+            100,
+            3,
+            "0.1",
+            &[&format!("{vip}/24")],
+            extra_ka,
+        ),
+    );
+    let t = lab.start_tether(
+        "a",
+        &tether_config(
+            "VI_UC",
+            54,
+            150,
+            3,
+            "100ms",
+            &[&format!("{vip}/24")],
+            "unicast_peers = [\"192.0.2.2\"]",
+        ),
+    );
+    lab.wait_holders(vip, &["a"], V3.timeout).unwrap();
+    assert!(
+        lab.wait_log("ka-b", "Entering BACKUP STATE", V3.timeout),
+        "{}",
+        lab.log("ka-b")
+    );
+    lab.hold_steady(vip, &["a"], V3.steady).unwrap();
+    lab.signal(t, libc::SIGTERM);
+    lab.wait_holders(vip, &["b"], V3.timeout).unwrap();
+}
+
+fn tshark_fields(file: &Path, filter: &str, prefs: &[&str], fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    for p in prefs {
+        cmd.args(["-o", p]);
+    }
+    cmd.arg("-r")
+        .arg(file)
+        .args(["-n", "-Y", filter, "-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn tshark_decodes_tether_adverts_with_good_checksums() {
+    let Some(mut lab) = lab() else { return };
+    // Four instances on one node: v2, v3 keepalived-style, v3 RFC 9568-style, v3 IPv6.
+    let cfg = [
+        tether_config("V2", 51, 150, 2, "1s", &["192.0.2.100/24"], ""),
+        tether_config("V3", 52, 150, 3, "100ms", &["192.0.2.101/24"], ""),
+        tether_config(
+            "V3R",
+            55,
+            150,
+            3,
+            "100ms",
+            &["192.0.2.105/24"],
+            "v3_checksum = \"rfc9568\"",
+        ),
+        tether_config(
+            "V6",
+            53,
+            150,
+            3,
+            "100ms",
+            &["fe80::53/64", "2001:db8::101/64"],
+            "",
+        ),
+    ]
+    .join("\n");
+    lab.start_tether("a", &cfg);
+    lab.wait_holders("192.0.2.101", &["a"], V3.timeout).unwrap();
+    let pcap = lab.dir.join("adverts.pcapng");
+    let ns = lab.node("c").ns.clone();
+    // Bounded capture: 3.5 s of protocol 112 (at least 3 v2 adverts at 1 s).
+    let st = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "tshark",
+            "-q",
+            "-i",
+            "eth0",
+            "-n",
+            "-a",
+            "duration:3.5",
+            "-f",
+            "ip proto 112 or ip6 proto 112",
+            "-w",
+        ])
+        .arg(&pcap)
+        .output()
+        .expect("tshark capture");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let f = [
+        "vrrp.virt_rtr_id",
+        "vrrp.version",
+        "vrrp.checksum.status",
+        "ip.ttl",
+        "ip.len",
+        "ipv6.hlim",
+        "ipv6.src",
+        "vrrp.prio",
+    ];
+    let rows = tshark_fields(&pcap, "vrrp", &[], &f);
+    let by = |vrid: &str| {
+        rows.iter()
+            .filter(|r| r[0] == vrid)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (v2, v3, v3r, v6) = (by("51"), by("52"), by("55"), by("53"));
+    assert!(
+        v2.len() >= 2 && v3.len() >= 10 && v3r.len() >= 10 && v6.len() >= 10,
+        "{rows:?}"
+    );
+    for r in v2.iter().chain(&v3).chain(&v6) {
+        assert_eq!(r[2], "1", "checksum not Good under tshark's default: {r:?}");
+        assert_eq!(r[7], "150");
+    }
+    for r in v2.iter().chain(&v3).chain(&v3r) {
+        assert_eq!(r[3], "255", "TTL {r:?}");
+    }
+    assert!(v2.iter().all(|r| r[1] == "2" && r[4] == "40"), "{v2:?}");
+    assert!(v3.iter().all(|r| r[1] == "3" && r[4] == "32"), "{v3:?}");
+    for r in &v6 {
+        assert_eq!(r[5], "255", "hop limit {r:?}");
+        assert!(
+            r[6].starts_with("fe80::"),
+            "IPv6 source must be link-local: {r:?}"
+        );
+    }
+    // The RFC 9568 instance is Bad under the default and Good with tshark's
+    // "checksum as in v2" preference; the keepalived-style one is the other way round.
+    assert!(v3r.iter().all(|r| r[2] == "0"), "{v3r:?}");
+    let alt = tshark_fields(&pcap, "vrrp && ip", &["vrrp.v3_checksum_as_in_v2:TRUE"], &f);
+    for r in alt.iter().filter(|r| r[0] == "55") {
+        assert_eq!(r[2], "1", "{r:?}");
+    }
+    for r in alt.iter().filter(|r| r[0] == "52") {
+        assert_eq!(r[2], "0", "{r:?}");
+    }
+}
