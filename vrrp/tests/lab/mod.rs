@@ -41,6 +41,9 @@ pub struct Lab {
     children: Vec<Child>,
     threads: Vec<(Arc<AtomicBool>, JoinHandle<()>)>,
     namespaces: Vec<String>,
+    /// When set, `start_tether` runs `BIN vrrp --config FILE` instead of re-executing
+    /// the test binary.
+    pub tether_bin: Option<PathBuf>,
 }
 
 pub fn run(args: &[&str]) -> String {
@@ -58,7 +61,13 @@ pub fn run(args: &[&str]) -> String {
 
 /// Installs keepalived and tshark (idempotent) via the repository script.
 pub fn install_peers() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-vrrp-deps.sh");
+    // This module is shared by vrrp/tests and the root package's tests.
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = if here.join("scripts").is_dir() {
+        here.join("scripts/install-vrrp-deps.sh")
+    } else {
+        here.join("../scripts/install-vrrp-deps.sh")
+    };
     let st = Command::new("sh")
         .arg(script)
         .status()
@@ -93,6 +102,7 @@ impl Lab {
             children: Vec::new(),
             threads: Vec::new(),
             namespaces: Vec::new(),
+            tether_bin: None,
         };
         let sw = format!("{prefix}-sw");
         lab.add_ns(&sw);
@@ -242,12 +252,20 @@ impl Lab {
             .append(true)
             .open(&log)
             .expect("log");
-        let exe = std::env::current_exe().expect("current exe");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(exe)
-            .args(["--exact", "daemon_child", "--nocapture", "--test-threads=1"])
-            .env("TETHER_VRRP_CHILD_CONFIG", &cfg)
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns]);
+        match &self.tether_bin {
+            Some(bin) => {
+                cmd.arg(bin).args(["vrrp", "--config"]).arg(&cfg);
+            }
+            None => {
+                let exe = std::env::current_exe().expect("current exe");
+                cmd.arg(exe)
+                    .args(["--exact", "daemon_child", "--nocapture", "--test-threads=1"])
+                    .env("TETHER_VRRP_CHILD_CONFIG", &cfg);
+            }
+        }
+        let child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(logf)
@@ -256,6 +274,37 @@ impl Lab {
         let pid = child.id();
         self.children.push(child);
         pid
+    }
+
+    /// Starts `program args...` in a node with its output in `<tag>.log`; writes the pid
+    /// to `<tag>.pid` (keepalived track scripts read it).
+    pub fn start_process(&mut self, node: &str, tag: &str, program: &Path, args: &[&str]) -> u32 {
+        let ns = self.node(node).ns.clone();
+        let log = self.log_path(tag);
+        let logf = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(program)
+            .args(args)
+            .stdout(logf.try_clone().expect("log"))
+            .stderr(logf)
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        std::fs::write(self.dir.join(format!("{tag}.pid")), pid.to_string()).expect("pid file");
+        self.children.push(child);
+        pid
+    }
+
+    /// Writes a file into the lab directory and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p
     }
 
     /// Starts keepalived 2.2.7 (VRRP only, no daemonising) in a node; returns the pid of
@@ -491,6 +540,22 @@ impl Probe {
         while start.elapsed() < timeout {
             if let Ok(v) = self.samples.lock() {
                 if v.last().and_then(|s| s.1.as_deref()) == Some(who) {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Waits (bounded) until the last `streak` probes, all after `after`, were answered.
+    pub fn wait_streak(&self, after: Instant, streak: usize, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(v) = self.samples.lock() {
+                let recent: Vec<_> = v.iter().rev().take(streak).collect();
+                if recent.len() == streak && recent.iter().all(|(t, w)| *t >= after && w.is_some())
+                {
                     return true;
                 }
             }
