@@ -219,3 +219,144 @@ fn ipv6_instance_elects_and_fails_over() {
         "client never reached b over IPv6"
     );
 }
+
+#[test]
+fn sync_group_members_fault_together() {
+    let Some(mut lab) = lab_ab() else { return };
+    let flag = lab.dir.join("fail");
+    let track = format!(
+        "\n[[instance.track]]\nkind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"test ! -e {}\"]\ninterval = \"100ms\"\nweight = 0\n",
+        flag.display()
+    );
+    let two = |prio: u8, track: &str| {
+        format!(
+            "{}\n{}\n[[sync_group]]\nname = \"edge\"\ninstances = [\"VI_1\", \"VI_2\"]\n",
+            tether_config("VI_1", 51, prio, 3, "100ms", &["192.0.2.100/24"], track),
+            tether_config("VI_2", 52, prio, 3, "100ms", &["192.0.2.101/24"], "")
+        )
+    };
+    lab.start_tether("a", &two(150, &track));
+    lab.start_tether("b", &two(100, ""));
+    lab.wait_holders("192.0.2.100", &["a"], T).unwrap();
+    lab.wait_holders("192.0.2.101", &["a"], T).unwrap();
+    assert!(lab.wait_log("tether-b", "-> BACKUP", T));
+    // Only VI_1's track fails, but the whole group moves to b.
+    std::fs::write(&flag, "x").unwrap();
+    lab.wait_holders("192.0.2.100", &["b"], T).unwrap();
+    lab.wait_holders("192.0.2.101", &["b"], T).unwrap();
+    // And comes back together.
+    std::fs::remove_file(&flag).unwrap();
+    lab.wait_holders("192.0.2.100", &["a"], T).unwrap();
+    lab.wait_holders("192.0.2.101", &["a"], T).unwrap();
+}
+
+#[test]
+fn notify_runs_with_keepalived_arguments_and_a_hung_one_is_killed() {
+    let Some(mut lab) = lab_ab() else { return };
+    let out = lab.dir.join("notify.out");
+    let script = lab.write(
+        "notify.sh",
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> {}\n[ \"$4\" = BACKUP ] && exec sleep 30\nexit 0\n",
+            out.display()
+        ),
+    );
+    lab::run(&["chmod", "755", &script.to_string_lossy()]);
+    let extra = format!(
+        "notify = \"{} a\"\nnotify_timeout = \"300ms\"",
+        script.display()
+    );
+    let pid = lab.start_tether("a", &cfg(150, &extra));
+    lab.wait_holders(VIP, &["a"], T).unwrap();
+    // BACKUP's notify hangs; it is killed after 300 ms and the machine went on regardless.
+    assert!(
+        lab.wait_log("tether-a", "still running after", T),
+        "{}",
+        lab.log("tether-a")
+    );
+    lab.signal(pid, libc::SIGTERM);
+    assert!(lab.wait_exit(pid, T));
+    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(got.contains("a INSTANCE VI_1 BACKUP 150"), "{got}");
+    assert!(got.contains("a INSTANCE VI_1 MASTER 150"), "{got}");
+}
+
+#[test]
+fn admin_reports_state_metrics_and_stale_vips() {
+    let Some(mut lab) = lab_ab() else { return };
+    // A VIP left behind by a "crash" before the daemon starts.
+    lab::run(&[
+        "ip",
+        "-n",
+        &lab.node("a").ns,
+        "addr",
+        "add",
+        &format!("{VIP}/24"),
+        "dev",
+        "eth0",
+    ]);
+    let admin = "[admin]\nlisten = \"127.0.0.1:9091\"\n";
+    lab.start_tether("a", &format!("{admin}{}", cfg(150, "")));
+    lab.start_tether("b", &cfg(100, ""));
+    assert!(
+        lab.wait_log("tether-a", "left by an unclean stop", T),
+        "{}",
+        lab.log("tether-a")
+    );
+    lab.wait_holders(VIP, &["a"], T).unwrap();
+    assert!(lab.wait_log("tether-b", "-> BACKUP", T));
+    let deadline = std::time::Instant::now() + T;
+    let mut m = String::new();
+    while std::time::Instant::now() < deadline {
+        m = lab.http_get("a", "127.0.0.1:9091", "/metrics");
+        if m.contains("tether_vrrp_state{instance=\"VI_1\",state=\"master\"} 1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        m.contains("tether_vrrp_state{instance=\"VI_1\",state=\"master\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tether_vrrp_stale_vips_removed_total{instance=\"VI_1\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tether_vrrp_effective_priority{instance=\"VI_1\"} 150"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tether_vrrp_time_since_transition_seconds{instance=\"VI_1\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "tether_vrrp_transitions_total{from=\"backup\",instance=\"VI_1\",to=\"master\"} 1"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "tether_vrrp_dropped_packets_total{instance=\"VI_1\",reason=\"bad_checksum\"} 0"
+        ),
+        "{m}"
+    );
+    let sent = m
+        .lines()
+        .find(|l| l.starts_with("tether_vrrp_adverts_sent_total{instance=\"VI_1\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(sent > 0, "{m}");
+    let st = lab.http_get("a", "127.0.0.1:9091", "/api/state");
+    assert!(
+        st.contains("\"state\":\"master\"") && st.contains("\"name\":\"VI_1\""),
+        "{st}"
+    );
+    let ready = lab.http_get("a", "127.0.0.1:9091", "/readyz");
+    assert!(
+        ready.starts_with("HTTP/1.") && ready.contains(" 200 "),
+        "{ready}"
+    );
+}

@@ -475,6 +475,27 @@ impl Lab {
         self.threads.push((stop, h));
     }
 
+    /// HTTP/1.0 GET from inside a node's namespace (admin endpoints listen on its
+    /// loopback); returns the whole response, or "" when nothing answered.
+    pub fn http_get(&self, node: &str, addr: &str, path: &str) -> String {
+        let ns = format!("/run/netns/{}", self.node(node).ns);
+        let addr: SocketAddr = addr.parse().expect("addr");
+        let path = path.to_string();
+        std::thread::spawn(move || {
+            enter_ns(&ns);
+            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+                return String::new();
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+        .join()
+        .unwrap_or_default()
+    }
+
     /// Starts the node's TCP service on 0.0.0.0:SERVICE_PORT: answers with its name.
     pub fn start_service(&mut self, node: &str) {
         let n = self.node(node).clone();
