@@ -122,7 +122,7 @@ fn tether_higher(c: &Case) {
         lab.log("ka-b")
     );
     // Our SIGTERM sends priority 0: keepalived takes over.
-    lab.signal(t, libc::SIGTERM);
+    lab.signal(t, lab::SIGTERM);
     lab.wait_holders(c.vip, &["b"], c.timeout).unwrap();
     // Back again: we preempt keepalived, and it lets go.
     lab.start_tether("a", &tether(c, 150));
@@ -149,7 +149,7 @@ fn tether_lower(c: &Case) {
     // We accept keepalived's adverts: we stay backup past our Master_Down_Interval.
     lab.hold_steady(c.vip, &["a"], c.steady).unwrap();
     // keepalived stops (priority 0): we take over.
-    lab.signal(k, libc::SIGTERM);
+    lab.signal(k, lab::SIGTERM);
     assert!(lab.wait_exit(k, c.timeout));
     lab.wait_holders(c.vip, &["b"], c.timeout).unwrap();
     assert!(
@@ -225,7 +225,7 @@ fn keepalived_v3_unicast_interop() {
         lab.log("ka-b")
     );
     lab.hold_steady(vip, &["a"], V3.steady).unwrap();
-    lab.signal(t, libc::SIGTERM);
+    lab.signal(t, lab::SIGTERM);
     lab.wait_holders(vip, &["b"], V3.timeout).unwrap();
 }
 

@@ -88,7 +88,7 @@ fn higher_priority_wins_and_sigterm_hands_over_then_preempts_back() {
     );
 
     let mark = probe.mark();
-    lab.signal(a, libc::SIGTERM);
+    lab.signal(a, lab::SIGTERM);
     assert!(lab.wait_exit(a, T), "a did not stop on SIGTERM");
     lab.wait_holders(VIP, &["b"], T).unwrap();
     assert!(probe.wait_answer("b", T), "client never reached b");
@@ -120,7 +120,7 @@ fn sigkill_leaves_the_vip_until_the_restart_cleans_it_up() {
     let probe = lab.start_probe("c", vip_sock());
     assert!(probe.wait_answer("a", T));
     let mark = probe.mark();
-    lab.signal(a, libc::SIGKILL);
+    lab.signal(a, lab::SIGKILL);
     assert!(lab.wait_exit(a, T));
     // The dead node keeps its VIP: two holders until it restarts.
     lab.wait_holders(VIP, &["a", "b"], T).unwrap();
@@ -188,7 +188,7 @@ fn unicast_peers_elect_and_fail_over() {
     lab.wait_holders(VIP, &["a"], T).unwrap();
     assert!(lab.wait_log("tether-b", "-> BACKUP", T));
     lab.wait_holders(VIP, &["a"], T).unwrap();
-    lab.signal(a, libc::SIGTERM);
+    lab.signal(a, lab::SIGTERM);
     lab.wait_holders(VIP, &["b"], T).unwrap();
 }
 
@@ -211,7 +211,7 @@ fn ipv6_instance_elects_and_fails_over() {
         format!("[2001:db8::101]:{SERVICE_PORT}").parse().unwrap(),
     );
     assert!(probe.wait_answer("a", T));
-    lab.signal(a, libc::SIGTERM);
+    lab.signal(a, lab::SIGTERM);
     lab.wait_holders("2001:db8::101", &["b"], T).unwrap();
     // The unsolicited NA moved the client's neighbour entry.
     assert!(
@@ -274,7 +274,7 @@ fn notify_runs_with_keepalived_arguments_and_a_hung_one_is_killed() {
         "{}",
         lab.log("tether-a")
     );
-    lab.signal(pid, libc::SIGTERM);
+    lab.signal(pid, lab::SIGTERM);
     assert!(lab.wait_exit(pid, T));
     let got = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(got.contains("a INSTANCE VI_1 BACKUP 150"), "{got}");

@@ -20,6 +20,18 @@ pub const SERVICE_PORT: u16 = 7000;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// SIGTERM and SIGKILL (Linux numbers), so this module needs no libc crate: it is also
+/// compiled into the root package's tests, which do not depend on libc.
+pub const SIGTERM: i32 = 15;
+/// See [`SIGTERM`].
+pub const SIGKILL: i32 = 9;
+const CLONE_NEWNET: i32 = 0x4000_0000;
+
+unsafe extern "C" {
+    fn setns(fd: i32, nstype: i32) -> i32;
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
 /// One node of the lab.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -367,7 +379,7 @@ impl Lab {
     pub fn signal(&mut self, pid: u32, sig: i32) {
         // SAFETY: kill(2) on a pid we spawned ourselves.
         unsafe {
-            libc::kill(pid as i32, sig);
+            kill(pid as i32, sig);
         }
     }
 
@@ -624,7 +636,7 @@ impl Probe {
 fn enter_ns(path: &str) {
     let f = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
     // SAFETY: setns(2) on a descriptor we just opened; affects only this thread.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    let r = unsafe { setns(f.as_raw_fd(), CLONE_NEWNET) };
     assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
@@ -640,7 +652,7 @@ impl Drop for Lab {
             if let Some(p) = self.keepalived_vrrp_pid(&n.name) {
                 // SAFETY: a pid keepalived (started by us) wrote for its own child.
                 unsafe {
-                    libc::kill(p as i32, libc::SIGKILL);
+                    kill(p as i32, SIGKILL);
                 }
             }
         }
