@@ -20,6 +20,7 @@
 
 mod addr;
 mod proc;
+pub mod scenario;
 mod signals;
 
 use std::fs::File;
@@ -333,6 +334,8 @@ fn unsafe_geteuid() -> u32 {
 struct State {
     /// Namespaces made, in creation order (removed in reverse).
     namespaces: Vec<String>,
+    /// Files removed on teardown (sockets and the like of the lab's owner).
+    files: Vec<PathBuf>,
     torn_down: bool,
 }
 
@@ -385,6 +388,9 @@ impl Inner {
             remove_ns(ns);
         }
         st.namespaces.clear();
+        for f in st.files.drain(..) {
+            let _ = std::fs::remove_file(f);
+        }
         let _ = std::fs::remove_file(self.manifest());
         if std::env::var_os("TETHER_KEEP_LAB").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -793,6 +799,20 @@ impl Lab {
     /// The log of a process so far.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    /// Removes `path` on teardown too (a control socket, a pid file).
+    pub fn remove_on_teardown(&self, path: impl Into<PathBuf>) {
+        lock(&self.inner.state).files.push(path.into());
+    }
+
+    /// The networks a host is plugged into.
+    pub fn networks_of(&self, host: &str) -> Vec<String> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == host)
+            .map(|h| h.ifaces.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Stops everything and removes every namespace now (also what Drop does).

@@ -22,6 +22,10 @@ pub(crate) fn register(inner: &Arc<Inner>) {
                     let labs: Vec<Arc<Inner>> =
                         lock(&LIVE).iter().filter_map(Weak::upgrade).collect();
                     for lab in labs {
+                        eprintln!(
+                            "tether-lab: signal {sig}: stopping the processes and removing the namespaces {}-*",
+                            lab.prefix
+                        );
                         lab.teardown();
                     }
                     std::process::exit(128 + sig);

@@ -1,4 +1,5 @@
-//! `tether demo`: the scenario a user tries first, with no configuration.
+//! `tether demo` on loopback, for machines without network namespaces (not root, or a
+//! container without the privilege): no VRRP and no firewall, just the balancer.
 //!
 //! Starts two `tether echo` processes and a balancer in front of them on loopback, prints
 //! where to connect and how to watch a failover, reports every server state change, and
@@ -13,21 +14,39 @@ use tether_lb::{Config, Options};
 use tokio::process::{Child, Command};
 
 /// The embedded default configuration.
-const DEMO_LB: &str = include_str!("../examples/demo-lb.toml");
-
-/// Arguments of `tether demo`.
-#[derive(clap::Args)]
-pub struct DemoArgs {
-    /// Seconds before an echo server that was killed is started again.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    restart_after: Duration,
-}
+const DEMO_LB: &str = include_str!("../../examples/demo-lb.toml");
 
 struct Backend {
     name: &'static str,
     listen: &'static str,
     child: Option<Child>,
     died_at: Option<tokio::time::Instant>,
+}
+
+/// `name health` of each server of the first backend, from `/api/state`.
+async fn server_health(admin: std::net::SocketAddr) -> Vec<String> {
+    let Ok(r) =
+        tether_health::http::get(admin, "localhost", "/api/state", Duration::from_millis(500))
+            .await
+    else {
+        return vec!["(balancer not answering)".to_string()];
+    };
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    v["backends"][0]["servers"]
+        .as_array()
+        .map(|servers| {
+            servers
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {}",
+                        s["name"].as_str().unwrap_or("?"),
+                        s["health"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn spawn_echo(name: &str, listen: &str) -> anyhow::Result<Child> {
@@ -42,7 +61,7 @@ fn spawn_echo(name: &str, listen: &str) -> anyhow::Result<Child> {
         .with_context(|| format!("starting echo server {name}"))
 }
 
-pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub fn main(restart_after: Duration) -> anyhow::Result<ExitCode> {
     let config = Config::from_source(&Source::from_text("embedded demo-lb.toml", DEMO_LB))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -67,7 +86,13 @@ pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        let lb = tether_lb::start(config, Options { workers: 1 }, shutdown.clone())
+        // More options are on their way in tether-lb; the defaults suit the demo.
+        #[allow(clippy::needless_update)]
+        let opts = Options {
+            workers: 1,
+            ..Default::default()
+        };
+        let lb = tether_lb::start(config, opts, shutdown.clone())
             .await
             .context("starting the balancer (is another demo running?)")?;
         let fe = lb.frontend_addrs("echo");
@@ -88,7 +113,7 @@ pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
              \n                   the server again after {:?}, and it rejoins by itself.\
              \n\nCtrl-C stops everything.\n",
             pids.join(", "),
-            args.restart_after
+            restart_after
         );
         let mut last: Vec<String> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -101,22 +126,22 @@ pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 if let Some(child) = &mut b.child
                     && let Ok(Some(status)) = child.try_wait()
                 {
-                    println!("{} exited ({status}); starting it again in {:?}", b.name, args.restart_after);
+                    println!("{} exited ({status}); starting it again in {:?}", b.name, restart_after);
                     b.child = None;
                     b.died_at = Some(tokio::time::Instant::now());
                 }
-                if b.child.is_none() && b.died_at.is_some_and(|t| t.elapsed() >= args.restart_after) {
+                if b.child.is_none() && b.died_at.is_some_and(|t| t.elapsed() >= restart_after) {
                     let child = spawn_echo(b.name, b.listen)?;
                     println!("{} started again, pid {}", b.name, child.id().unwrap_or(0));
                     b.child = Some(child);
                     b.died_at = None;
                 }
             }
-            let now: Vec<String> = lb.state.backends[0]
-                .servers
-                .iter()
-                .map(|s| format!("{} {}", s.cfg.name, s.health().as_str()))
-                .collect();
+            // Read through the admin API (what a user would curl), not the balancer's internals.
+            let now = match lb.admin_addr {
+                Some(a) => server_health(a).await,
+                None => Vec::new(),
+            };
             if now != last {
                 println!("servers: {}", now.join(", "));
                 last = now;

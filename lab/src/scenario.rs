@@ -1,0 +1,689 @@
+//! The reference scenario (DESIGN.md section 1) as a lab: two load balancers sharing a VIP,
+//! two cloud gateways, two on-prem gateways behind a firewall, echo servers A and B, and
+//! clients A and B. `tether demo` and the root tests build it from here, so the demo a user
+//! runs is the one the tests check.
+//!
+//! ```text
+//!   inet 203.0.113.0/24      cloud 192.0.2.0/24                 onprem 198.51.100.0/24
+//!   client-a .41 ──┐   lb1 .11  lb2 .12  (VIP .100)            onprem1 .11  onprem2 .12
+//!                  │   cloud1 .21  cloud2 .22  server-b .31    server-a .31  client-b .41
+//!                  └──────────── fw .254 (router; drops new connections into onprem) ───┘
+//! ```
+//!
+//! Which daemons run depends on what the `tether` binary offers ([`Features`]): without
+//! `vrrp` the VIP is put on lb1 by hand; without `gateway` the balancers serve server B
+//! directly and service A (behind the firewall) is out of reach, as it would be.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::{Lab, LabError, ProcSpec, ProcState, Sig};
+
+/// The virtual IP the balancers share.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+/// Service A's port on the VIP (reverse case: cloud client to on-prem server).
+pub const SVC_A_PORT: u16 = 5551;
+/// Service B's port on the on-prem gateways (forward case: on-prem client to cloud server).
+pub const SVC_B_PORT: u16 = 6661;
+/// Port of server B on the VIP when there are no gateways (the balancers reach it directly).
+pub const DIRECT_B_PORT: u16 = 6000;
+/// The gateways' session port on the VIP (what on-prem dials out to).
+pub const SESSION_PORT: u16 = 443;
+/// `tether lb` admin port on lb1 and lb2.
+pub const LB_ADMIN: u16 = 9090;
+/// `tether vrrp` admin port on lb1 and lb2.
+pub const VRRP_ADMIN: u16 = 9091;
+/// `tether gateway` admin port on every gateway.
+pub const GW_ADMIN: u16 = 9100;
+
+/// Which daemons the `tether` binary has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// `tether vrrp` exists: lb1 and lb2 float the VIP.
+    pub vrrp: bool,
+    /// `tether gateway` exists: the cloud and on-prem gateways run.
+    pub gateway: bool,
+}
+
+/// The boxes of the scenario, in the order the status table shows them.
+pub const BOXES: [&str; 10] = [
+    "lb1", "lb2", "cloud1", "cloud2", "onprem1", "onprem2", "server-a", "server-b", "client-a",
+    "client-b",
+];
+
+/// One way a client reaches a service, checked with an echo exchange.
+#[derive(Debug, Clone)]
+pub struct ClientPath {
+    /// A short label.
+    pub name: String,
+    /// The client's host.
+    pub from: String,
+    /// Where it connects.
+    pub to: SocketAddr,
+}
+
+/// The built scenario.
+pub struct Scenario {
+    /// The lab it lives in.
+    pub lab: Lab,
+    /// Which daemons run.
+    pub features: Features,
+    tether: PathBuf,
+}
+
+/// What one box looks like right now.
+#[derive(Debug, Clone)]
+pub struct BoxStatus {
+    /// Its name.
+    pub name: String,
+    /// Its processes and whether they run.
+    pub procs: Vec<(String, ProcState)>,
+    /// What its daemons say (VIP held, servers up, readiness).
+    pub detail: String,
+}
+
+/// A snapshot of the whole scenario.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Per box.
+    pub boxes: Vec<BoxStatus>,
+    /// Which hosts hold the VIP.
+    pub vip_holders: Vec<String>,
+    /// Per path: who answered, or why not.
+    pub paths: Vec<(String, Result<String, String>)>,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{:<9} {:<22} detail", "box", "processes")?;
+        for b in &self.boxes {
+            let procs = if b.procs.is_empty() {
+                "-".to_string()
+            } else {
+                b.procs
+                    .iter()
+                    .map(|(n, st)| {
+                        let short = n.rsplit('-').next().unwrap_or(n);
+                        format!("{short} {}", if st.is_running() { "up" } else { "DOWN" })
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            writeln!(f, "{:<9} {:<22} {}", b.name, procs, b.detail)?;
+        }
+        writeln!(
+            f,
+            "VIP {VIP} held by: {}",
+            if self.vip_holders.is_empty() {
+                "nobody".to_string()
+            } else {
+                self.vip_holders.join(", ")
+            }
+        )?;
+        for (name, r) in &self.paths {
+            match r {
+                Ok(who) => writeln!(f, "path {name:<40} ok, answered by {who}")?,
+                Err(e) => writeln!(f, "path {name:<40} FAILS: {e}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Scenario {
+    /// Builds the networks and hosts (nothing runs yet). `tether` is the binary to run in
+    /// the hosts.
+    pub fn build(
+        prefix: &str,
+        tether: &Path,
+        features: Features,
+        teardown_on_signals: bool,
+    ) -> Result<Scenario, LabError> {
+        let lab = Lab::builder(prefix)
+            .teardown_on_signals(teardown_on_signals)
+            .network("cloud", "192.0.2.0/24")
+            .network("onprem", "198.51.100.0/24")
+            .network("inet", "203.0.113.0/24")
+            .router("fw", &[("cloud", 254), ("onprem", 254), ("inet", 254)])
+            .firewall("fw", "onprem")
+            .host("lb1", &[("cloud", 11)])
+            .host("lb2", &[("cloud", 12)])
+            .host("cloud1", &[("cloud", 21)])
+            .host("cloud2", &[("cloud", 22)])
+            .host("server-b", &[("cloud", 31)])
+            .host("onprem1", &[("onprem", 11)])
+            .host("onprem2", &[("onprem", 12)])
+            .host("server-a", &[("onprem", 31)])
+            .host("client-b", &[("onprem", 41)])
+            .host("client-a", &[("inet", 41)])
+            .build()?;
+        Ok(Scenario {
+            lab,
+            features,
+            tether: tether.to_path_buf(),
+        })
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<PathBuf, LabError> {
+        let p = self.lab.dir().join(name);
+        std::fs::write(&p, text)
+            .map_err(|e| LabError::io(format!("writing {}", p.display()), e))?;
+        Ok(p)
+    }
+
+    fn tether(&self, name: &str, host: &str, args: &[&str]) -> ProcSpec {
+        ProcSpec::new(name, host, &self.tether)
+            .args(args.iter().copied())
+            .env("RUST_LOG", "info,tether_lb::conn=warn")
+    }
+
+    /// The processes of a box, by name (`<box>-<daemon>`).
+    pub fn procs_of(&self, boxname: &str) -> Vec<String> {
+        let d: &[&str] = match boxname {
+            "lb1" | "lb2" if self.features.vrrp => &["lb", "vrrp"],
+            "lb1" | "lb2" => &["lb"],
+            "cloud1" | "cloud2" | "onprem1" | "onprem2" if self.features.gateway => &["gw"],
+            "server-a" | "server-b" => &["echo"],
+            _ => &[],
+        };
+        d.iter().map(|d| format!("{boxname}-{d}")).collect()
+    }
+
+    fn spec_of(&self, proc_name: &str) -> Result<ProcSpec, LabError> {
+        let (boxname, daemon) = proc_name
+            .rsplit_once('-')
+            .ok_or_else(|| LabError::UnknownProcess(proc_name.to_string()))?;
+        let dir = self.lab.dir().to_path_buf();
+        let path = |f: &str| dir.join(f).display().to_string();
+        Ok(match daemon {
+            "echo" => {
+                let port = if boxname == "server-a" {
+                    "5000"
+                } else {
+                    "6000"
+                };
+                self.tether(
+                    proc_name,
+                    boxname,
+                    &[
+                        "echo",
+                        "--listen",
+                        &format!("0.0.0.0:{port}"),
+                        "--banner",
+                        boxname,
+                    ],
+                )
+            }
+            "lb" => self.tether(
+                proc_name,
+                boxname,
+                &[
+                    "lb",
+                    "--workers",
+                    "1",
+                    "--config",
+                    &path(&format!("{boxname}-lb.toml")),
+                ],
+            ),
+            "vrrp" => self.tether(
+                proc_name,
+                boxname,
+                &["vrrp", "--config", &path(&format!("{boxname}-vrrp.toml"))],
+            ),
+            "gw" => self.tether(
+                proc_name,
+                boxname,
+                &["gateway", "--config", &path(&format!("{boxname}-gw.toml"))],
+            ),
+            _ => return Err(LabError::UnknownProcess(proc_name.to_string())),
+        })
+    }
+
+    /// Writes every configuration and starts every daemon, servers first, balancers last,
+    /// then waits (bounded) until every path answers.
+    pub fn start(&self, ready_within: Duration) -> Result<(), LabError> {
+        for lb in ["lb1", "lb2"] {
+            self.write(&format!("{lb}-lb.toml"), &self.lb_config())?;
+            if self.features.vrrp {
+                let prio = if lb == "lb1" { 150 } else { 100 };
+                self.write(&format!("{lb}-vrrp.toml"), &vrrp_config(prio))?;
+            }
+        }
+        if self.features.gateway {
+            self.write_gateway_configs()?;
+        }
+        if !self.features.vrrp {
+            // No VRRP: lb1 simply owns the VIP.
+            let out = self.lab.exec(
+                "lb1",
+                &["ip", "addr", "add", &format!("{VIP}/24"), "dev", "eth0"],
+            )?;
+            if !out.status.success() {
+                return Err(LabError::Command {
+                    cmd: "ip addr add VIP on lb1".into(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into(),
+                });
+            }
+        }
+        let order = [
+            "server-a", "server-b", "cloud1", "cloud2", "lb1", "lb2", "onprem1", "onprem2",
+        ];
+        for b in order {
+            self.start_box(b)?;
+        }
+        let deadline = Instant::now() + ready_within;
+        loop {
+            let bad: Vec<String> = self
+                .paths()
+                .iter()
+                .filter_map(|p| self.exchange(p).err().map(|e| format!("{}: {e}", p.name)))
+                .collect();
+            if bad.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::Spec(format!(
+                    "the scenario did not come up within {ready_within:?}: {}",
+                    bad.join("; ")
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts every stopped process of a box, then plugs its cables back in (after the
+    /// start, so a VRRP daemon first removes a VIP left behind by the "power cut").
+    pub fn start_box(&self, boxname: &str) -> Result<(), LabError> {
+        if !BOXES.contains(&boxname) {
+            return Err(LabError::UnknownHost(boxname.to_string()));
+        }
+        for p in self.procs_of(boxname) {
+            match self.lab.state(&p) {
+                Ok(st) if st.is_running() => {}
+                _ => {
+                    self.lab.start(self.spec_of(&p)?)?;
+                }
+            }
+        }
+        for net in self.lab.networks_of(boxname) {
+            self.lab.heal(boxname, &net)?;
+        }
+        Ok(())
+    }
+
+    /// Takes a box down. `Sig::Kill` is a power cut: its processes get SIGKILL and its
+    /// cables are unplugged (a dead box neither answers nor keeps a VIP reachable).
+    /// `Sig::Term` is a clean stop: SIGTERM, and up to 5 s to exit.
+    pub fn kill_box(&self, boxname: &str, sig: Sig) -> Result<(), LabError> {
+        if !BOXES.contains(&boxname) {
+            return Err(LabError::UnknownHost(boxname.to_string()));
+        }
+        let procs = self.procs_of(boxname);
+        if sig == Sig::Kill {
+            for net in self.lab.networks_of(boxname) {
+                self.lab.cut(boxname, &net)?;
+            }
+            for p in &procs {
+                self.lab.signal(p, Sig::Kill)?;
+            }
+        }
+        // A clean shutdown stops daemons in reverse start order, each waited for, as an
+        // init system would: VRRP hands the VIP over (priority 0) before the balancer
+        // stops accepting.
+        for p in procs.iter().rev() {
+            self.lab.signal(p, sig)?;
+            let st = self.lab.wait_exit(p, Duration::from_secs(5))?;
+            if st.is_running() {
+                self.lab.signal(p, Sig::Kill)?;
+                self.lab.wait_exit(p, Duration::from_secs(2))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The paths a client takes, each checked by an echo exchange.
+    pub fn paths(&self) -> Vec<ClientPath> {
+        let mut v = Vec::new();
+        if self.features.gateway {
+            v.push(ClientPath {
+                name: format!("client-a -> VIP:{SVC_A_PORT} (service A)"),
+                from: "client-a".into(),
+                to: SocketAddr::from((VIP, SVC_A_PORT)),
+            });
+            for (i, gw) in ["onprem1", "onprem2"].iter().enumerate() {
+                v.push(ClientPath {
+                    name: format!("client-b -> {gw}:{SVC_B_PORT} (service B)"),
+                    from: "client-b".into(),
+                    to: SocketAddr::from((Ipv4Addr::new(198, 51, 100, 11 + i as u8), SVC_B_PORT)),
+                });
+            }
+        } else {
+            v.push(ClientPath {
+                name: format!("client-a -> VIP:{DIRECT_B_PORT} (server B)"),
+                from: "client-a".into(),
+                to: SocketAddr::from((VIP, DIRECT_B_PORT)),
+            });
+        }
+        v
+    }
+
+    /// One echo exchange along a path; returns the banner of the server that answered.
+    pub fn exchange(&self, p: &ClientPath) -> Result<String, String> {
+        let mut s = self
+            .lab
+            .connect(&p.from, p.to, Duration::from_millis(1000))
+            .map_err(|e| e.to_string())?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let line = b"tether-demo hello\n";
+        s.write_all(line).map_err(|e| format!("write: {e}"))?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !got.windows(line.len()).any(|w| w == line) {
+            let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("closed before the echo".into());
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.len() > 4096 {
+                return Err("no echo in 4 KiB".into());
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        Ok(text.lines().next().unwrap_or_default().to_string())
+    }
+
+    /// A GET to a daemon's admin endpoint inside its host: (status, body).
+    pub fn http_get(&self, host: &str, port: u16, path: &str) -> Result<(u16, String), String> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut s = self
+            .lab
+            .connect(host, addr, Duration::from_millis(300))
+            .map_err(|e| e.to_string())?;
+        let _ = s.set_read_timeout(Some(Duration::from_millis(700)));
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut body = Vec::new();
+        let _ = s.take(1 << 20).read_to_end(&mut body);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| "no HTTP answer".to_string())?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// Which hosts hold the VIP on an interface right now.
+    pub fn vip_holders(&self) -> Vec<String> {
+        ["lb1", "lb2"]
+            .iter()
+            .filter(|h| {
+                self.lab
+                    .exec(h, &["ip", "-br", "-4", "addr", "show", "dev", "eth0"])
+                    .map(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .split_whitespace()
+                            .any(|w| w == format!("{VIP}/24"))
+                    })
+                    .unwrap_or(false)
+            })
+            .map(|h| h.to_string())
+            .collect()
+    }
+
+    fn lb_detail(&self, host: &str) -> String {
+        let Ok((_, body)) = self.http_get(host, LB_ADMIN, "/api/state") else {
+            return "balancer not answering".into();
+        };
+        // Pull "name" and "up" of each server out of the JSON without a JSON dependency:
+        // the servers' objects are the ones holding an "up" key.
+        let mut out = String::new();
+        for chunk in body.split("\"name\":\"").skip(1) {
+            let name = chunk.split('"').next().unwrap_or_default();
+            if let Some(rest) = chunk.split("\"up\":").nth(1)
+                && !chunk.contains("\"servers\"")
+            {
+                let up = rest.starts_with("true");
+                let _ = write!(out, "{name} {} ", if up { "up" } else { "down" });
+            }
+        }
+        format!("servers: {}", out.trim_end())
+    }
+
+    fn gw_detail(&self, host: &str) -> String {
+        let ready = |path: &str| match self.http_get(host, GW_ADMIN, path) {
+            Ok((200, _)) => "ready",
+            Ok(_) => "NOT ready",
+            Err(_) => "not answering",
+        };
+        if host.starts_with("cloud") {
+            let sessions = self
+                .http_get(host, GW_ADMIN, "/metrics")
+                .map(|(_, m)| {
+                    m.lines()
+                        .filter(|l| {
+                            l.starts_with("tether_gateway_sessions") && !l.contains("_total")
+                        })
+                        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                        .sum::<f64>()
+                })
+                .unwrap_or(0.0);
+            format!("svc-a {}, sessions {sessions}", ready("/readyz/svc-a"))
+        } else {
+            format!("gateway {}", ready("/readyz"))
+        }
+    }
+
+    /// Collects the status of every box and path.
+    pub fn status(&self) -> Status {
+        let holders = self.vip_holders();
+        let boxes = BOXES
+            .iter()
+            .map(|b| {
+                let procs: Vec<(String, ProcState)> = self
+                    .procs_of(b)
+                    .into_iter()
+                    .map(|p| {
+                        let st = self.lab.state(&p).unwrap_or(ProcState::Exited {
+                            code: None,
+                            signal: None,
+                        });
+                        (p, st)
+                    })
+                    .collect();
+                let any_up = procs.iter().any(|(_, s)| s.is_running());
+                let detail = match *b {
+                    "lb1" | "lb2" if any_up => {
+                        let vip = if holders.iter().any(|h| h == b) {
+                            "VIP, "
+                        } else {
+                            ""
+                        };
+                        format!("{vip}{}", self.lb_detail(b))
+                    }
+                    "cloud1" | "cloud2" | "onprem1" | "onprem2"
+                        if any_up && self.features.gateway =>
+                    {
+                        self.gw_detail(b)
+                    }
+                    _ => String::new(),
+                };
+                BoxStatus {
+                    name: b.to_string(),
+                    procs,
+                    detail,
+                }
+            })
+            .collect();
+        let paths = self
+            .paths()
+            .iter()
+            .map(|p| (p.name.clone(), self.exchange(p)))
+            .collect();
+        Status {
+            boxes,
+            vip_holders: holders,
+            paths,
+        }
+    }
+
+    /// The tutorial: for each step, what it shows and the command to run.
+    pub fn steps(&self, tether: &str) -> Vec<(String, String)> {
+        let ns = |h: &str| self.lab.ns(h);
+        let mut v = Vec::new();
+        for p in self.paths() {
+            v.push((
+                format!("Probe {}: a new connection every 20 ms", p.name),
+                format!(
+                    "ip netns exec {} {tether} probe --connect {} --every 20ms --for 30s",
+                    ns(&p.from),
+                    p.to
+                ),
+            ));
+        }
+        if let Some(p) = self.paths().first() {
+            v.push((
+                "Type into a connection yourself (the first line names the server)".into(),
+                format!(
+                    "ip netns exec {} nc {} {}",
+                    ns(&p.from),
+                    p.to.ip(),
+                    p.to.port()
+                ),
+            ));
+        }
+        v.push((
+            "Take the VIP holder down (the other balancer takes the VIP), then bring it back"
+                .into(),
+            format!("{tether} demo --kill lb1      then      {tether} demo --start lb1"),
+        ));
+        if self.features.gateway {
+            v.push((
+                "Kill a cloud gateway and restart it: it is ready again without client traffic"
+                    .into(),
+                format!("{tether} demo --kill cloud1   then      {tether} demo --start cloud1"),
+            ));
+            v.push((
+                "Kill an on-prem gateway: the other carries every session".into(),
+                format!("{tether} demo --kill onprem1  then      {tether} demo --start onprem1"),
+            ));
+        }
+        v.push((
+            "The balancer's view and metrics".into(),
+            format!(
+                "ip netns exec {} curl -s http://127.0.0.1:{LB_ADMIN}/api/state",
+                ns("lb1")
+            ),
+        ));
+        if self.features.vrrp {
+            v.push((
+                "VRRP state and metrics".into(),
+                format!(
+                    "ip netns exec {} curl -s http://127.0.0.1:{VRRP_ADMIN}/metrics",
+                    ns("lb1")
+                ),
+            ));
+        }
+        v.push((
+            "The firewall: the cloud cannot open a connection into on-prem".into(),
+            format!(
+                "ip netns exec {} nc -z -w 1 198.51.100.31 5000; echo $?   # 1: dropped",
+                ns("cloud1")
+            ),
+        ));
+        v
+    }
+
+    fn lb_config(&self) -> String {
+        let mut c = format!(
+            "# tether lb on lb1 and lb2 (written by the demo scenario)\n\
+             [admin]\nlisten = \"0.0.0.0:{LB_ADMIN}\"\n\n\
+             [defaults]\nconnect_timeout = \"500ms\"\nretries = 2\ngrace_period = \"2s\"\n\n"
+        );
+        if self.features.gateway {
+            let _ = write!(
+                c,
+                "[[frontend]]\nname = \"svc-a\"\nbind = [\"{VIP}:{SVC_A_PORT}\"]\nbackend = \"cloud-a\"\n\n\
+                 [[frontend]]\nname = \"sessions\"\nbind = [\"{VIP}:{SESSION_PORT}\"]\nbackend = \"sessions\"\n\n\
+                 [[backend]]\nname = \"cloud-a\"\nbalance = \"leastconn\"\n\
+                 [backend.health]\nkind = \"http\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\npath = \"/readyz/svc-a\"\nport = {GW_ADMIN}\n\
+                 [[backend.server]]\nname = \"cloud1\"\naddress = \"192.0.2.21:{SVC_A_PORT}\"\n\
+                 [[backend.server]]\nname = \"cloud2\"\naddress = \"192.0.2.22:{SVC_A_PORT}\"\n\n\
+                 [[backend]]\nname = \"sessions\"\nbalance = \"leastconn\"\n\
+                 [backend.health]\nkind = \"tcp\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\n\
+                 [[backend.server]]\nname = \"cloud1\"\naddress = \"192.0.2.21:8443\"\n\
+                 [[backend.server]]\nname = \"cloud2\"\naddress = \"192.0.2.22:8443\"\n"
+            );
+        } else {
+            let _ = write!(
+                c,
+                "[[frontend]]\nname = \"svc-b\"\nbind = [\"{VIP}:{DIRECT_B_PORT}\"]\nbackend = \"server-b\"\n\n\
+                 [[backend]]\nname = \"server-b\"\n\
+                 [backend.health]\nkind = \"tcp\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\n\
+                 [[backend.server]]\nname = \"server-b\"\naddress = \"192.0.2.31:6000\"\n"
+            );
+        }
+        c
+    }
+
+    fn write_gateway_configs(&self) -> Result<(), LabError> {
+        let certs = self.lab.dir().join("certs");
+        let out = std::process::Command::new(&self.tether)
+            .args(["gateway", "certs", "--out"])
+            .arg(&certs)
+            .args(["--names", "cloud1,cloud2,onprem1,onprem2"])
+            .output()
+            .map_err(|e| LabError::io("running tether gateway certs", e))?;
+        if !out.status.success() {
+            return Err(LabError::Command {
+                cmd: "tether gateway certs".into(),
+                stderr: String::from_utf8_lossy(&out.stderr).into(),
+            });
+        }
+        let c = certs.display();
+        for (i, id) in ["cloud1", "cloud2"].iter().enumerate() {
+            let text = format!(
+                "[node]\nrole = \"cloud\"\nid = \"{id}\"\nsession_listen = \"0.0.0.0:8443\"\nadmin_listen = \"0.0.0.0:{GW_ADMIN}\"\n\n\
+                 [cluster]\nnodes = [ {{ id = \"cloud1\", sni = \"cloud1\" }}, {{ id = \"cloud2\", sni = \"cloud2\" }} ]\n\n\
+                 [tls]\ncert = \"{c}/{id}.pem\"\nkey = \"{c}/{id}.key\"\nclient_ca = \"{c}/ca.pem\"\n\n\
+                 [[reverse]]\nservice = \"svc-a\"\nlisten = \"0.0.0.0:{SVC_A_PORT}\"\nwhen_not_ready = \"unbind\"\nallowed_exporters = [\"onprem1\", \"onprem2\"]\n\n\
+                 [[forward]]\nservice = \"svc-b\"\nconnect = \"192.0.2.31:6000\"\nallowed_consumers = [\"onprem1\", \"onprem2\"]\n"
+            );
+            let _ = i;
+            self.write(&format!("{id}-gw.toml"), &text)?;
+        }
+        for id in ["onprem1", "onprem2"] {
+            let text = format!(
+                "[node]\nrole = \"onprem\"\nid = \"{id}\"\ncloud = \"{VIP}:{SESSION_PORT}\"\nsni_pinning = false\nprepared_connections = 2\nadmin_listen = \"0.0.0.0:{GW_ADMIN}\"\n\n\
+                 [tls]\ncert = \"{c}/{id}.pem\"\nkey = \"{c}/{id}.key\"\nca = \"{c}/ca.pem\"\n\n\
+                 [[export]]\nservice = \"svc-a\"\nconnect = \"198.51.100.31:5000\"\nhealth = {{ kind = \"tcp\", interval = \"500ms\" }}\n\n\
+                 [[consume]]\nservice = \"svc-b\"\nlisten = \"0.0.0.0:{SVC_B_PORT}\"\n"
+            );
+            self.write(&format!("{id}-gw.toml"), &text)?;
+        }
+        Ok(())
+    }
+}
+
+/// `tether vrrp` on a balancer: VIP on eth0, 100 ms adverts, following the local balancer's
+/// readiness. The track subtracts priority instead of forcing FAULT, so that when *no*
+/// balancer is ready (at start, before any session exists) one of them still holds the
+/// VIP, and a ready one wins over one that is not.
+fn vrrp_config(priority: u8) -> String {
+    format!(
+        "[admin]\nlisten = \"0.0.0.0:{VRRP_ADMIN}\"\n\n\
+         [[instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 51\npriority = {priority}\nversion = 3\n\
+         advert_interval = \"100ms\"\npreempt = true\nvirtual_addresses = [\"{VIP}/24\"]\ngarp_delay = \"2s\"\n\n\
+         [[instance.track]]\nkind = \"http\"\nurl = \"http://127.0.0.1:{LB_ADMIN}/readyz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nfall = 2\nrise = 2\nweight = -60\n"
+    )
+}

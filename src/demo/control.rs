@@ -1,0 +1,65 @@
+//! The control socket of a running namespace demo: `tether demo --kill cloud1` in another
+//! terminal asks the demo, which started every process, to stop or start a box. One line
+//! in, the answer out, then the connection closes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Where the demo with this prefix listens.
+pub fn socket_path(prefix: &str) -> PathBuf {
+    PathBuf::from(format!("/run/tether-lab/{prefix}-demo.sock"))
+}
+
+/// Sends one command to the running demo and prints its answer.
+pub fn request(prefix: &str, line: &str) -> anyhow::Result<ExitCode> {
+    let path = socket_path(prefix);
+    let mut s = UnixStream::connect(&path).with_context(|| {
+        format!(
+            "no running namespace demo answers on {} (start one with `tether demo` as root)",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    writeln!(s, "{line}")?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .context("reading the demo's answer")?;
+    print!("{answer}");
+    Ok(if answer.starts_with("error") {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Binds the control socket (replacing a stale one: the lab already refused to start if
+/// another demo with this prefix were alive).
+pub fn bind(prefix: &str) -> anyhow::Result<UnixListener> {
+    let path = socket_path(prefix);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&path);
+    UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))
+}
+
+/// Serves commands until the listener fails; `handle` turns a command line into an answer.
+pub fn serve(listener: UnixListener, handle: impl Fn(&str) -> String) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut line = String::new();
+        let mut reader = BufReader::new(&conn).take(1024);
+        if reader.read_line(&mut line).is_err() {
+            continue;
+        }
+        let answer = handle(line.trim());
+        let mut w = &conn;
+        let _ = w.write_all(answer.as_bytes());
+    }
+}

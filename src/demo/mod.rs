@@ -1,0 +1,67 @@
+//! `tether demo`: the scenario a user tries first, with no configuration.
+//!
+//! As root on Linux it builds the reference scenario in network namespaces (`netns`); where
+//! namespaces cannot be made it runs a balancer and two echo servers on loopback
+//! (`loopback`) and says why. `--kill`, `--start` and `--status` talk to a running
+//! namespace demo over its control socket.
+
+mod control;
+mod loopback;
+mod netns;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `tether demo`.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Run the loopback demo even where namespaces are available.
+    #[arg(long)]
+    loopback: bool,
+    /// Take a box of the running demo down (lb1, lb2, cloud1, cloud2, onprem1, onprem2,
+    /// server-a, server-b).
+    #[arg(long, value_name = "BOX", conflicts_with_all = ["start", "status"])]
+    kill: Option<String>,
+    /// With --kill: `kill` (SIGKILL, a power cut) or `term` (SIGTERM, a clean stop).
+    #[arg(long, default_value = "kill", value_parser = ["kill", "term"])]
+    signal: String,
+    /// Bring a box of the running demo back.
+    #[arg(long, value_name = "BOX", conflicts_with = "status")]
+    start: Option<String>,
+    /// Print the running demo's status table once.
+    #[arg(long)]
+    status: bool,
+    /// Namespace prefix: the demo's namespaces are `<prefix>-<box>` (tests use their own).
+    #[arg(long, default_value = "tether", hide = true)]
+    prefix: String,
+    /// Loopback demo: time before an echo server that was killed is started again.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    restart_after: Duration,
+}
+
+pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if let Some(b) = &args.kill {
+        return control::request(&args.prefix, &format!("kill {b} {}", args.signal));
+    }
+    if let Some(b) = &args.start {
+        return control::request(&args.prefix, &format!("start {b}"));
+    }
+    if args.status {
+        return control::request(&args.prefix, "status");
+    }
+    if args.loopback {
+        return loopback::main(args.restart_after);
+    }
+    match tether_lab::available() {
+        Ok(()) => netns::main(&args.prefix),
+        Err(why) => {
+            println!(
+                "tether demo: the full scenario needs network namespaces, and {why}.\n\
+                 Running the loopback demo instead: one balancer and two echo servers on \
+                 127.0.0.1, without VRRP, gateways or a firewall. Run as root on Linux for \
+                 the whole scenario."
+            );
+            loopback::main(args.restart_after)
+        }
+    }
+}

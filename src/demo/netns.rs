@@ -1,0 +1,121 @@
+//! The namespace demo: the reference scenario built with `tether-lab`, a tutorial of
+//! commands to try, a live status table, and a control socket to take boxes down.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::CommandFactory;
+use tether_lab::Sig;
+use tether_lab::scenario::{BOXES, Features, Scenario};
+
+/// The daemons this build of `tether` has: the scenario runs what exists.
+fn features() -> Features {
+    let cli = crate::Cli::command();
+    Features {
+        vrrp: cli.find_subcommand("vrrp").is_some(),
+        gateway: cli.find_subcommand("gateway").is_some(),
+    }
+}
+
+fn handle(sc: &Scenario, line: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let result = match words.as_slice() {
+        ["status"] => return sc.status().to_string(),
+        ["kill", b, sig] => {
+            let sig = if *sig == "term" { Sig::Term } else { Sig::Kill };
+            sc.kill_box(b, sig).map(|()| format!("ok: {b} is down\n"))
+        }
+        ["start", b] => sc.start_box(b).map(|()| format!("ok: {b} started\n")),
+        _ => return format!("error: unknown command {line:?}\n"),
+    };
+    match result {
+        Ok(s) => s,
+        Err(e) => format!("error: {e} (boxes: {})\n", BOXES.join(", ")),
+    }
+}
+
+fn log_tails(sc: &Scenario) -> String {
+    let mut out = String::new();
+    for (name, _, st) in sc.lab.processes() {
+        let log = sc.lab.log(&name);
+        let tail: Vec<&str> = log.lines().rev().take(4).collect();
+        out.push_str(&format!("--- {name} ({st})\n"));
+        for l in tail.iter().rev() {
+            out.push_str(&format!("    {l}\n"));
+        }
+    }
+    out
+}
+
+pub fn main(prefix: &str) -> anyhow::Result<ExitCode> {
+    let features = features();
+    let tether = std::env::current_exe().context("finding the tether executable")?;
+    println!("tether demo: building the reference scenario in network namespaces {prefix}-* ...");
+    // The lab's own signal handling tears everything down on Ctrl-C or SIGTERM.
+    let sc = Scenario::build(prefix, &tether, features, true).map_err(|e| match e {
+        tether_lab::LabError::InUse { pid, .. } => anyhow::anyhow!(
+            "another demo (pid {pid}) is running: use `tether demo --status` or stop it with Ctrl-C"
+        ),
+        e => anyhow::anyhow!("building the namespaces: {e}"),
+    })?;
+    let started = Instant::now();
+    if let Err(e) = sc.start(Duration::from_secs(30)) {
+        eprintln!("{}", log_tails(&sc));
+        anyhow::bail!("{e}");
+    }
+    let sc = Arc::new(sc);
+    let listener = super::control::bind(prefix)?;
+    sc.lab
+        .remove_on_teardown(super::control::socket_path(prefix));
+    let sc2 = sc.clone();
+    std::thread::Builder::new()
+        .name("demo-control".into())
+        .spawn(move || super::control::serve(listener, |line| handle(&sc2, line)))
+        .context("starting the control thread")?;
+
+    println!(
+        "\nThe scenario is up ({:.1} s): lb1 and lb2 share VIP 192.0.2.100{}; server A is on-prem \
+         behind a firewall that drops every connection into 198.51.100.0/24.",
+        started.elapsed().as_secs_f64(),
+        if features.vrrp {
+            " with tether vrrp"
+        } else {
+            " (held by lb1: this build has no `tether vrrp`)"
+        }
+    );
+    if !features.gateway {
+        println!(
+            "This build has no `tether gateway`: the cloud and on-prem gateways are left out, so \
+             service A cannot be reached from the cloud (nothing may dial into on-prem); the \
+             balancers serve server B directly on VIP:6000."
+        );
+    }
+    println!("Logs and configs: {}\n", sc.lab.dir().display());
+    let exe = if std::env::args()
+        .next()
+        .is_some_and(|a| a.contains("target/"))
+    {
+        tether.display().to_string()
+    } else {
+        "tether".to_string()
+    };
+    for (i, (what, cmd)) in sc.steps(&exe).iter().enumerate() {
+        println!("{}. {what}\n     {cmd}", i + 1);
+    }
+    println!(
+        "\n`{exe} demo --kill BOX [--signal term]`, `--start BOX`, `--status`. \
+         Ctrl-C stops everything and removes the namespaces.\n"
+    );
+    let mut last = String::new();
+    loop {
+        let table = sc.status().to_string();
+        if table != last {
+            let t = started.elapsed().as_secs_f64();
+            println!("[{t:7.1} s]\n{table}");
+            last = table;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

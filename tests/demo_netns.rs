@@ -1,0 +1,238 @@
+//! `tether demo` as root: the reference scenario in network namespaces, driven the way the
+//! tutorial tells a user to (the printed commands, `--kill`, `--start`, `--status`), and
+//! nothing left behind after SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+
+/// The demo process; stopped with SIGTERM (so its lab tears down) when the test ends, even
+/// on failure, and SIGKILLed if that does not work in time.
+struct Demo {
+    child: Child,
+    prefix: String,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        // Our own child, by pid.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // A SIGKILLed lab is reclaimed by the next one of its prefix; do that now.
+        for ns in tether_lab::existing_namespaces(&self.prefix) {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+}
+
+fn demo_cmd(prefix: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(TETHER)
+        .args(["demo", "--prefix", prefix])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn probe(prefix: &str, host: &str, target: &str, every: &str, dur: &str) -> serde_json::Value {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &format!("{prefix}-{host}"), TETHER])
+        .args([
+            "probe",
+            "--json",
+            "--connect",
+            target,
+            "--every",
+            every,
+            "--for",
+            dur,
+        ])
+        .args(["--timeout", "500ms"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "probe gave no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn demo_in_namespaces_follows_the_tutorial_survives_a_balancer_loss_and_cleans_up() {
+    if let Err(e) = tether_lab::available() {
+        assert!(!nix::unistd::geteuid().is_root(), "root, but {e}");
+        eprintln!("SKIP: {e}");
+        return;
+    }
+    let prefix = format!("td{}", std::process::id() % 100_000);
+    let mut child = Command::new(TETHER)
+        .args(["demo", "--prefix", &prefix])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let demo = Demo {
+        child,
+        prefix: prefix.clone(),
+    };
+    let (tx, rx) = mpsc::channel::<String>();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx2.send(format!("stderr: {l}"));
+        }
+    });
+    // Wait for the tutorial; collect the printed commands.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut text = String::new();
+    while !text.contains("Ctrl-C stops everything") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                text.push_str(&l);
+                text.push('\n');
+            }
+            Err(_) => panic!("the demo did not come up:\n{text}"),
+        }
+    }
+    assert!(text.contains("The scenario is up"), "{text}");
+    // The first step probes client A's path: take its target from the printed command.
+    let target = text
+        .split("--connect ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("a probe command in the tutorial")
+        .to_string();
+    assert!(target.starts_with("192.0.2.100:"), "{target}");
+
+    let (ok, status) = demo_cmd(&prefix, &["--status"]);
+    assert!(ok, "{status}");
+    assert!(
+        status.contains("VIP 192.0.2.100 held by: lb1\n"),
+        "{status}"
+    );
+    assert!(status.contains("ok, answered by server-"), "{status}");
+    assert!(!status.contains("FAILS"), "{status}");
+
+    // The firewall: nothing in the cloud or on the internet opens a connection into on-prem,
+    // while on-prem reaches its own server.
+    let r = probe(&prefix, "client-b", "198.51.100.31:5000", "50ms", "300ms");
+    assert_eq!(r["failures"], 0, "{r}");
+    for host in ["cloud1", "lb1", "client-a"] {
+        let r = probe(&prefix, host, "198.51.100.31:5000", "100ms", "300ms");
+        assert_eq!(
+            r["successes"], 0,
+            "{host} reached on-prem through the firewall: {r}"
+        );
+    }
+
+    // A power cut of the VIP holder while client A probes every 20 ms, then its return.
+    let (p2, t2) = (prefix.clone(), target.clone());
+    let prober = std::thread::spawn(move || probe(&p2, "client-a", &t2, "20ms", "9s"));
+    std::thread::sleep(Duration::from_secs(2));
+    let (ok, out) = demo_cmd(&prefix, &["--kill", "lb1"]);
+    assert!(ok, "{out}");
+    let (_, status) = demo_cmd(&prefix, &["--status"]);
+    assert!(status.contains("lb1       lb DOWN"), "{status}");
+    std::thread::sleep(Duration::from_secs(3));
+    let (ok, out) = demo_cmd(&prefix, &["--start", "lb1"]);
+    assert!(ok, "{out}");
+    let r = prober.join().unwrap();
+    let gap = r["longest_gap_s"].as_f64().unwrap();
+    let failed = r["failures"].as_u64().unwrap();
+    println!("lb1 power cut and return, 20 ms probes: {r}");
+    assert!(r["successes"].as_u64().unwrap() > 300, "{r}");
+    // Failures only within the VIP takeover window: 3 x 100 ms adverts plus skew, with slack
+    // for a loaded machine; and the return of lb1 (preempting back) must not add another.
+    assert!(gap < 1.5, "longest gap {gap} s: {r}");
+    assert!(failed <= 60, "{failed} failed probes: {r}");
+
+    // lb1 took the VIP back, alone, and every path answers again without a nudge.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, status) = demo_cmd(&prefix, &["--status"]);
+        if status.contains("VIP 192.0.2.100 held by: lb1\n") && !status.contains("FAILS") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lb1 did not take the VIP back: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A clean stop of a box and a bad request.
+    let (ok, out) = demo_cmd(&prefix, &["--kill", "server-b", "--signal", "term"]);
+    assert!(ok, "{out}");
+    let (ok, out) = demo_cmd(&prefix, &["--start", "server-b"]);
+    assert!(ok, "{out}");
+    let (ok, out) = demo_cmd(&prefix, &["--kill", "nosuchbox"]);
+    assert!(!ok && out.contains("no host named \"nosuchbox\""), "{out}");
+
+    // SIGTERM: everything goes, namespaces and control socket alike.
+    drop(demo);
+    assert_eq!(
+        tether_lab::existing_namespaces(&prefix),
+        Vec::<String>::new()
+    );
+    assert!(!std::path::Path::new(&format!("/run/tether-lab/{prefix}-demo.sock")).exists());
+    let (ok, out) = demo_cmd(&prefix, &["--status"]);
+    assert!(!ok && out.contains("no running namespace demo"), "{out}");
+}
+
+#[test]
+fn demo_falls_back_to_loopback_when_asked() {
+    // The loopback demo is what a user without root gets; it must start and serve.
+    let mut child = Command::new(TETHER)
+        .args(["demo", "--loopback"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = Demo {
+        child,
+        prefix: "tether-loopback-none".into(),
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = String::new();
+    while !seen.contains("Ctrl-C stops everything") {
+        assert!(Instant::now() < deadline, "{seen}");
+        match lines.next() {
+            Some(Ok(l)) => {
+                seen.push_str(&l);
+                seen.push('\n');
+            }
+            _ => panic!("the loopback demo exited: {seen}"),
+        }
+    }
+    assert!(seen.contains("127.0.0.1:5551"), "{seen}");
+    drop(guard);
+}

@@ -1,0 +1,168 @@
+//! The failure matrix of the reference scenario, as root in network namespaces: while
+//! clients probe every path every 20 ms, each box in turn is taken down (SIGKILL with its
+//! cable pulled, and SIGTERM) and brought back. Prints a table of figures per case; the
+//! measured table is kept in docs/ha.md.
+//!
+//! Which boxes are in the matrix follows the binary: the gateway rows join when
+//! `tether gateway` exists.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tether_lab::Sig;
+use tether_lab::scenario::{Features, Scenario};
+
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+
+fn features() -> Features {
+    let out = Command::new(TETHER).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let has = |cmd: &str| {
+        help.lines()
+            .any(|l| l.trim_start().starts_with(&format!("{cmd} ")))
+    };
+    Features {
+        vrrp: has("vrrp"),
+        gateway: has("gateway"),
+    }
+}
+
+/// One probing run of `tether probe` inside a client host, in a thread.
+fn probe(ns: String, target: String, dur: Duration) -> std::thread::JoinHandle<serde_json::Value> {
+    std::thread::spawn(move || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                TETHER,
+                "probe",
+                "--json",
+                "--connect",
+                &target,
+            ])
+            .args(["--every", "20ms", "--timeout", "1s"])
+            .args(["--for", &format!("{}ms", dur.as_millis())])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            serde_json::json!({ "error": format!("{e}: {}", String::from_utf8_lossy(&out.stderr)) })
+        })
+    })
+}
+
+struct Row {
+    case: String,
+    failed: u64,
+    attempts: u64,
+    gap_ms: f64,
+    recover_ms: f64,
+}
+
+#[test]
+fn every_single_failure_is_survived() {
+    if let Err(e) = tether_lab::available() {
+        assert!(!nix::unistd::geteuid().is_root(), "root, but {e}");
+        eprintln!("SKIP: {e}");
+        return;
+    }
+    let features = features();
+    assert!(features.vrrp, "tether vrrp is part of the binary");
+    let prefix = tether_lab::Lab::unique_prefix("fm");
+    let sc = Scenario::build(&prefix, std::path::Path::new(TETHER), features, true)
+        .expect("building the scenario");
+    sc.start(Duration::from_secs(60)).unwrap_or_else(|e| {
+        for (name, _, st) in sc.lab.processes() {
+            eprintln!("--- {name} {st}\n{}", sc.lab.log(&name));
+        }
+        panic!("{e}")
+    });
+
+    let mut boxes = vec!["lb1", "lb2"];
+    if features.gateway {
+        boxes.extend(["cloud1", "cloud2", "onprem1", "onprem2"]);
+    }
+    let mut rows = Vec::new();
+    for b in boxes {
+        for sig in [Sig::Kill, Sig::Term] {
+            let probes: Vec<_> = sc
+                .paths()
+                .into_iter()
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        probe(sc.lab.ns(&p.from), p.to.to_string(), Duration::from_secs(7)),
+                    )
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(1500));
+            sc.kill_box(b, sig).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            let back = Instant::now();
+            sc.start_box(b).unwrap();
+            // Recovered: every path answers, lb1 holds the VIP alone, and the returned box
+            // reports itself ready, with no client traffic of ours needed for that.
+            let deadline = back + Duration::from_secs(10);
+            loop {
+                let st = sc.status();
+                let ready = st.boxes.iter().find(|x| x.name == b).is_some_and(|x| {
+                    x.procs.iter().all(|(_, s)| s.is_running())
+                        && !x.detail.contains("not answering")
+                        && !x.detail.contains("NOT ready")
+                });
+                if ready && st.vip_holders == ["lb1"] && st.paths.iter().all(|(_, r)| r.is_ok()) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{b} did not recover:\n{st}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let recover_ms = back.elapsed().as_secs_f64() * 1000.0;
+            for (name, h) in probes {
+                let r = h.join().unwrap();
+                assert!(r.get("error").is_none(), "{r}");
+                let case = format!(
+                    "{b} {} ({name})",
+                    if sig == Sig::Kill {
+                        "SIGKILL+unplug"
+                    } else {
+                        "SIGTERM"
+                    }
+                );
+                rows.push(Row {
+                    case,
+                    failed: r["failures"].as_u64().unwrap_or(u64::MAX),
+                    attempts: r["attempts"].as_u64().unwrap_or(0),
+                    gap_ms: r["longest_gap_s"].as_f64().unwrap_or(f64::MAX) * 1000.0,
+                    recover_ms,
+                });
+            }
+        }
+    }
+    println!("\n| case | failed probes | longest gap | back and serving after start |");
+    println!("|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} of {} | {:.0} ms | {:.0} ms |",
+            r.case, r.failed, r.attempts, r.gap_ms, r.recover_ms
+        );
+    }
+    for r in &rows {
+        assert!(r.attempts > 200, "{}: only {} probes", r.case, r.attempts);
+        if r.case.starts_with("lb") {
+            // Within the VIP takeover window: 3 x 100 ms adverts plus skew, with slack for
+            // a loaded 2-core machine.
+            assert!(r.gap_ms < 1500.0, "{}: gap {:.0} ms", r.case, r.gap_ms);
+        } else {
+            // Gateways: retries, readiness and gating make these invisible to clients.
+            assert_eq!(r.failed, 0, "{}: {} failed probes", r.case, r.failed);
+        }
+        if r.case.starts_with("cloud1") {
+            assert!(
+                r.recover_ms < 3000.0,
+                "{}: ready after {:.0} ms",
+                r.case,
+                r.recover_ms
+            );
+        }
+    }
+}
