@@ -47,9 +47,32 @@ pub fn main(args: LbArgs) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         let shutdown = crate::signals::shutdown_on_signals()?;
-        tether_lb::run(config, Options { workers }, shutdown)
+        let opts = Options {
+            workers,
+            config_path: Some(args.config.clone()),
+        };
+        let running = tether_lb::start(config, opts, shutdown.clone())
             .await
             .with_context(|| format!("{}", args.config.display()))?;
+        // SIGHUP reloads in-process: unchanged listeners keep their sockets and no open
+        // connection is cut; an invalid file is refused and the running config keeps serving.
+        let lb = running.lb.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match lb.reload().await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        lb.metrics.reload_failures.inc();
+                        tracing::error!(
+                            "reload refused, still running the previous configuration:\n{e}"
+                        );
+                    }
+                }
+            }
+        });
+        running.wait().await;
         Ok(ExitCode::SUCCESS)
     })
 }

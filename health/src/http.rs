@@ -69,6 +69,25 @@ pub async fn request(
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|source| HttpError::Connect { addr, source })?;
+        request_on(stream, method, host, path, headers, body).await
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(HttpError::Timeout(timeout)),
+    }
+}
+
+/// Sends one request on an established connection and reads the whole answer. The caller
+/// bounds it in time.
+pub async fn request_on(
+    stream: TcpStream,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| HttpError::Protocol(e.to_string()))?;
@@ -96,9 +115,5 @@ pub async fn request(
             .to_bytes();
         conn.abort();
         Ok(Response { status, body })
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(r) => r,
-        Err(_) => Err(HttpError::Timeout(timeout)),
     }
 }

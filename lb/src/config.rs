@@ -28,6 +28,17 @@ pub struct RawConfig {
     /// The server pools.
     #[serde(default)]
     pub backend: Vec<RawBackend>,
+    /// Name servers for `host:port` server addresses.
+    pub resolver: Option<RawResolver>,
+}
+
+/// `[resolver]`: where host names of servers are resolved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResolver {
+    /// `ip:port` of name servers; default: those of `/etc/resolv.conf`.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
 }
 
 /// `[admin]`.
@@ -36,6 +47,8 @@ pub struct RawConfig {
 pub struct RawAdmin {
     /// `host:port` of the admin HTTP listener.
     pub listen: String,
+    /// When set, write endpoints require `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 /// `[defaults]`: every key may also be set on a frontend or backend.
@@ -61,6 +74,12 @@ pub struct RawDefaults {
     /// How long `SIGTERM` waits for open connections before closing them.
     #[serde(default, with = "humantime_serde")]
     pub grace_period: Option<Duration>,
+    /// How often `host:port` server addresses are resolved again.
+    #[serde(default, with = "humantime_serde")]
+    pub resolve_interval: Option<Duration>,
+    /// How long a frontend waits for a whole TLS ClientHello or PROXY header.
+    #[serde(default, with = "humantime_serde")]
+    pub inspect_timeout: Option<Duration>,
 }
 
 /// `[[frontend]]`.
@@ -78,6 +97,35 @@ pub struct RawFrontend {
     /// Idle timeout on the client side.
     #[serde(default, with = "humantime_serde")]
     pub client_timeout: Option<Duration>,
+    /// How long to wait for a whole ClientHello (SNI routes) or PROXY header.
+    #[serde(default, with = "humantime_serde")]
+    pub inspect_timeout: Option<Duration>,
+    /// Require a PROXY protocol header (v1 or v2) from the client (another balancer).
+    #[serde(default)]
+    pub accept_proxy: bool,
+    /// TLS passthrough routes by server name; the first match wins.
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+}
+
+/// `[[frontend.route]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// An exact server name, or `*.` followed by a name (one label).
+    pub sni: String,
+    /// The backend for matching clients.
+    pub backend: String,
+}
+
+/// PROXY protocol versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyVersion {
+    /// The text header.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// The balancing algorithms.
@@ -122,6 +170,11 @@ pub struct RawBackend {
     pub queue_timeout: Option<Duration>,
     /// Overrides `[defaults]`.
     pub retries: Option<i64>,
+    /// Overrides `[defaults]`.
+    #[serde(default, with = "humantime_serde")]
+    pub resolve_interval: Option<Duration>,
+    /// Send a PROXY protocol header to servers, carrying the client's address.
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 /// The kinds of health check.
@@ -166,6 +219,9 @@ pub struct RawHealth {
     pub host: Option<String>,
     /// PEM file of CA certificates for TLS checks (default: the Mozilla roots).
     pub ca: Option<String>,
+    /// Send the backend's PROXY header on TCP and HTTP checks (default: when the backend
+    /// sends one).
+    pub send_proxy: Option<bool>,
 }
 
 /// `[[backend.server]]`.
@@ -194,6 +250,10 @@ pub struct RawServer {
 pub struct Config {
     /// Where the admin HTTP listener binds, if any.
     pub admin: Option<SocketAddr>,
+    /// The admin write token.
+    pub admin_token: Option<String>,
+    /// Name servers; empty means `/etc/resolv.conf`.
+    pub nameservers: Vec<SocketAddr>,
     /// How long `SIGTERM` waits for open connections.
     pub grace_period: Duration,
     /// The listeners.
@@ -215,6 +275,60 @@ pub struct FrontendConfig {
     pub maxconn: usize,
     /// Idle timeout on the client side.
     pub client_timeout: Duration,
+    /// How long to wait for a ClientHello or PROXY header.
+    pub inspect_timeout: Duration,
+    /// A PROXY header is required.
+    pub accept_proxy: bool,
+    /// SNI routes, in order.
+    pub routes: Vec<Route>,
+}
+
+/// A validated SNI route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// What server names match.
+    pub sni: SniPattern,
+    /// Index into [`Config::backends`].
+    pub backend: usize,
+}
+
+/// A server-name pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SniPattern {
+    /// This name exactly (lower case).
+    Exact(String),
+    /// Any one label followed by this suffix (lower case, starting with `.`).
+    Wildcard(String),
+}
+
+impl SniPattern {
+    /// Parses `name` or `*.name`.
+    pub fn parse(s: &str) -> Result<SniPattern, &'static str> {
+        let lower = s.to_ascii_lowercase();
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        if !valid_hostname(name) {
+            return Err("is not a host name or *.host name (one-label wildcard)");
+        }
+        Ok(if wild {
+            SniPattern::Wildcard(format!(".{name}"))
+        } else {
+            SniPattern::Exact(name.to_string())
+        })
+    }
+
+    /// Whether `name` (any case) matches.
+    pub fn matches(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        match self {
+            SniPattern::Exact(n) => *n == name,
+            SniPattern::Wildcard(suffix) => name
+                .strip_suffix(suffix.as_str())
+                .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+        }
+    }
 }
 
 /// A validated backend.
@@ -236,6 +350,10 @@ pub struct BackendConfig {
     pub queue_timeout: Duration,
     /// Connect attempts after the first.
     pub retries: u32,
+    /// How often host names are resolved again.
+    pub resolve_interval: Duration,
+    /// PROXY header sent to servers.
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 /// Validated health-check settings.
@@ -261,6 +379,8 @@ pub struct HealthConfig {
     pub host: Option<String>,
     /// CA file for TLS checks.
     pub ca: Option<String>,
+    /// PROXY header sent on checks.
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 /// Where a server is.
@@ -325,6 +445,29 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
     let d = &raw.defaults;
     let k = |parts: &[Seg]| parts.to_vec();
 
+    if let Some(t) = raw.admin.as_ref().and_then(|a| a.token.as_ref())
+        && t.len() < 16
+    {
+        errs.push(src.error(
+            &k(&["admin".into(), "token".into()]),
+            "token is shorter than 16 characters; use a long random string",
+        ));
+    }
+    let mut nameservers = Vec::new();
+    for (i, ns) in raw
+        .resolver
+        .iter()
+        .flat_map(|r| r.nameservers.iter())
+        .enumerate()
+    {
+        match ns.parse::<SocketAddr>() {
+            Ok(a) => nameservers.push(a),
+            Err(_) => errs.push(src.error(
+                &k(&["resolver".into(), "nameservers".into(), i.into()]),
+                format!("\"{ns}\" is not an ip:port address (e.g. \"192.0.2.53:53\")"),
+            )),
+        }
+    }
     let admin = raw
         .admin
         .as_ref()
@@ -363,6 +506,8 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
         ("client_timeout", d.client_timeout),
         ("server_timeout", d.server_timeout),
         ("queue_timeout", d.queue_timeout),
+        ("resolve_interval", d.resolve_interval),
+        ("inspect_timeout", d.inspect_timeout),
     ] {
         check_nonzero(&mut errs, src, &["defaults".into(), key.into()], v);
     }
@@ -386,6 +531,7 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
             ("connect_timeout", b.connect_timeout),
             ("server_timeout", b.server_timeout),
             ("queue_timeout", b.queue_timeout),
+            ("resolve_interval", b.resolve_interval),
         ] {
             check_nonzero(&mut errs, src, &at(key), v);
         }
@@ -470,6 +616,11 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
                 .or(d.queue_timeout)
                 .unwrap_or(connect_timeout),
             retries: b.retries.unwrap_or(retries_default).clamp(0, 100) as u32,
+            resolve_interval: b
+                .resolve_interval
+                .or(d.resolve_interval)
+                .unwrap_or(Duration::from_secs(10)),
+            send_proxy: b.send_proxy,
         });
     }
 
@@ -496,6 +647,45 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
         check_name(&mut errs, src, &at("name"), &f.name);
         check_range(&mut errs, src, &at("maxconn"), f.maxconn, 1, 10_000_000);
         check_nonzero(&mut errs, src, &at("client_timeout"), f.client_timeout);
+        check_nonzero(&mut errs, src, &at("inspect_timeout"), f.inspect_timeout);
+        let mut routes = Vec::new();
+        for (ri, r) in f.route.iter().enumerate() {
+            let at = |key: &str| {
+                vec![
+                    Seg::from("frontend"),
+                    fi.into(),
+                    "route".into(),
+                    ri.into(),
+                    key.into(),
+                ]
+            };
+            let sni = match SniPattern::parse(&r.sni) {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    errs.push(src.error(
+                        &at("sni"),
+                        format!("frontend \"{}\": sni \"{}\" {why}", f.name, r.sni),
+                    ));
+                    None
+                }
+            };
+            let backend = raw.backend.iter().position(|b| b.name == r.backend);
+            if backend.is_none() {
+                errs.push(src.error(
+                    &at("backend"),
+                    format!(
+                        "frontend \"{}\": route for \"{}\" uses backend \"{}\", which is not defined (defined: {})",
+                        f.name,
+                        r.sni,
+                        r.backend,
+                        known_backends(raw)
+                    ),
+                ));
+            }
+            if let (Some(sni), Some(backend)) = (sni, backend) {
+                routes.push(Route { sni, backend });
+            }
+        }
         if f.bind.is_empty() {
             errs.push(src.error(
                 &at("bind"),
@@ -529,18 +719,13 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
         }
         let backend = raw.backend.iter().position(|b| b.name == f.backend);
         if backend.is_none() {
-            let known: Vec<&str> = raw.backend.iter().map(|b| b.name.as_str()).collect();
             errs.push(src.error(
                 &at("backend"),
                 format!(
                     "frontend \"{}\" uses backend \"{}\", which is not defined (defined: {})",
                     f.name,
                     f.backend,
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
+                    known_backends(raw)
                 ),
             ));
         }
@@ -553,12 +738,20 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
                 .client_timeout
                 .or(d.client_timeout)
                 .unwrap_or(DEFAULT_IDLE),
+            inspect_timeout: f
+                .inspect_timeout
+                .or(d.inspect_timeout)
+                .unwrap_or(Duration::from_secs(3)),
+            accept_proxy: f.accept_proxy,
+            routes,
         });
     }
 
     if errs.is_empty() {
         Ok(Config {
             admin,
+            admin_token: raw.admin.as_ref().and_then(|a| a.token.clone()),
+            nameservers,
             grace_period: d.grace_period.unwrap_or(DEFAULT_GRACE),
             frontends,
             backends,
@@ -587,6 +780,7 @@ fn validate_health(
         expect_status: None,
         host: None,
         ca: None,
+        send_proxy: None,
     };
     let h = b.health.as_ref().unwrap_or(&default);
     check_range(errs, src, &at("rise"), h.rise, 1, 1000);
@@ -610,6 +804,15 @@ fn validate_health(
                 ));
             }
         }
+    }
+    if h.send_proxy == Some(true) && b.send_proxy.is_none() {
+        errs.push(src.error(
+            &at("send_proxy"),
+            format!(
+                "backend \"{}\": health send_proxy needs send_proxy = \"v1\" or \"v2\" on the backend",
+                b.name
+            ),
+        ));
     }
     if h.kind != HealthKind::Tls && h.ca.is_some() {
         errs.push(src.error(
@@ -640,6 +843,10 @@ fn validate_health(
         expect_status: h.expect_status.unwrap_or(200) as u16,
         host: h.host.clone(),
         ca: h.ca.clone(),
+        send_proxy: match h.send_proxy {
+            Some(false) => None,
+            Some(true) | None => b.send_proxy,
+        },
     })
 }
 
@@ -685,6 +892,28 @@ fn check_name(errs: &mut Vec<ConfigError>, src: &Source, path: &[Seg], name: &st
     }
 }
 
+/// The defined backends' names, for error messages.
+fn known_backends(raw: &RawConfig) -> String {
+    let known: Vec<&str> = raw.backend.iter().map(|b| b.name.as_str()).collect();
+    if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    }
+}
+
+/// A DNS host name: dot-separated labels of letters, digits, `-` and `_`.
+fn valid_hostname(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
 /// Parses `ip:port`, `[v6]:port` or `host:port`.
 pub fn parse_server_address(s: &str) -> Result<ServerAddress, &'static str> {
     if let Ok(a) = s.parse::<SocketAddr>() {
@@ -697,14 +926,7 @@ pub fn parse_server_address(s: &str) -> Result<ServerAddress, &'static str> {
         Ok(p) if p > 0 => p,
         _ => return Err("has a port that is not 1..=65535"),
     };
-    let valid_host = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if !valid_host {
+    if !valid_hostname(host) {
         return Err("is neither an ip:port nor a valid host:port");
     }
     Ok(ServerAddress::Host(host.to_string(), port))

@@ -5,45 +5,37 @@ use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tether_health::check::{CheckKind, Checker, Health, MonitorSpec, spawn_monitor};
-use tokio_util::sync::CancellationToken;
+use tether_health::check::{CheckKind, Checker, Health, MonitorSpec};
 
 use crate::LbError;
 use crate::config::{HealthConfig, HealthKind, ServerAddress};
-use crate::state::{Server, State};
+use crate::state::Server;
 
-/// Starts one monitor per server of every backend that has checks; servers of backends
-/// without checks are up from the start.
-pub fn start_monitors(state: &State, stop: &CancellationToken) -> Result<(), LbError> {
-    for b in &state.backends {
-        let Some(h) = &b.cfg.health else {
-            for s in &b.servers {
-                s.set_health(Health::Up);
-            }
-            continue;
+/// The monitor for one server of a backend with checks.
+pub fn monitor_spec(h: &HealthConfig, s: &Server, backend: &str) -> Result<MonitorSpec, LbError> {
+    let mut kind = check_kind(h, s, backend)?;
+    if let Some(version) = h.send_proxy {
+        kind = CheckKind::WithPreamble {
+            preamble: crate::inspect::encode_local_header(version),
+            inner: Box::new(kind),
         };
-        for s in &b.servers {
-            let kind = check_kind(h, s, &b.cfg.name)?;
-            let port = s.cfg.check_port.or(h.port).unwrap_or(s.addr.port());
-            let spec = MonitorSpec {
-                checker: Checker {
-                    kind,
-                    target: SocketAddr::new(s.addr.ip(), port),
-                    timeout: h.timeout,
-                },
-                interval: h.interval,
-                rise: h.rise,
-                fall: h.fall,
-                initial: Health::Unknown,
-            };
-            let server = s.clone();
-            spawn_monitor(spec, stop.clone(), move |ev| on_check(&server, ev));
-        }
     }
-    Ok(())
+    let port = s.cfg.check_port.or(h.port).unwrap_or(s.addr.port());
+    Ok(MonitorSpec {
+        checker: Checker {
+            kind,
+            target: SocketAddr::new(s.addr.ip(), port),
+            timeout: h.timeout,
+        },
+        interval: h.interval,
+        rise: h.rise,
+        fall: h.fall,
+        initial: Health::Unknown,
+    })
 }
 
-fn on_check(server: &Arc<Server>, ev: tether_health::HealthEvent) {
+/// Records one check result on its server.
+pub fn on_check(server: &Arc<Server>, ev: tether_health::HealthEvent) {
     match &ev.result {
         Ok(()) => {
             server.m.checks_ok.inc();

@@ -53,6 +53,16 @@ pub struct Metrics {
     pub active_total: IntGauge,
     /// Duration of finished connections.
     pub conn_seconds: Histogram,
+    /// Clients closed while their PROXY header or ClientHello was read, by reason.
+    pub fe_inspect_errors: IntCounterVec,
+    /// Connections routed by SNI, by frontend and backend.
+    pub fe_routed: IntCounterVec,
+    /// Failed host name resolutions.
+    pub resolve_failures: IntCounter,
+    /// Resolutions whose answer changed the servers.
+    pub resolve_changes: IntCounter,
+    /// Reloads refused because the new configuration was invalid.
+    pub reload_failures: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -112,7 +122,37 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(active_total.clone()))
             .expect("metric registered once");
+        let plain = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric definition");
+            r.register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
         Metrics {
+            fe_inspect_errors: counter(
+                &r,
+                "tether_lb_frontend_inspect_errors_total",
+                "Clients closed while reading their PROXY header or TLS ClientHello, by reason.",
+                &["frontend", "reason"],
+            ),
+            fe_routed: counter(
+                &r,
+                "tether_lb_frontend_sni_routed_total",
+                "Connections routed by TLS server name (backend is the default when none matched).",
+                &["frontend", "backend"],
+            ),
+            resolve_failures: plain(
+                "tether_lb_resolve_failures_total",
+                "Host name resolutions that failed (the last good answer is kept).",
+            ),
+            resolve_changes: plain(
+                "tether_lb_resolve_changes_total",
+                "Resolutions whose answer changed the set of servers.",
+            ),
+            reload_failures: plain(
+                "tether_lb_reload_failures_total",
+                "Reloads refused because the new configuration was invalid.",
+            ),
             fe_connections: counter(
                 &r,
                 "tether_lb_frontend_connections_total",
@@ -220,6 +260,27 @@ impl Metrics {
             active_total,
             conn_seconds,
             registry: r,
+        }
+    }
+}
+
+impl Metrics {
+    /// Drops the series of a server that is gone, so it does not linger in `/metrics`.
+    pub fn forget_server(&self, backend: &str, server: &str) {
+        let l = &[backend, server];
+        let _ = self.srv_connections.remove_label_values(l);
+        let _ = self.srv_active.remove_label_values(l);
+        let _ = self.srv_bytes_in.remove_label_values(l);
+        let _ = self.srv_bytes_out.remove_label_values(l);
+        let _ = self.srv_connect_failures.remove_label_values(l);
+        let _ = self.srv_up.remove_label_values(l);
+        let _ = self.srv_queue.remove_label_values(l);
+        let _ = self.srv_queue_timeouts.remove_label_values(l);
+        let _ = self.connect_seconds.remove_label_values(l);
+        for result in ["ok", "fail"] {
+            let _ = self
+                .srv_checks
+                .remove_label_values(&[backend, server, result]);
         }
     }
 }

@@ -11,9 +11,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::inspect::{self, Inspect};
 use crate::metrics::Metrics;
 use crate::relay::{self, End};
-use crate::state::{ActiveGuard, Frontend, Server};
+use crate::runtime::Lb;
+use crate::state::{ActiveGuard, Backend, Frontend, Server};
 
 /// What every connection task needs besides its frontend.
 pub struct Ctx {
@@ -25,34 +27,48 @@ pub struct Ctx {
     pub metrics: Metrics,
 }
 
-/// Accepts on `listener` until `stop` is cancelled. Errors (EMFILE, ENOBUFS, ...) are
-/// counted and backed off from, never fatal.
+impl Ctx {
+    /// A context with no connection open yet.
+    pub fn new(metrics: Metrics) -> Self {
+        Ctx {
+            tracker: TaskTracker::new(),
+            hard_stop: CancellationToken::new(),
+            metrics,
+        }
+    }
+}
+
+/// Accepts on `listener` (configured as `bind`) until `stop` is cancelled. Each connection
+/// goes to the frontend that owns `bind` in the state live at that moment. Errors (EMFILE,
+/// ENOBUFS, ...) are counted and backed off from, never fatal.
 pub async fn accept_loop(
     listener: TcpListener,
-    fe: Arc<Frontend>,
-    ctx: Arc<Ctx>,
+    bind: SocketAddr,
+    lb: Arc<Lb>,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(5);
     let mut last_warn: Option<Instant> = None;
     loop {
-        // Take a maxconn slot before accepting: past the limit clients wait in the backlog.
-        let permit = tokio::select! {
-            p = fe.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stop.cancelled() => return,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.cancelled() => return,
         };
+        let state = lb.state();
+        let Some(fe) = state.frontend_for_bind(bind).cloned() else {
+            // The bind was removed by a reload a moment ago.
+            continue;
+        };
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                let fe = fe.clone();
-                let hard = ctx.hard_stop.clone();
-                let metrics = ctx.metrics.clone();
-                ctx.tracker
-                    .spawn(handle(stream, peer, fe, permit, metrics, hard));
+                // Past maxconn, wait here: further clients stay in the kernel's backlog.
+                let permit = tokio::select! {
+                    p = fe.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                    _ = stop.cancelled() => return,
+                };
+                let ctx = lb.ctx.clone();
+                lb.ctx.tracker.spawn(handle(stream, peer, fe, permit, ctx));
             }
             Err(e) => {
                 fe.accept_errors.inc();
@@ -60,7 +76,6 @@ pub async fn accept_loop(
                     tracing::warn!(frontend = %fe.cfg.name, error = %e, "accept failed; backing off");
                     last_warn = Some(Instant::now());
                 }
-                drop(permit);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.cancelled() => return,
@@ -108,24 +123,167 @@ impl Drop for FrontendActive<'_> {
     }
 }
 
+/// What was read from the client before a server was chosen.
+struct Inspected {
+    /// The client as the server should see it (from a PROXY header, or the peer).
+    client: SocketAddr,
+    /// The address the client connected to.
+    local: SocketAddr,
+    /// Bytes already read that the server must get first (a ClientHello).
+    replay: Vec<u8>,
+    /// The backend chosen by SNI, or the frontend's default.
+    backend: Arc<Backend>,
+}
+
+/// Reads the PROXY header (when required) and the ClientHello (when the frontend has SNI
+/// routes), bounded by `inspect_timeout` and a size cap.
+async fn inspect_client(
+    client: &TcpStream,
+    peer: SocketAddr,
+    fe: &Frontend,
+) -> Result<Inspected, &'static str> {
+    let local = client.local_addr().unwrap_or(peer);
+    let mut out = Inspected {
+        client: peer,
+        local,
+        replay: Vec::new(),
+        backend: fe.backend.clone(),
+    };
+    if !fe.cfg.accept_proxy && fe.routes.is_empty() {
+        return Ok(out);
+    }
+    let deadline = tokio::time::Instant::now() + fe.cfg.inspect_timeout;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    if fe.cfg.accept_proxy {
+        let (addrs, consumed) = read_until(
+            client,
+            &mut buf,
+            deadline,
+            inspect::MAX_PROXY_HEADER,
+            inspect::proxy_header,
+        )
+        .await?;
+        if let Some(src) = addrs.source {
+            out.client = src;
+        }
+        if let Some(dst) = addrs.destination {
+            out.local = dst;
+        }
+        buf.drain(..consumed);
+    }
+    if !fe.routes.is_empty() {
+        let (sni, _) = read_until(
+            client,
+            &mut buf,
+            deadline,
+            inspect::MAX_HELLO,
+            inspect::client_hello_sni,
+        )
+        .await?;
+        if let Some(name) = sni
+            && let Some((_, backend)) = fe.routes.iter().find(|(p, _)| p.matches(&name))
+        {
+            out.backend = backend.clone();
+        }
+    }
+    out.replay = buf;
+    Ok(out)
+}
+
+/// Reads into `buf` until `parse` is done or invalid, the deadline passes or `cap` bytes
+/// were read without a result.
+async fn read_until<T>(
+    client: &TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+    cap: usize,
+    parse: impl Fn(&[u8]) -> Inspect<T>,
+) -> Result<(T, usize), &'static str> {
+    loop {
+        match parse(buf) {
+            Inspect::Done { value, consumed } => return Ok((value, consumed)),
+            Inspect::Invalid(reason) => return Err(reason),
+            Inspect::NeedMore if buf.len() >= cap => return Err("too_large"),
+            Inspect::NeedMore => {}
+        }
+        match tokio::time::timeout_at(deadline, client.readable()).await {
+            Err(_) => return Err("timeout"),
+            Ok(Err(_)) => return Err("read_error"),
+            Ok(Ok(())) => {}
+        }
+        let start = buf.len();
+        // Never read past the cap: what follows belongs to the server.
+        buf.resize((start + 16 * 1024).min(cap.max(start + 1)), 0);
+        match client.try_read(&mut buf[start..]) {
+            Ok(0) => {
+                buf.truncate(start);
+                return Err("closed");
+            }
+            Ok(n) => buf.truncate(start + n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.truncate(start),
+            Err(_) => {
+                buf.truncate(start);
+                return Err("read_error");
+            }
+        }
+    }
+}
+
 async fn handle(
     client: TcpStream,
     peer: SocketAddr,
     fe: Arc<Frontend>,
     _permit: OwnedSemaphorePermit,
-    metrics: Metrics,
-    hard: CancellationToken,
+    ctx: Arc<Ctx>,
 ) {
+    let metrics = &ctx.metrics;
+    let hard = &ctx.hard_stop;
     let started = Instant::now();
     fe.connections.inc();
     fe.active.inc();
     metrics.active_total.inc();
-    let _active = FrontendActive(&fe, &metrics);
+    let _active = FrontendActive(&fe, metrics);
     let _ = client.set_nodelay(true);
-    let backend = &fe.backend;
+
+    let inspected = tokio::select! {
+        r = inspect_client(&client, peer, &fe) => r,
+        _ = hard.cancelled() => Err("shutdown"),
+    };
+    let inspected = match inspected {
+        Ok(i) => i,
+        Err(reason) => {
+            metrics
+                .fe_inspect_errors
+                .with_label_values(&[fe.cfg.name.as_str(), reason])
+                .inc();
+            metrics
+                .conn_ended
+                .with_label_values(&[fe.cfg.name.as_str(), "inspect_failed"])
+                .inc();
+            tracing::info!(
+                target: "tether_lb::conn",
+                client = %peer,
+                frontend = %fe.cfg.name,
+                end = "inspect_failed",
+                reason,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "connection"
+            );
+            let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+            return;
+        }
+    };
+    if !fe.routes.is_empty() {
+        metrics
+            .fe_routed
+            .with_label_values(&[fe.cfg.name.as_str(), inspected.backend.cfg.name.as_str()])
+            .inc();
+    }
+    let backend = &inspected.backend;
+    let client_addr = inspected.client;
 
     let connected = tokio::select! {
-        c = connect_with_retries(&fe, peer) => c,
+        c = connect_with_retries(backend, client_addr) => c,
         _ = hard.cancelled() => Err(NoConnect::Shutdown),
     };
     match connected {
@@ -142,7 +300,7 @@ async fn handle(
                 .observe(started.elapsed().as_secs_f64());
             tracing::info!(
                 target: "tether_lb::conn",
-                client = %peer,
+                client = %client_addr,
                 frontend = %fe.cfg.name,
                 backend = %backend.cfg.name,
                 server = "-",
@@ -164,16 +322,36 @@ async fn handle(
                 fe.bytes_out.inc_by(n);
                 srv.add_bytes_out(n);
             };
-            let outcome = relay::relay(
-                &client,
-                &c.stream,
-                fe.cfg.client_timeout,
-                backend.cfg.server_timeout,
-                &up,
-                &down,
-                &hard,
-            )
-            .await;
+            let mut first = Vec::new();
+            if let Some(version) = backend.cfg.send_proxy {
+                first = inspect::encode_proxy_header(version, client_addr, inspected.local);
+            }
+            let replayed = inspected.replay.len() as u64;
+            first.extend_from_slice(&inspected.replay);
+            let outcome = if write_first(&c.stream, &first, backend.cfg.server_timeout)
+                .await
+                .is_err()
+            {
+                relay::Outcome {
+                    up: 0,
+                    down: 0,
+                    end: End::ServerError,
+                }
+            } else {
+                up(replayed);
+                let mut o = relay::relay(
+                    &client,
+                    &c.stream,
+                    fe.cfg.client_timeout,
+                    backend.cfg.server_timeout,
+                    &up,
+                    &down,
+                    hard,
+                )
+                .await;
+                o.up += replayed;
+                o
+            };
             if outcome.end != End::Done {
                 // Errors and timeouts: reset rather than leave the peer half-open.
                 let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
@@ -188,7 +366,7 @@ async fn handle(
                 .observe(started.elapsed().as_secs_f64());
             tracing::info!(
                 target: "tether_lb::conn",
-                client = %peer,
+                client = %client_addr,
                 frontend = %fe.cfg.name,
                 backend = %backend.cfg.name,
                 server = %srv.cfg.name,
@@ -203,9 +381,24 @@ async fn handle(
     }
 }
 
+/// Writes the PROXY header and replayed bytes before relaying.
+async fn write_first(stream: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(timeout, stream.writable())
+                    .await
+                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Picks a server and connects, trying up to `retries` other servers after a failure.
-async fn connect_with_retries(fe: &Frontend, peer: SocketAddr) -> Result<Connected, NoConnect> {
-    let backend = &fe.backend;
+async fn connect_with_retries(backend: &Backend, peer: SocketAddr) -> Result<Connected, NoConnect> {
     let mut tried: Vec<usize> = Vec::new();
     let mut failures = 0u32;
     loop {

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{Histogram, IntCounter, IntGauge};
 use serde::Serialize;
@@ -244,6 +244,22 @@ impl Server {
         self.refresh_up_gauge();
     }
 
+    /// Takes over what a reload must not lose from the server this one replaces: the
+    /// operator's state always, health and the last check only when the address is the same.
+    pub fn carry_from(&self, old: &Server) {
+        self.admin
+            .store(old.admin.load(Ordering::Relaxed), Ordering::Relaxed);
+        if old.addr == self.addr {
+            self.health
+                .store(old.health.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.set_last_check(old.last_check.lock().ok().and_then(|g| g.clone()));
+            if let (Ok(mut new), Ok(old)) = (self.last_change.lock(), old.last_change.lock()) {
+                *new = *old;
+            }
+        }
+        self.refresh_up_gauge();
+    }
+
     /// Sets the weight (1..=256, enforced by the caller).
     pub fn set_weight(&self, w: u32) {
         self.weight.store(w, Ordering::Relaxed);
@@ -402,8 +418,10 @@ pub struct Frontend {
     pub cfg: FrontendConfig,
     /// Where it actually listens (ports chosen by the OS resolved).
     pub bound: Vec<SocketAddr>,
-    /// Where its connections go.
+    /// Where its connections go (when no SNI route matches).
     pub backend: Arc<Backend>,
+    /// SNI routes, in order.
+    pub routes: Vec<(crate::config::SniPattern, Arc<Backend>)>,
     /// `maxconn` slots.
     pub limit: Arc<Semaphore>,
     /// Metric children.
@@ -453,19 +471,34 @@ pub struct BackendView {
     pub servers: Vec<ServerView>,
 }
 
-/// The whole live balancer.
+/// The whole live balancer, as of one configuration. A reload builds a new one and swaps
+/// it in; connections keep the objects they started with.
+#[derive(Default)]
 pub struct State {
     /// Frontends.
     pub frontends: Vec<Arc<Frontend>>,
     /// Backends.
     pub backends: Vec<Arc<Backend>>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// When it started.
-    pub started: Instant,
+    /// Configured bind address to index in `frontends`.
+    pub binds: std::collections::HashMap<SocketAddr, usize>,
 }
 
 impl State {
+    /// The frontend listening on configured address `bind`.
+    pub fn frontend_for_bind(&self, bind: SocketAddr) -> Option<&Arc<Frontend>> {
+        self.binds.get(&bind).and_then(|i| self.frontends.get(*i))
+    }
+
+    /// Server `server` of backend `backend`.
+    pub fn server(&self, backend: &str, server: &str) -> Option<&Arc<Server>> {
+        self.backends
+            .iter()
+            .find(|b| b.cfg.name == backend)?
+            .servers
+            .iter()
+            .find(|s| s.cfg.name == server)
+    }
+
     /// A snapshot for `/api/state`.
     pub fn view(&self) -> StateView {
         StateView {

@@ -1,143 +1,14 @@
 //! The balancer in-process on loopback, in front of real echo servers.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
-use tether_health::config::Source;
-use tether_health::tools::echo::{self, Echo};
-use tether_lb::{Config, Options, Running};
+use common::*;
+use tether_health::tools::echo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-
-const T: Duration = Duration::from_secs(5);
-
-async fn echo_server(name: &str, stop: &CancellationToken) -> Echo {
-    echo::start(
-        "127.0.0.1:0".parse().unwrap(),
-        Some(name.to_string()),
-        stop.clone(),
-    )
-    .await
-    .unwrap()
-}
-
-fn servers_toml(servers: &[(&str, SocketAddr)], extra: &str) -> String {
-    servers
-        .iter()
-        .map(|(n, a)| format!("[[backend.server]]\nname = \"{n}\"\naddress = \"{a}\"\n{extra}\n"))
-        .collect()
-}
-
-struct Lb {
-    running: Option<Running>,
-    stop: CancellationToken,
-    addr: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Lb {
-    async fn start(toml: &str) -> Lb {
-        let cfg = Config::from_source(&Source::from_text("test.toml", toml))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let stop = CancellationToken::new();
-        let running = tether_lb::start(cfg, Options { workers: 2 }, stop.clone())
-            .await
-            .unwrap();
-        let addr = running.frontend_addrs("fe")[0];
-        let admin = running.admin_addr.unwrap();
-        Lb {
-            running: Some(running),
-            stop,
-            addr,
-            admin,
-        }
-    }
-
-    async fn get(&self, path: &str) -> tether_health::http::Response {
-        tether_health::http::get(self.admin, "admin", path, T)
-            .await
-            .unwrap()
-    }
-
-    /// Waits (bounded) until `/api/state` says server `name` has health `want`.
-    async fn wait_health(&self, name: &str, want: &str) {
-        let deadline = tokio::time::Instant::now() + T;
-        loop {
-            let state: serde_json::Value =
-                serde_json::from_slice(&self.get("/api/state").await.body).unwrap();
-            let servers = state["backends"][0]["servers"].as_array().unwrap();
-            let s = servers.iter().find(|s| s["name"] == name).unwrap();
-            if s["health"] == want {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} never became {want}: {s}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + T;
-        while self.get("/readyz").await.status != 200 {
-            assert!(tokio::time::Instant::now() < deadline, "never ready");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Lb {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn base(admin_extra: &str, backend_extra: &str, servers: &str) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-{admin_extra}
-[defaults]
-connect_timeout = "500ms"
-retries = 2
-
-[[frontend]]
-name = "fe"
-bind = ["127.0.0.1:0"]
-backend = "be"
-
-[[backend]]
-name = "be"
-{backend_extra}
-{servers}
-"#
-    )
-}
-
-/// Connects, reads the banner line, sends a line and checks the echo. Returns the banner.
-async fn exchange(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"hello\n").await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while !got.ends_with(b"hello\n") {
-        let n = tokio::time::timeout(T, s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            n > 0,
-            "closed early after {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8(got).unwrap();
-    text.lines().next().unwrap().to_string()
-}
 
 #[tokio::test]
 async fn round_robin_over_three_echo_servers() {
@@ -246,15 +117,6 @@ async fn a_server_goes_down_after_fall_and_up_after_rise() {
     stop.cancel();
 }
 
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .map(|v| v.trim().parse::<f64>().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
-
 #[tokio::test]
 async fn half_close_propagates_both_ways() {
     // A server that reads until EOF, then answers, then closes: the client's half-close
@@ -341,8 +203,7 @@ async fn maxconn_queues_and_times_out() {
     assert_eq!(&buf[..n], b"a\n");
     // The second waits in the queue and is served as soon as the first leaves.
     let second = tokio::spawn(exchange(lb.addr));
-    wait_metric(
-        &lb,
+    lb.wait_metric(
         "tether_lb_server_queue_length{backend=\"be\",server=\"a\"}",
         1.0,
     )
@@ -377,25 +238,6 @@ async fn maxconn_queues_and_times_out() {
     );
     drop(holder);
     stop.cancel();
-}
-
-async fn wait_metric(lb: &Lb, series: &str, want: f64) {
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let m = lb.get("/metrics").await.text();
-        if m.lines().any(|l| {
-            l.strip_prefix(series)
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                == Some(want)
-        }) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} never {want}:\n{m}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]
@@ -455,8 +297,7 @@ async fn metrics_count_what_the_test_did() {
         exchange(lb.addr).await;
     }
     // Connections close asynchronously in the balancer; wait for the last to be counted.
-    wait_metric(
-        &lb,
+    lb.wait_metric(
         "tether_lb_frontend_active_connections{frontend=\"fe\"}",
         0.0,
     )

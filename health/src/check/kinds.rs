@@ -63,6 +63,14 @@ pub enum CheckKind {
         /// The program and its arguments (no shell).
         argv: Vec<String>,
     },
+    /// Writes `preamble` right after connecting (a PROXY protocol header for a server that
+    /// requires one), then runs `inner` (TCP, HTTP or TLS) on the same connection.
+    WithPreamble {
+        /// The bytes sent first.
+        preamble: Vec<u8>,
+        /// The check that follows.
+        inner: Box<CheckKind>,
+    },
 }
 
 impl std::fmt::Debug for CheckKind {
@@ -76,6 +84,9 @@ impl std::fmt::Debug for CheckKind {
             } => write!(f, "http GET {path} expect {expect_status}"),
             CheckKind::Tls { server_name, .. } => write!(f, "tls {server_name:?}"),
             CheckKind::Exec { argv } => write!(f, "exec {argv:?}"),
+            CheckKind::WithPreamble { preamble, inner } => {
+                write!(f, "{inner:?} after a {}-byte preamble", preamble.len())
+            }
         }
     }
 }
@@ -112,6 +123,7 @@ impl CheckKind {
             CheckKind::Http { .. } => "http",
             CheckKind::Tls { .. } => "tls",
             CheckKind::Exec { .. } => "exec",
+            CheckKind::WithPreamble { inner, .. } => inner.name(),
         }
     }
 }
@@ -137,17 +149,31 @@ impl Checker {
     }
 
     async fn check_inner(&self) -> Result<(), CheckError> {
-        match &self.kind {
-            CheckKind::Tcp => connect(self.target).await.map(drop),
+        if let CheckKind::Exec { argv } = &self.kind {
+            return exec(argv).await;
+        }
+        let mut stream = connect(self.target).await?;
+        let mut kind = &self.kind;
+        while let CheckKind::WithPreamble { preamble, inner } = kind {
+            use tokio::io::AsyncWriteExt;
+            stream
+                .write_all(preamble)
+                .await
+                .map_err(|e| CheckError::Connect(format!("sending preamble: {e}")))?;
+            kind = inner;
+        }
+        match kind {
+            CheckKind::Tcp => Ok(()),
             CheckKind::Http {
                 path,
                 host,
                 expect_status,
             } => {
                 let host = host.clone().unwrap_or_else(|| self.target.to_string());
-                let response = crate::http::get(self.target, &host, path, self.timeout)
-                    .await
-                    .map_err(|e| CheckError::Http(e.to_string()))?;
+                let response =
+                    crate::http::request_on(stream, "GET", &host, path, &[], bytes::Bytes::new())
+                        .await
+                        .map_err(|e| CheckError::Http(e.to_string()))?;
                 if response.status == *expect_status {
                     Ok(())
                 } else {
@@ -161,7 +187,6 @@ impl Checker {
                 server_name,
                 config,
             } => {
-                let stream = connect(self.target).await?;
                 let connector = tokio_rustls::TlsConnector::from(config.clone());
                 connector
                     .connect(server_name.clone(), stream)
@@ -169,27 +194,30 @@ impl Checker {
                     .map(drop)
                     .map_err(|e| CheckError::Tls(e.to_string()))
             }
-            CheckKind::Exec { argv } => {
-                let Some((program, args)) = argv.split_first() else {
-                    return Err(CheckError::Exec("empty command".into()));
-                };
-                let status = tokio::process::Command::new(program)
-                    .args(args)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    // A command that outlives its timeout is killed with the future.
-                    .kill_on_drop(true)
-                    .status()
-                    .await
-                    .map_err(|e| CheckError::Exec(format!("{program}: {e}")))?;
-                if status.success() {
-                    Ok(())
-                } else {
-                    Err(CheckError::Exec(format!("{program}: {status}")))
-                }
-            }
+            CheckKind::Exec { argv } => exec(argv).await,
+            CheckKind::WithPreamble { .. } => Ok(()),
         }
+    }
+}
+
+async fn exec(argv: &[String]) -> Result<(), CheckError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(CheckError::Exec("empty command".into()));
+    };
+    let status = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // A command that outlives its timeout is killed with the future.
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| CheckError::Exec(format!("{program}: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(CheckError::Exec(format!("{program}: {status}")))
     }
 }
 

@@ -1,0 +1,477 @@
+//! Reading what a client sends before a server is chosen, without terminating anything:
+//! the PROXY protocol header of a balancer in front, and the TLS ClientHello's server name.
+//!
+//! Both parsers are sans-IO: they look at the bytes read so far and say "need more",
+//! "done, consumed N" or "invalid". The driver in `proxy.rs` reads with a deadline and a
+//! size cap around them.
+
+use std::net::SocketAddr;
+
+use ppp::PartialResult;
+
+/// Most bytes read while looking for a ClientHello: a post-quantum key share makes a hello
+/// of a few KiB; a hello may legally span records up to 64 KiB.
+pub const MAX_HELLO: usize = 64 * 1024;
+/// A PROXY v2 header with TLVs fits well within this; v1 is at most 107 bytes.
+pub const MAX_PROXY_HEADER: usize = 4096;
+
+/// What a look at the first bytes found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inspect<T> {
+    /// Not enough bytes yet.
+    NeedMore,
+    /// Found; `consumed` bytes belong to what was parsed.
+    Done {
+        /// The result.
+        value: T,
+        /// Bytes it took.
+        consumed: usize,
+    },
+    /// Not what was expected; the connection is closed and counted under `reason`.
+    Invalid(&'static str),
+}
+
+/// The addresses a PROXY header carries; `None` for `LOCAL`/`UNKNOWN` (health checks of the
+/// balancer in front), in which case the connection's own addresses are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxiedAddrs {
+    /// The original client.
+    pub source: Option<SocketAddr>,
+    /// The address the client connected to.
+    pub destination: Option<SocketAddr>,
+}
+
+/// Parses a PROXY protocol v1 or v2 header at the start of `buf`, strictly.
+pub fn proxy_header(buf: &[u8]) -> Inspect<ProxiedAddrs> {
+    if buf.is_empty() {
+        return Inspect::NeedMore;
+    }
+    // Reject early on a first byte that starts neither version, so garbage fails fast.
+    if buf[0] != b'P' && buf[0] != 0x0d {
+        return Inspect::Invalid("bad_proxy_header");
+    }
+    // A v1 header is one line of at most 107 bytes: wait for its end before parsing, since
+    // a line cut inside a field looks like a bad field rather than a short one.
+    if buf[0] == b'P' {
+        let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+            let prefix_ok = b"PROXY ".starts_with(&buf[..buf.len().min(6)]);
+            return if !prefix_ok || buf.len() >= 107 {
+                Inspect::Invalid("bad_proxy_header")
+            } else {
+                Inspect::NeedMore
+            };
+        };
+        return match ppp::v1::Header::try_from(&buf[..end + 2]) {
+            Ok(h) => Inspect::Done {
+                value: v1_addrs(&h.addresses),
+                consumed: end + 2,
+            },
+            Err(_) => Inspect::Invalid("bad_proxy_header"),
+        };
+    }
+    let result = ppp::HeaderResult::parse(buf);
+    if result.is_incomplete() {
+        return if buf.len() >= MAX_PROXY_HEADER {
+            Inspect::Invalid("bad_proxy_header")
+        } else {
+            Inspect::NeedMore
+        };
+    }
+    match result {
+        ppp::HeaderResult::V2(Ok(h)) => {
+            let addrs = match (h.command, h.addresses) {
+                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv4(a)) => ProxiedAddrs {
+                    source: Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                    destination: Some(SocketAddr::new(
+                        a.destination_address.into(),
+                        a.destination_port,
+                    )),
+                },
+                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv6(a)) => ProxiedAddrs {
+                    source: Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                    destination: Some(SocketAddr::new(
+                        a.destination_address.into(),
+                        a.destination_port,
+                    )),
+                },
+                (ppp::v2::Command::Local, _) | (_, ppp::v2::Addresses::Unspecified) => {
+                    ProxiedAddrs {
+                        source: None,
+                        destination: None,
+                    }
+                }
+                // UNIX sockets and datagrams have no meaning in front of a TCP balancer.
+                _ => return Inspect::Invalid("bad_proxy_header"),
+            };
+            if h.protocol == ppp::v2::Protocol::Datagram {
+                return Inspect::Invalid("bad_proxy_header");
+            }
+            Inspect::Done {
+                value: addrs,
+                consumed: h.len(),
+            }
+        }
+        ppp::HeaderResult::V1(_) | ppp::HeaderResult::V2(Err(_)) => {
+            Inspect::Invalid("bad_proxy_header")
+        }
+    }
+}
+
+fn v1_addrs(a: &ppp::v1::Addresses) -> ProxiedAddrs {
+    match a {
+        ppp::v1::Addresses::Tcp4(a) => ProxiedAddrs {
+            source: Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+            destination: Some(SocketAddr::new(
+                a.destination_address.into(),
+                a.destination_port,
+            )),
+        },
+        ppp::v1::Addresses::Tcp6(a) => ProxiedAddrs {
+            source: Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+            destination: Some(SocketAddr::new(
+                a.destination_address.into(),
+                a.destination_port,
+            )),
+        },
+        ppp::v1::Addresses::Unknown => ProxiedAddrs {
+            source: None,
+            destination: None,
+        },
+    }
+}
+
+/// Builds a PROXY header announcing a connection from `source` to `destination`. Mixed
+/// families are sent as IPv6, with the IPv4 address mapped.
+pub fn encode_proxy_header(
+    version: crate::config::ProxyVersion,
+    source: SocketAddr,
+    destination: SocketAddr,
+) -> Vec<u8> {
+    let (source, destination) = same_family(source, destination);
+    match version {
+        crate::config::ProxyVersion::V1 => {
+            let addrs: ppp::v1::Addresses = (source, destination).into();
+            addrs.to_string().into_bytes()
+        }
+        crate::config::ProxyVersion::V2 => {
+            let builder = ppp::v2::Builder::with_addresses(
+                ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+                ppp::v2::Protocol::Stream,
+                (source, destination),
+            );
+            // Building into a Vec cannot fail: the only error source is the writer.
+            builder.build().unwrap_or_default()
+        }
+    }
+}
+
+/// A `LOCAL` PROXY header (v2) or `UNKNOWN` (v1): what health checks send, since they
+/// carry no client.
+pub fn encode_local_header(version: crate::config::ProxyVersion) -> Vec<u8> {
+    match version {
+        crate::config::ProxyVersion::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        crate::config::ProxyVersion::V2 => ppp::v2::Builder::new(
+            ppp::v2::Version::Two | ppp::v2::Command::Local,
+            ppp::v2::Protocol::Unspecified as u8,
+        )
+        .build()
+        .unwrap_or_default(),
+    }
+}
+
+fn same_family(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let v6 = |s: SocketAddr| match s {
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        v6 => v6,
+    };
+    if a.is_ipv4() == b.is_ipv4() {
+        (a, b)
+    } else {
+        (v6(a), v6(b))
+    }
+}
+
+/// Parses a TLS ClientHello at the start of `buf` (possibly split over several records)
+/// and returns its server name, if it sent one.
+pub fn client_hello_sni(buf: &[u8]) -> Inspect<Option<String>> {
+    use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake};
+    if buf.is_empty() {
+        return Inspect::NeedMore;
+    }
+    // Handshake content type: anything else is not TLS (or not a first flight).
+    if buf[0] != 0x16 {
+        return Inspect::Invalid("not_tls");
+    }
+    // Judge the handshake header as soon as it arrives, before its record is complete, so
+    // a hello that announces an absurd size is refused at once instead of awaited.
+    if buf.len() >= 2 && buf[1] != 3 {
+        return Inspect::Invalid("not_tls");
+    }
+    if buf.len() >= 9 {
+        if buf[5] != 1 {
+            return Inspect::Invalid("not_client_hello");
+        }
+        let msg_len =
+            (usize::from(buf[6]) << 16) | (usize::from(buf[7]) << 8) | usize::from(buf[8]);
+        if msg_len + 4 > MAX_HELLO {
+            return Inspect::Invalid("hello_too_large");
+        }
+    }
+    let mut handshake: Vec<u8> = Vec::new();
+    let mut off = 0;
+    loop {
+        let rest = &buf[off..];
+        if rest.len() < 5 {
+            return need_more_hello(buf);
+        }
+        if rest[0] != 0x16 {
+            return Inspect::Invalid("not_tls");
+        }
+        // TLS 1.0-1.3 record versions are 3.1..=3.3 (1.3 also writes 3.1 or 3.3 here).
+        if rest[1] != 3 {
+            return Inspect::Invalid("not_tls");
+        }
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        if len == 0 || len > 16384 {
+            return Inspect::Invalid("bad_client_hello");
+        }
+        if rest.len() < 5 + len {
+            return need_more_hello(buf);
+        }
+        handshake.extend_from_slice(&rest[5..5 + len]);
+        off += 5 + len;
+        if handshake.len() >= 4 {
+            if handshake[0] != 1 {
+                return Inspect::Invalid("not_client_hello");
+            }
+            let msg_len = (usize::from(handshake[1]) << 16)
+                | (usize::from(handshake[2]) << 8)
+                | usize::from(handshake[3]);
+            if msg_len + 4 > MAX_HELLO {
+                return Inspect::Invalid("hello_too_large");
+            }
+            if handshake.len() >= msg_len + 4 {
+                let parsed = tls_parser::parse_tls_message_handshake(&handshake[..msg_len + 4]);
+                let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)))) =
+                    parsed
+                else {
+                    return Inspect::Invalid("bad_client_hello");
+                };
+                let mut sni = None;
+                if let Some(ext) = hello.ext {
+                    let Ok((_, exts)) = tls_parser::parse_tls_client_hello_extensions(ext) else {
+                        return Inspect::Invalid("bad_client_hello");
+                    };
+                    for e in exts {
+                        if let TlsExtension::SNI(names) = e {
+                            // Host name type 0; the name must be ASCII without a trailing dot.
+                            sni = names
+                                .iter()
+                                .find(|(t, _)| t.0 == 0)
+                                .and_then(|(_, n)| std::str::from_utf8(n).ok())
+                                .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+                        }
+                    }
+                }
+                return Inspect::Done {
+                    value: sni,
+                    consumed: off,
+                };
+            }
+        }
+    }
+}
+
+fn need_more_hello<T>(buf: &[u8]) -> Inspect<T> {
+    if buf.len() >= MAX_HELLO {
+        Inspect::Invalid("hello_too_large")
+    } else {
+        Inspect::NeedMore
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProxyVersion;
+
+    #[test]
+    fn proxy_v1_round_trips_and_reports_its_length() {
+        let src: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let dst: SocketAddr = "192.0.2.1:443".parse().unwrap();
+        let mut bytes = encode_proxy_header(ProxyVersion::V1, src, dst);
+        assert_eq!(bytes, b"PROXY TCP4 198.51.100.7 192.0.2.1 40000 443\r\n");
+        let n = bytes.len();
+        bytes.extend_from_slice(b"payload");
+        assert_eq!(
+            proxy_header(&bytes),
+            Inspect::Done {
+                value: ProxiedAddrs {
+                    source: Some(src),
+                    destination: Some(dst)
+                },
+                consumed: n
+            }
+        );
+        for cut in 1..n {
+            assert_eq!(
+                proxy_header(&bytes[..cut]),
+                Inspect::NeedMore,
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn proxy_v2_round_trips_ipv6_and_mixed_families() {
+        let src: SocketAddr = "[2001:db8::7]:40000".parse().unwrap();
+        let dst: SocketAddr = "192.0.2.1:443".parse().unwrap();
+        let bytes = encode_proxy_header(ProxyVersion::V2, src, dst);
+        let Inspect::Done { value, consumed } = proxy_header(&bytes) else {
+            panic!()
+        };
+        assert_eq!(consumed, bytes.len());
+        assert_eq!(value.source, Some(src));
+        assert_eq!(
+            value.destination,
+            Some("[::ffff:192.0.2.1]:443".parse().unwrap())
+        );
+        for cut in 1..bytes.len() {
+            assert_eq!(
+                proxy_header(&bytes[..cut]),
+                Inspect::NeedMore,
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn proxy_local_headers_carry_no_address() {
+        for v in [ProxyVersion::V1, ProxyVersion::V2] {
+            let bytes = encode_local_header(v);
+            let Inspect::Done { value, consumed } = proxy_header(&bytes) else {
+                panic!("{v:?}")
+            };
+            assert_eq!(consumed, bytes.len());
+            assert_eq!(value.source, None);
+        }
+    }
+
+    #[test]
+    fn proxy_garbage_is_invalid_at_once() {
+        assert_eq!(
+            proxy_header(b"GET / HTTP/1.1\r\n"),
+            Inspect::Invalid("bad_proxy_header")
+        );
+        assert_eq!(
+            proxy_header(b"PROXY TCP4 1.2.3.4 nope 1 2\r\n"),
+            Inspect::Invalid("bad_proxy_header")
+        );
+        assert_eq!(
+            proxy_header(b"PROXY TCP9 1.2.3.4 5.6.7.8 1 2\r\n"),
+            Inspect::Invalid("bad_proxy_header")
+        );
+        // A v1 header never ends: invalid once it is longer than any header can be.
+        let long = [b"PROXY TCP4 ".as_slice(), &[b'1'; MAX_PROXY_HEADER]].concat();
+        assert_eq!(proxy_header(&long), Inspect::Invalid("bad_proxy_header"));
+    }
+
+    /// A ClientHello from rustls for `name`, as the bytes a client sends first.
+    fn hello(name: Option<&str>) -> Vec<u8> {
+        use std::sync::Arc;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let mut config = config;
+        config.enable_sni = name.is_some();
+        let server_name =
+            rustls_pki_types::ServerName::try_from(name.unwrap_or("no-sni.invalid").to_string())
+                .unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).unwrap();
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn sni_is_found_in_a_real_client_hello_at_every_split() {
+        let bytes = hello(Some("Cloud1.GW.example.com"));
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                client_hello_sni(&bytes[..cut]),
+                Inspect::NeedMore,
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(
+            client_hello_sni(&bytes),
+            Inspect::Done {
+                value: Some("cloud1.gw.example.com".into()),
+                consumed: bytes.len()
+            }
+        );
+    }
+
+    #[test]
+    fn a_hello_without_sni_is_done_with_none() {
+        let bytes = hello(None);
+        assert_eq!(
+            client_hello_sni(&bytes),
+            Inspect::Done {
+                value: None,
+                consumed: bytes.len()
+            }
+        );
+    }
+
+    #[test]
+    fn a_hello_split_over_two_records_is_reassembled() {
+        let bytes = hello(Some("api.example.com"));
+        let body = &bytes[5..];
+        let (a, b) = body.split_at(40);
+        let mut split = Vec::new();
+        for part in [a, b] {
+            split.extend_from_slice(&[0x16, 3, 1]);
+            split.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            split.extend_from_slice(part);
+        }
+        assert_eq!(
+            client_hello_sni(&split),
+            Inspect::Done {
+                value: Some("api.example.com".into()),
+                consumed: split.len()
+            }
+        );
+    }
+
+    #[test]
+    fn garbage_and_oversized_hellos_are_invalid() {
+        assert_eq!(
+            client_hello_sni(b"GET / HTTP/1.1\r\n"),
+            Inspect::Invalid("not_tls")
+        );
+        assert_eq!(
+            client_hello_sni(&[0x16, 9, 9, 0, 5, 1, 2, 3, 4, 5]),
+            Inspect::Invalid("not_tls")
+        );
+        // A handshake that is not a ClientHello (a ServerHello, type 2).
+        assert_eq!(
+            client_hello_sni(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0]),
+            Inspect::Invalid("not_client_hello")
+        );
+        // Claims a 16 MiB hello.
+        assert_eq!(
+            client_hello_sni(&[0x16, 3, 1, 0, 4, 1, 0xff, 0xff, 0xff]),
+            Inspect::Invalid("hello_too_large")
+        );
+        // A complete but corrupt hello.
+        let mut bytes = hello(Some("x.example.com"));
+        for b in bytes.iter_mut().skip(9).take(40) {
+            *b = 0xff;
+        }
+        assert!(matches!(client_hello_sni(&bytes), Inspect::Invalid(_)));
+    }
+}
