@@ -12,7 +12,59 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod certs;
+pub mod cloud;
+mod common;
 pub mod config;
+pub mod metrics;
+pub mod mux;
+pub mod onprem;
 pub mod placement;
 pub mod proto;
 pub mod readiness;
+pub mod tls;
+
+pub use cloud::CloudHandle;
+pub use common::GatewayError;
+pub use config::GatewayConfig;
+pub use onprem::OnpremHandle;
+
+use tokio_util::sync::CancellationToken;
+
+/// A running gateway of either role.
+#[derive(Debug)]
+pub enum Handle {
+    /// A cloud node.
+    Cloud(CloudHandle),
+    /// An on-prem gateway.
+    Onprem(OnpremHandle),
+}
+
+impl Handle {
+    /// Waits until the gateway has stopped (after `shutdown` drained it, or a kill).
+    pub async fn wait(&self) {
+        match self {
+            Handle::Cloud(h) => h.wait().await,
+            Handle::Onprem(h) => h.wait().await,
+        }
+    }
+}
+
+/// Starts a gateway: every socket is bound before this returns, so a test can read the
+/// addresses from the handle. Cancelling `shutdown` drains and then stops it.
+pub async fn start(
+    config: GatewayConfig,
+    shutdown: CancellationToken,
+) -> Result<Handle, GatewayError> {
+    match config {
+        GatewayConfig::Cloud(c) => cloud::start(c, shutdown).await.map(Handle::Cloud),
+        GatewayConfig::Onprem(c) => onprem::start(c, shutdown).await.map(Handle::Onprem),
+    }
+}
+
+/// Runs a gateway until `shutdown` is cancelled and its drain has finished.
+pub async fn run(config: GatewayConfig, shutdown: CancellationToken) -> Result<(), GatewayError> {
+    let handle = start(config, shutdown).await?;
+    handle.wait().await;
+    Ok(())
+}

@@ -236,13 +236,14 @@ impl Placement {
     }
 
     /// A dial completed HELLO_ACK on node `node_id` (where it actually landed) with `roster`.
-    pub fn session_up(
+    pub fn session_up<R: Rng + ?Sized>(
         &mut self,
         now: Instant,
         dial: DialId,
         session: SessionId,
         node_id: &str,
         roster: &[RosterEntry],
+        rng: &mut R,
     ) -> Landed {
         let for_node = self.finish_dial(dial).flatten();
         self.apply_roster(roster);
@@ -263,12 +264,13 @@ impl Placement {
         // It accepted a HELLO, so it is not draining (any more).
         node.draining = false;
         if node.sessions.len() >= quota {
-            // Landed on a covered node: the node it was meant for is still short. Space the
-            // next try like a failure so a balancer that always picks the same node (source
-            // hash) does not turn this into a dial storm.
+            // Landed on a covered node: the node it was meant for is still short (or down, and
+            // the balancer retried elsewhere). Back off like a failure, so a balancer that
+            // always picks the same node (source hash) does not turn this into a dial storm;
+            // the cap keeps the retry of a returning node within seconds.
             let intended = for_node.filter(|n| n != node_id);
             if let Some(n) = intended.and_then(|n| self.nodes.get_mut(&n)) {
-                n.not_before = Some(now + self.first_backoff.min(n.backoff.ceiling()));
+                n.not_before = Some(now + n.backoff.next_delay(rng));
             }
             return Landed::Surplus;
         }
@@ -399,11 +401,19 @@ mod tests {
 
     #[test]
     fn sni_pinning_covers_every_node_with_quota() {
+        let mut rng = StdRng::seed_from_u64(11);
         let mut p = Placement::new(2, true, Duration::from_secs(2));
         let t = Instant::now();
         let boot = dials(&p.poll(t));
         assert_eq!(
-            p.session_up(t, boot[0].0, 100, "cloud1", &roster(&["cloud1", "cloud2"])),
+            p.session_up(
+                t,
+                boot[0].0,
+                100,
+                "cloud1",
+                &roster(&["cloud1", "cloud2"]),
+                &mut rng
+            ),
             Landed::Keep
         );
         let a = dials(&p.poll(t));
@@ -428,7 +438,7 @@ mod tests {
                 unreachable!()
             };
             assert_eq!(
-                p.session_up(t, *dial, 200 + i as u64, node, &[]),
+                p.session_up(t, *dial, 200 + i as u64, node, &[], &mut rng),
                 Landed::Keep
             );
         }
@@ -458,7 +468,10 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(9);
         let boot = dials(&p.poll(t));
         let r = roster(&["cloud1", "cloud2"]);
-        assert_eq!(p.session_up(t, boot[0].0, 1, "cloud2", &r), Landed::Keep);
+        assert_eq!(
+            p.session_up(t, boot[0].0, 1, "cloud2", &r, &mut rng),
+            Landed::Keep
+        );
         // A balancer that keeps answering cloud2 (say cloud1 is still down) ...
         let mut now = t;
         let mut session = 10;
@@ -467,7 +480,7 @@ mod tests {
             for (dial, target, _) in dials(&p.poll(now)) {
                 assert_eq!(target, Target::Vip);
                 session += 1;
-                if p.session_up(now, dial, session, "cloud2", &r) == Landed::Surplus {
+                if p.session_up(now, dial, session, "cloud2", &r, &mut rng) == Landed::Surplus {
                     surplus += 1;
                 }
             }
@@ -480,7 +493,10 @@ mod tests {
         for _ in 0..20 {
             for (dial, _, _) in dials(&p.poll(now)) {
                 session += 1;
-                assert_eq!(p.session_up(now, dial, session, "cloud1", &r), Landed::Keep);
+                assert_eq!(
+                    p.session_up(now, dial, session, "cloud1", &r, &mut rng),
+                    Landed::Keep
+                );
             }
             now += Duration::from_millis(250);
         }
@@ -488,11 +504,11 @@ mod tests {
             p.coverage(),
             BTreeMap::from([("cloud1".into(), 2), ("cloud2".into(), 2)])
         );
-        let _ = &mut rng;
     }
 
     #[test]
     fn round_robin_balancer_converges() {
+        let mut rng = StdRng::seed_from_u64(11);
         let mut p = Placement::new(2, false, Duration::from_secs(2));
         let mut now = Instant::now();
         let r = roster(&["cloud1", "cloud2"]);
@@ -504,7 +520,7 @@ mod tests {
                 session += 1;
                 let landed = nodes[rr % 2];
                 rr += 1;
-                p.session_up(now, dial, session, landed, &r);
+                p.session_up(now, dial, session, landed, &r, &mut rng);
             }
             now += Duration::from_millis(250);
         }
@@ -528,7 +544,7 @@ mod tests {
                 unreachable!()
             };
             s += 1;
-            p.session_up(t0, dial, s, &node, &[]);
+            p.session_up(t0, dial, s, &node, &[], &mut rng);
         }
         // cloud1 dies after a long healthy life: both its sessions end.
         let t1 = t0 + Duration::from_secs(60);
@@ -560,7 +576,7 @@ mod tests {
         while covered_at.is_none() {
             for (dial, _, _) in dials(&p.poll(now)) {
                 s += 1;
-                p.session_up(now, dial, s, "cloud1", &[]);
+                p.session_up(now, dial, s, "cloud1", &[], &mut rng);
             }
             if p.coverage()["cloud1"] == 2 {
                 covered_at = Some(now);
@@ -584,7 +600,7 @@ mod tests {
         for s in 0..6 {
             let a = dials(&p.poll(now));
             assert_eq!(a.len(), 1);
-            p.session_up(now, a[0].0, s, "c1", &[]);
+            p.session_up(now, a[0].0, s, "c1", &[], &mut rng);
             now += Duration::from_millis(100);
             p.session_down(now, s, &mut rng);
             ceilings.push(p.nodes["c1"].backoff.ceiling());
@@ -595,6 +611,7 @@ mod tests {
 
     #[test]
     fn draining_node_is_not_dialed_until_retry_after() {
+        let mut rng = StdRng::seed_from_u64(11);
         let mut p = Placement::new(1, true, Duration::from_secs(2));
         let t = Instant::now();
         p.apply_roster(&roster(&["c1", "c2"]));
@@ -602,7 +619,7 @@ mod tests {
             let Target::Node { node, .. } = target else {
                 unreachable!()
             };
-            p.session_up(t, dial, i as u64, &node, &[]);
+            p.session_up(t, dial, i as u64, &node, &[], &mut rng);
         }
         p.node_draining(t, "c1", Duration::from_secs(5));
         assert!(p.is_draining("c1"));
@@ -612,7 +629,6 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].2.as_deref(), Some("c1"));
         // A REJECT(draining) pushes it out again by the hint.
-        let mut rng = StdRng::seed_from_u64(4);
         p.dial_failed(
             t + Duration::from_secs(5),
             a[0].0,

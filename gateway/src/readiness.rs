@@ -197,15 +197,21 @@ impl CloudCore {
     }
 
     /// Chooses the session for a new stream of `service`: a usable session (not draining,
-    /// exporting the service with its server up) with the fewest active streams, preferring
-    /// gateways other than those of the sessions in `exclude` (a retry goes to another
-    /// gateway when one exists), rotating among equals.
-    pub fn pick(&mut self, service: &str, exclude: &[SessionId]) -> Option<SessionId> {
-        let excluded_gateways: BTreeSet<&str> = exclude
+    /// exporting the service with its server up) with the fewest active streams, not in
+    /// `exclude`, preferring gateways not in `avoid` (a retry goes to another gateway when
+    /// one exists, even if the failed session is already gone), rotating among equals.
+    pub fn pick(
+        &mut self,
+        service: &str,
+        exclude: &[SessionId],
+        avoid: &BTreeSet<String>,
+    ) -> Option<SessionId> {
+        let mut excluded_gateways: BTreeSet<&str> = exclude
             .iter()
             .filter_map(|id| self.sessions.get(id))
             .map(|e| e.info.gateway.as_str())
             .collect();
+        excluded_gateways.extend(avoid.iter().map(String::as_str));
         let usable: Vec<(SessionId, &Entry)> = self
             .sessions
             .iter()
@@ -404,7 +410,7 @@ mod tests {
         assert!(!c.is_ready("svc-a"));
         assert!(!c.all_ready());
         assert!(!c.is_ready("nope"));
-        assert_eq!(c.pick("svc-a", &[]), None);
+        assert_eq!(c.pick("svc-a", &[], &BTreeSet::new()), None);
     }
 
     #[test]
@@ -417,8 +423,8 @@ mod tests {
         assert!(!c.is_ready("svc-b"));
         assert!(!c.all_ready());
         assert_eq!(c.capacity("svc-a"), (1, 1));
-        assert_eq!(c.pick("svc-a", &[]), Some(1));
-        assert_eq!(c.pick("svc-b", &[]), None);
+        assert_eq!(c.pick("svc-a", &[], &BTreeSet::new()), Some(1));
+        assert_eq!(c.pick("svc-b", &[], &BTreeSet::new()), None);
     }
 
     #[test]
@@ -451,7 +457,7 @@ mod tests {
         assert!(c.session_down(t, 1).is_empty());
         assert!(c.is_ready("svc-a"));
         // Not usable while no session: pick finds nothing even though still "ready".
-        assert_eq!(c.pick("svc-a", &[]), None);
+        assert_eq!(c.pick("svc-a", &[], &BTreeSet::new()), None);
         assert!(
             c.session_up(
                 t + Duration::from_millis(100),
@@ -513,15 +519,17 @@ mod tests {
         c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", true)]));
         c.session_up(t, 2, info("onprem2", 2, 0, &[("svc-a", true)]));
         c.stream_started(1);
-        assert_eq!(c.pick("svc-a", &[]), Some(2));
+        assert_eq!(c.pick("svc-a", &[], &BTreeSet::new()), Some(2));
         c.stream_started(2);
         c.stream_started(2);
-        assert_eq!(c.pick("svc-a", &[]), Some(1));
+        assert_eq!(c.pick("svc-a", &[], &BTreeSet::new()), Some(1));
         c.stream_ended(2);
         c.stream_ended(2);
         c.stream_ended(1);
         // Ties rotate.
-        let picks: BTreeSet<SessionId> = (0..4).filter_map(|_| c.pick("svc-a", &[])).collect();
+        let picks: BTreeSet<SessionId> = (0..4)
+            .filter_map(|_| c.pick("svc-a", &[], &BTreeSet::new()))
+            .collect();
         assert_eq!(picks, BTreeSet::from([1, 2]));
     }
 
@@ -535,12 +543,29 @@ mod tests {
         c.stream_started(3);
         c.stream_started(3);
         for _ in 0..4 {
-            assert_eq!(c.pick("svc-a", &[1]), Some(3));
+            assert_eq!(c.pick("svc-a", &[1], &BTreeSet::new()), Some(3));
         }
         // Only one gateway left: another session of the same gateway is still better than none.
         c.session_down(t, 3);
-        assert_eq!(c.pick("svc-a", &[1]), Some(2));
-        assert_eq!(c.pick("svc-a", &[1, 2]), None);
+        assert_eq!(c.pick("svc-a", &[1], &BTreeSet::new()), Some(2));
+        assert_eq!(c.pick("svc-a", &[1, 2], &BTreeSet::new()), None);
+    }
+
+    #[test]
+    fn retry_avoids_the_gateway_of_an_ejected_session() {
+        let mut c = core();
+        let t = Instant::now();
+        c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", true)]));
+        c.session_up(t, 2, info("onprem1", 1, 1, &[("svc-a", true)]));
+        c.session_up(t, 3, info("onprem2", 2, 0, &[("svc-a", true)]));
+        // Session 1 was silent and is gone; its gateway is still the one to avoid.
+        c.open_silent(t, 1);
+        let avoid = BTreeSet::from(["onprem1".to_string()]);
+        for _ in 0..4 {
+            assert_eq!(c.pick("svc-a", &[1], &avoid), Some(3));
+        }
+        c.session_down(t, 3);
+        assert_eq!(c.pick("svc-a", &[1], &avoid), Some(2));
     }
 
     #[test]
@@ -551,7 +576,7 @@ mod tests {
         c.session_up(t, 2, info("onprem2", 2, 0, &[("svc-a", true)]));
         assert!(c.service_state(t, 1, "svc-a", false).is_empty());
         for _ in 0..6 {
-            assert_eq!(c.pick("svc-a", &[]), Some(2));
+            assert_eq!(c.pick("svc-a", &[], &BTreeSet::new()), Some(2));
         }
         assert_eq!(c.capacity("svc-a"), (1, 1));
         assert!(c.is_ready("svc-a"));
@@ -573,7 +598,7 @@ mod tests {
                 reason: CloseReason::Silent
             }]
         );
-        assert_eq!(c.pick("svc-a", &[]), None);
+        assert_eq!(c.pick("svc-a", &[], &BTreeSet::new()), None);
         assert_eq!(c.poll(t + DEBOUNCE), vec![ready("svc-a", false)]);
         // Events for unknown sessions are harmless.
         assert!(c.open_silent(t, 99).is_empty());
@@ -589,7 +614,7 @@ mod tests {
         let t = Instant::now();
         c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", true)]));
         assert!(c.session_draining(t, 1).is_empty());
-        assert_eq!(c.pick("svc-a", &[]), None);
+        assert_eq!(c.pick("svc-a", &[], &BTreeSet::new()), None);
         assert_eq!(c.poll(t + DEBOUNCE), vec![ready("svc-a", false)]);
     }
 

@@ -1,0 +1,984 @@
+//! The cloud role's driver: accepts mTLS sessions from on-prem gateways, authorizes them,
+//! feeds [`CloudCore`] and applies its actions (readiness, listener gating, ejection), opens
+//! reverse streams for its clients and serves forward streams to cloud-side servers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncWriteExt, split};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::common::{self, End, GatewayError, OpenError};
+use crate::config::{CloudConfig, ReverseService, WhenNotReady};
+use crate::metrics::Metrics;
+use crate::mux::{Mux, MuxTuning, Side, YamuxSession, YamuxStream};
+use crate::proto::{
+    Control, ExportState, PROTO_VERSION, Preamble, Refused, RejectCode, RosterEntry, Status,
+    StreamKind,
+};
+use crate::readiness::{Action, CloudCore, SessionId, SessionInfo};
+use crate::tls;
+
+struct Session {
+    gateway: String,
+    mux: YamuxSession,
+    consumes: BTreeSet<String>,
+    control: mpsc::Sender<Control>,
+    kill: CancellationToken,
+}
+
+struct Cloud {
+    cfg: CloudConfig,
+    boot_epoch: u64,
+    metrics: Metrics,
+    core: Mutex<CloudCore>,
+    sessions: Mutex<BTreeMap<SessionId, Arc<Session>>>,
+    ready: BTreeMap<String, watch::Sender<bool>>,
+    draining: AtomicBool,
+    kill: CancellationToken,
+    tracker: TaskTracker,
+    next_id: AtomicU64,
+    streams: AtomicUsize,
+    /// Clients accepted and not finished (a drain waits for them too).
+    inflight: Arc<AtomicUsize>,
+    roster: Vec<RosterEntry>,
+    acceptor: TlsAcceptor,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks would be a bug; keep serving with the data as is.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running cloud node.
+pub struct CloudHandle {
+    /// Where sessions are accepted.
+    pub session_addr: SocketAddr,
+    /// Admin HTTP address.
+    pub admin_addr: SocketAddr,
+    /// Address of each reverse service listener (ports resolved when configured as 0).
+    pub service_addrs: BTreeMap<String, SocketAddr>,
+    inner: Arc<Cloud>,
+}
+
+impl std::fmt::Debug for CloudHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudHandle")
+            .field("id", &self.inner.cfg.id)
+            .field("session_addr", &self.session_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CloudHandle {
+    /// Whether `service` is ready on this node (and, with `unbind`, its listener is bound).
+    pub fn is_ready(&self, service: &str) -> bool {
+        self.inner.service_ready(service)
+    }
+
+    /// A receiver that follows `service`'s readiness.
+    pub fn readiness(&self, service: &str) -> Option<watch::Receiver<bool>> {
+        self.inner.ready.get(service).map(watch::Sender::subscribe)
+    }
+
+    /// Number of registered sessions.
+    pub fn session_count(&self) -> usize {
+        lock(&self.inner.core).session_count()
+    }
+
+    /// Registered sessions per gateway id.
+    pub fn sessions_by_gateway(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for s in lock(&self.inner.sessions).values() {
+            *out.entry(s.gateway.clone()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Stops at once, like a crash: sockets close without DRAIN. Resolves when every task
+    /// has ended and every port is released.
+    pub async fn kill(&self) {
+        self.inner.kill.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+
+    /// Waits until the node has stopped (after a drain or a kill).
+    pub async fn wait(&self) {
+        self.inner.kill.cancelled().await;
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+}
+
+/// Starts a cloud node. When `shutdown` is cancelled the node drains: readiness off at once,
+/// listeners unbound, new sessions refused, peers told (DRAIN), streams given
+/// `timers.drain_grace` to finish; then it stops.
+pub async fn start(
+    cfg: CloudConfig,
+    shutdown: CancellationToken,
+) -> Result<CloudHandle, GatewayError> {
+    let server_config = tls::server_config(&cfg.tls)?;
+    let acceptor = TlsAcceptor::from(server_config);
+    let metrics = Metrics::new()?;
+    let session_listener = common::bind("session listener", cfg.session_listen).await?;
+    let admin_listener = common::bind("admin listener", cfg.admin_listen).await?;
+    let mut service_listeners = Vec::new();
+    let mut service_addrs = BTreeMap::new();
+    for svc in &cfg.reverse {
+        let l = common::bind(&format!("service {:?} listener", svc.service), svc.listen).await?;
+        let addr = l.local_addr().unwrap_or(svc.listen);
+        service_addrs.insert(svc.service.clone(), addr);
+        service_listeners.push((svc.clone(), l));
+    }
+    let session_addr = session_listener.local_addr().unwrap_or(cfg.session_listen);
+    let admin_addr = admin_listener.local_addr().unwrap_or(cfg.admin_listen);
+
+    let services: Vec<String> = cfg.reverse.iter().map(|r| r.service.clone()).collect();
+    let core = CloudCore::new(services.clone(), cfg.timers.readiness_down, 1);
+    let ready = services
+        .iter()
+        .map(|s| {
+            metrics.service_ready.with_label_values(&[s]).set(0);
+            (s.clone(), watch::channel(false).0)
+        })
+        .collect();
+    let roster = if cfg.roster.is_empty() {
+        vec![RosterEntry {
+            node_id: cfg.id.clone(),
+            sni: String::new(),
+            draining: false,
+        }]
+    } else {
+        cfg.roster
+            .iter()
+            .map(|n| RosterEntry {
+                node_id: n.id.clone(),
+                sni: n.sni.clone(),
+                draining: false,
+            })
+            .collect()
+    };
+    let cloud = Arc::new(Cloud {
+        boot_epoch: rand::random(),
+        metrics,
+        core: Mutex::new(core),
+        sessions: Mutex::new(BTreeMap::new()),
+        ready,
+        draining: AtomicBool::new(false),
+        kill: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        next_id: AtomicU64::new(1),
+        streams: AtomicUsize::new(0),
+        inflight: Arc::new(AtomicUsize::new(0)),
+        roster,
+        acceptor,
+        cfg,
+    });
+    info!(node = %cloud.cfg.id, %session_addr, %admin_addr, "cloud gateway started");
+
+    // Sessions.
+    let c = cloud.clone();
+    cloud.tracker.spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = c.kill.cancelled() => return,
+                a = session_listener.accept() => a,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    let c2 = c.clone();
+                    c.tracker
+                        .spawn(async move { c2.handle_session(tcp, peer).await });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    });
+
+    // Service listeners.
+    for (svc, listener) in service_listeners {
+        let c = cloud.clone();
+        let svc = Arc::new(svc);
+        let rx = cloud.ready.get(&svc.service).map(watch::Sender::subscribe);
+        let Some(rx) = rx else { continue };
+        let bound = cloud
+            .metrics
+            .listener_bound
+            .with_label_values(&[&svc.service]);
+        cloud.tracker.spawn(async move {
+            let kill = c.kill.clone();
+            let c2 = c.clone();
+            let svc2 = svc.clone();
+            common::gated_accept(
+                listener,
+                svc.when_not_ready,
+                rx,
+                kill,
+                bound,
+                move |tcp, peer| {
+                    let c3 = c2.clone();
+                    let svc3 = svc2.clone();
+                    // Counted before the task starts, so a drain cannot miss it.
+                    let guard = common::Inflight::new(c2.inflight.clone());
+                    c2.tracker.spawn(async move {
+                        c3.serve_client(svc3, tcp, peer).await;
+                        drop(guard);
+                    });
+                },
+            )
+            .await;
+        });
+    }
+
+    // Debounced readiness falls due with time.
+    let c = cloud.clone();
+    cloud.tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = c.kill.cancelled() => return,
+                _ = tick.tick() => {
+                    let actions = lock(&c.core).poll(Instant::now());
+                    c.apply(actions);
+                }
+            }
+        }
+    });
+
+    // Admin.
+    let router = c_admin_router(&cloud);
+    let kill = cloud.kill.clone();
+    cloud.tracker.spawn(async move {
+        if let Err(e) = tether_health::admin::serve(admin_listener, router, kill).await {
+            warn!(error = %e, "admin server failed");
+        }
+    });
+
+    // Drain on shutdown.
+    let c = cloud.clone();
+    cloud.tracker.spawn(async move {
+        tokio::select! {
+            _ = c.kill.cancelled() => {}
+            _ = shutdown.cancelled() => c.drain().await,
+        }
+    });
+
+    Ok(CloudHandle {
+        session_addr,
+        admin_addr,
+        service_addrs,
+        inner: cloud,
+    })
+}
+
+fn c_admin_router(cloud: &Arc<Cloud>) -> axum::Router {
+    let c = cloud.clone();
+    let readiness: tether_health::admin::Readiness = Arc::new(move || {
+        if c.draining.load(Ordering::SeqCst) {
+            return Err("draining".to_string());
+        }
+        let missing: Vec<String> = c
+            .cfg
+            .reverse
+            .iter()
+            .map(|r| r.service.clone())
+            .filter(|s| !c.service_ready(s))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no capacity for {}", missing.join(", ")))
+        }
+    });
+    let mine = axum::Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz/{service}", get(service_readyz))
+        .with_state(cloud.clone());
+    tether_health::admin::router(cloud.metrics.registry.clone(), readiness).merge(mine)
+}
+
+async fn service_readyz(
+    State(c): State<Arc<Cloud>>,
+    Path(service): Path<String>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let ready = c.service_ready(&service);
+    let core = lock(&c.core);
+    let known = core.services().any(|s| s == service);
+    let (sessions, gateways) = core.capacity(&service);
+    let body = serde_json::json!({
+        "node_id": c.cfg.id,
+        "boot_epoch": c.boot_epoch,
+        "service": service,
+        "known": known,
+        "ready": ready,
+        "sessions": sessions,
+        "gateways": gateways,
+        "draining": c.draining.load(Ordering::SeqCst),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else if known {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    (status, Json(body))
+}
+
+fn handshake_reason(e: &std::io::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return "io";
+    };
+    match tls {
+        rustls::Error::NoCertificatesPresented => "no_certificate",
+        rustls::Error::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => "expired",
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => "unknown_ca",
+        rustls::Error::InvalidCertificate(_) => "bad_certificate",
+        rustls::Error::PeerIncompatible(_) | rustls::Error::NoApplicationProtocol => "incompatible",
+        _ => "tls",
+    }
+}
+
+impl Cloud {
+    /// Ready as seen from outside: capacity, not draining, and the listener bound when the
+    /// mode unbinds (so a balancer that saw 200 on /readyz finds the port listening).
+    fn service_ready(&self, service: &str) -> bool {
+        if self.draining.load(Ordering::SeqCst) || !lock(&self.core).is_ready(service) {
+            return false;
+        }
+        match self.cfg.reverse.iter().find(|r| r.service == service) {
+            Some(r) if r.when_not_ready == WhenNotReady::Unbind => {
+                self.metrics
+                    .listener_bound
+                    .with_label_values(&[service])
+                    .get()
+                    == 1
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    fn apply(&self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Close { session, reason } => {
+                    self.metrics
+                        .sessions_closed
+                        .with_label_values(&[reason.as_str()])
+                        .inc();
+                    let s = lock(&self.sessions).get(&session).cloned();
+                    if let Some(s) = s {
+                        info!(session, gateway = %s.gateway, reason = reason.as_str(), "closing session");
+                        s.kill.cancel();
+                    }
+                }
+                Action::Readiness { service, ready } => {
+                    info!(node = %self.cfg.id, %service, ready, "service readiness");
+                    self.metrics
+                        .service_ready
+                        .with_label_values(&[&service])
+                        .set(i64::from(ready));
+                    if let Some(tx) = self.ready.get(&service) {
+                        tx.send_replace(ready);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reject(
+        &self,
+        wr: &mut (impl tokio::io::AsyncWrite + Unpin),
+        code: RejectCode,
+        message: String,
+    ) {
+        let m = Control::Reject {
+            code,
+            message,
+            retry_after_ms: if code == RejectCode::Draining {
+                1000
+            } else {
+                5000
+            },
+            roster: self.roster.clone(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), m.write_to(wr)).await;
+    }
+
+    async fn handle_session(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        let t = &self.cfg.timers;
+        let tls = match tokio::time::timeout(t.handshake_timeout, self.acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let reason = handshake_reason(&e);
+                warn!(%peer, reason, error = %e, "session TLS handshake refused");
+                self.metrics
+                    .handshake_failures
+                    .with_label_values(&[reason])
+                    .inc();
+                return;
+            }
+            Err(_) => {
+                warn!(%peer, "session TLS handshake timed out");
+                self.metrics
+                    .handshake_failures
+                    .with_label_values(&["timeout"])
+                    .inc();
+                return;
+            }
+        };
+        let cert: Option<CertificateDer<'static>> = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .cloned();
+        let Some(cert) = cert else {
+            // The verifier requires one; keep the check anyway.
+            self.metrics
+                .handshake_failures
+                .with_label_values(&["no_certificate"])
+                .inc();
+            return;
+        };
+        let (mux, mut inbound) = YamuxSession::spawn(tls, Side::Server, MuxTuning::default());
+        let ctrl = match tokio::time::timeout(t.handshake_timeout, inbound.recv()).await {
+            Ok(Some(s)) => s,
+            _ => {
+                warn!(%peer, "no control stream; closing session");
+                mux.close();
+                return;
+            }
+        };
+        let (mut rd, mut wr) = split(ctrl);
+        let hello =
+            match tokio::time::timeout(t.handshake_timeout, Control::read_from(&mut rd)).await {
+                Ok(Ok(Some(m))) => m,
+                _ => {
+                    warn!(%peer, "no HELLO; closing session");
+                    mux.close();
+                    return;
+                }
+            };
+        let Control::Hello {
+            proto,
+            gateway_id,
+            boot_epoch,
+            slot,
+            exports,
+            consumes,
+            ..
+        } = hello
+        else {
+            mux.close();
+            return;
+        };
+        if proto != PROTO_VERSION {
+            self.reject(
+                &mut wr,
+                RejectCode::Version,
+                format!("protocol {proto} unsupported; this node speaks {PROTO_VERSION}"),
+            )
+            .await;
+            mux.close();
+            return;
+        }
+        if self.draining.load(Ordering::SeqCst) {
+            self.reject(&mut wr, RejectCode::Draining, "node is draining".into())
+                .await;
+            mux.close();
+            return;
+        }
+        if !tls::cert_has_identity(&cert, &gateway_id) {
+            warn!(%peer, %gateway_id, "HELLO identity does not match the client certificate; refused");
+            self.metrics
+                .auth_refusals
+                .with_label_values(&["identity_mismatch"])
+                .inc();
+            self.reject(
+                &mut wr,
+                RejectCode::Auth,
+                format!("certificate is not valid for {gateway_id:?}"),
+            )
+            .await;
+            mux.close();
+            return;
+        }
+        let known = self
+            .cfg
+            .reverse
+            .iter()
+            .any(|r| r.allowed_exporters.contains(&gateway_id))
+            || self
+                .cfg
+                .forward
+                .iter()
+                .any(|f| f.allowed_consumers.contains(&gateway_id));
+        if !known {
+            warn!(%peer, %gateway_id, "gateway is not allowed any service; refused");
+            self.metrics
+                .auth_refusals
+                .with_label_values(&["unknown_gateway"])
+                .inc();
+            self.reject(
+                &mut wr,
+                RejectCode::Auth,
+                format!("{gateway_id:?} is not allowed on this node"),
+            )
+            .await;
+            mux.close();
+            return;
+        }
+        let mut accepted = Vec::new();
+        let mut rejected = Vec::new();
+        let mut export_map = BTreeMap::new();
+        for ExportState { service, up } in exports {
+            match self.cfg.reverse.iter().find(|r| r.service == service) {
+                Some(r) if r.allowed_exporters.contains(&gateway_id) => {
+                    accepted.push(service.clone());
+                    export_map.insert(service, up);
+                }
+                found => {
+                    let reason = if found.is_some() {
+                        "unauthorized"
+                    } else {
+                        "unknown"
+                    };
+                    warn!(%gateway_id, %service, reason, "export refused");
+                    self.metrics
+                        .auth_refusals
+                        .with_label_values(&["export_not_allowed"])
+                        .inc();
+                    rejected.push(Refused {
+                        service,
+                        reason: reason.into(),
+                    });
+                }
+            }
+        }
+        let mut consume_set = BTreeSet::new();
+        for service in consumes {
+            match self.cfg.forward.iter().find(|f| f.service == service) {
+                Some(f) if f.allowed_consumers.contains(&gateway_id) => {
+                    accepted.push(service.clone());
+                    consume_set.insert(service);
+                }
+                found => {
+                    let reason = if found.is_some() {
+                        "unauthorized"
+                    } else {
+                        "unknown"
+                    };
+                    warn!(%gateway_id, %service, reason, "consume refused");
+                    self.metrics
+                        .auth_refusals
+                        .with_label_values(&["consume_not_allowed"])
+                        .inc();
+                    rejected.push(Refused {
+                        service,
+                        reason: reason.into(),
+                    });
+                }
+            }
+        }
+        let ack = Control::HelloAck {
+            node_id: self.cfg.id.clone(),
+            boot_epoch: self.boot_epoch,
+            roster: self.roster.clone(),
+            accepted,
+            rejected,
+            ping_ms: u64::try_from(t.ping.as_millis()).unwrap_or(u64::MAX),
+            dead_ms: u64::try_from(t.dead_after.as_millis()).unwrap_or(u64::MAX),
+        };
+        if tokio::time::timeout(t.handshake_timeout, ack.write_to(&mut wr))
+            .await
+            .is_err()
+        {
+            mux.close();
+            return;
+        }
+
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (out_tx, out_rx) = mpsc::channel(16);
+        let session = Arc::new(Session {
+            gateway: gateway_id.clone(),
+            mux: mux.clone(),
+            consumes: consume_set,
+            control: out_tx,
+            kill: self.kill.child_token(),
+        });
+        lock(&self.sessions).insert(id, session.clone());
+        self.metrics
+            .sessions
+            .with_label_values(&[&gateway_id])
+            .inc();
+        info!(node = %self.cfg.id, session = id, gateway = %gateway_id, epoch = boot_epoch, slot, %peer, "session up");
+        let actions = lock(&self.core).session_up(
+            Instant::now(),
+            id,
+            SessionInfo {
+                gateway: gateway_id.clone(),
+                epoch: boot_epoch,
+                slot,
+                exports: export_map,
+            },
+        );
+        self.apply(actions);
+        if self.draining.load(Ordering::SeqCst) {
+            // A drain began while this session was being set up.
+            let _ = session.control.try_send(Control::Drain {
+                deadline_ms: 0,
+                reason: "draining".into(),
+            });
+        }
+
+        let me = self.clone();
+        let me2 = self.clone();
+        let sess2 = session.clone();
+        let end = common::session_loop(
+            rd,
+            wr,
+            &mux,
+            inbound,
+            out_rx,
+            t.ping,
+            t.dead_after,
+            session.kill.clone(),
+            move |m| me.on_control(id, m),
+            move |s| {
+                let me3 = me2.clone();
+                let sess3 = sess2.clone();
+                me2.tracker
+                    .spawn(async move { me3.serve_stream(sess3, s).await });
+            },
+        )
+        .await;
+        info!(node = %self.cfg.id, session = id, gateway = %gateway_id, reason = end.as_str(), "session down");
+        if end != End::Killed {
+            self.metrics
+                .sessions_closed
+                .with_label_values(&[end.as_str()])
+                .inc();
+        }
+        lock(&self.sessions).remove(&id);
+        self.metrics
+            .sessions
+            .with_label_values(&[&gateway_id])
+            .dec();
+        let actions = lock(&self.core).session_down(Instant::now(), id);
+        self.apply(actions);
+        mux.close();
+    }
+
+    fn on_control(&self, id: SessionId, m: Control) {
+        let now = Instant::now();
+        let actions = match m {
+            Control::ServiceState {
+                service,
+                up,
+                reason,
+            } => {
+                info!(session = id, %service, up, %reason, "service state");
+                lock(&self.core).service_state(now, id, &service, up)
+            }
+            Control::Drain { reason, .. } => {
+                info!(session = id, %reason, "peer drains session");
+                lock(&self.core).session_draining(now, id)
+            }
+            other => {
+                debug!(session = id, msg = ?other, "ignored control message");
+                Vec::new()
+            }
+        };
+        self.apply(actions);
+    }
+
+    /// A stream opened by on-prem: forward connect (or probe).
+    async fn serve_stream(self: Arc<Self>, session: Arc<Session>, mut s: YamuxStream) {
+        let t = &self.cfg.timers;
+        let pre = match tokio::time::timeout(t.open_timeout, Preamble::read_from(&mut s)).await {
+            Ok(Ok(p)) => p,
+            _ => return,
+        };
+        if self.draining.load(Ordering::SeqCst) && pre.kind != StreamKind::Probe {
+            let _ = s.write_all(&[Status::Draining as u8]).await;
+            return;
+        }
+        match pre.kind {
+            StreamKind::Probe => {
+                let _ = s.write_all(&[Status::Ok as u8]).await;
+            }
+            StreamKind::Reverse => {
+                let _ = s.write_all(&[Status::Unauthorized as u8]).await;
+            }
+            StreamKind::Forward => {
+                let target = self.cfg.forward.iter().find(|f| f.service == pre.service);
+                let Some(f) = target.filter(|_| session.consumes.contains(&pre.service)) else {
+                    warn!(gateway = %session.gateway, service = %pre.service, "forward stream refused: not allowed");
+                    self.metrics
+                        .auth_refusals
+                        .with_label_values(&["consume_not_allowed"])
+                        .inc();
+                    let _ = s.write_all(&[Status::Unauthorized as u8]).await;
+                    return;
+                };
+                let mut server = match common::connect_server(&f.connect, t.connect_timeout).await {
+                    Ok(c) => c,
+                    Err(st) => {
+                        self.metrics
+                            .streams
+                            .with_label_values(&[&pre.service, "forward", st.as_str()])
+                            .inc();
+                        let _ = s.write_all(&[st as u8]).await;
+                        return;
+                    }
+                };
+                if s.write_all(&[Status::Ok as u8]).await.is_err() {
+                    return;
+                }
+                self.metrics
+                    .streams
+                    .with_label_values(&[&pre.service, "forward", "ok"])
+                    .inc();
+                self.relay_counted(&pre.service, "forward", &mut server, &mut s)
+                    .await;
+            }
+        }
+    }
+
+    async fn relay_counted(
+        &self,
+        service: &str,
+        direction: &str,
+        server: &mut TcpStream,
+        stream: &mut YamuxStream,
+    ) {
+        let active = self
+            .metrics
+            .streams_active
+            .with_label_values(&[service, direction]);
+        active.inc();
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        let kill = self.kill.clone();
+        let (to_client, to_server) = tokio::select! {
+            r = common::relay(server, stream) => r,
+            _ = kill.cancelled() => (0, 0),
+        };
+        self.streams.fetch_sub(1, Ordering::SeqCst);
+        active.dec();
+        self.metrics
+            .bytes
+            .with_label_values(&[service, "to_server"])
+            .inc_by(to_server);
+        self.metrics
+            .bytes
+            .with_label_values(&[service, "to_client"])
+            .inc_by(to_client);
+    }
+
+    /// A client of a reverse service: open a stream on a session that can serve it, retry
+    /// once on another gateway's session, and never keep the client longer than
+    /// `accept_wait` without a stream.
+    async fn serve_client(
+        self: Arc<Self>,
+        svc: Arc<ReverseService>,
+        mut client: TcpStream,
+        peer: SocketAddr,
+    ) {
+        let service = svc.service.as_str();
+        let Some(mut ready) = self.ready.get(service).map(watch::Sender::subscribe) else {
+            return;
+        };
+        let reject = |reason: &str| {
+            self.metrics
+                .clients_rejected
+                .with_label_values(&[service, reason])
+                .inc();
+        };
+        let deadline = Instant::now() + svc.accept_wait;
+        if !*ready.borrow() {
+            match svc.when_not_ready {
+                // Accepted just before the listener was unbound (a drain or the last session
+                // lost): serve it if any capacity is left, within accept_wait.
+                WhenNotReady::Unbind => {}
+                WhenNotReady::Reject => {
+                    reject("not_ready");
+                    return;
+                }
+                WhenNotReady::Hold => {
+                    if !common::wait_ready(&mut ready, svc.accept_wait).await {
+                        reject("not_ready");
+                        return;
+                    }
+                }
+            }
+        }
+        let trace = common::trace_id();
+        let preamble = Preamble {
+            kind: StreamKind::Reverse,
+            service: service.to_string(),
+            client: Some(peer),
+            trace_id: trace,
+        };
+        let mut tried: Vec<SessionId> = Vec::new();
+        let mut avoid: BTreeSet<String> = BTreeSet::new();
+        for attempt in 0..2 {
+            // Readiness can be debounced while no session is usable: wait, bounded.
+            let picked = loop {
+                let p = lock(&self.core).pick(service, &tried, &avoid);
+                if let Some(p) = p {
+                    break Some(p);
+                }
+                if attempt > 0 || Instant::now() >= deadline || self.kill.is_cancelled() {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let Some(sid) = picked else { break };
+            let session = lock(&self.sessions).get(&sid).cloned();
+            let Some(session) = session else {
+                // Ended between pick and lookup: does not use up the retry.
+                tried.push(sid);
+                continue;
+            };
+            if attempt > 0 {
+                self.metrics
+                    .open_retries
+                    .with_label_values(&[service])
+                    .inc();
+            }
+            lock(&self.core).stream_started(sid);
+            let opened =
+                common::open_stream(&session.mux, &preamble, self.cfg.timers.open_timeout).await;
+            match opened {
+                Ok(mut stream) => {
+                    lock(&self.core).open_answered(sid);
+                    self.metrics
+                        .streams
+                        .with_label_values(&[service, "reverse", "ok"])
+                        .inc();
+                    debug!(trace = %common::hex(&trace), session = sid, gateway = %session.gateway, "reverse stream open");
+                    let mut client_ref = &mut client;
+                    let active = self
+                        .metrics
+                        .streams_active
+                        .with_label_values(&[service, "reverse"]);
+                    active.inc();
+                    self.streams.fetch_add(1, Ordering::SeqCst);
+                    let kill = self.kill.clone();
+                    let (to_server, to_client) = tokio::select! {
+                        r = common::relay(&mut client_ref, &mut stream) => r,
+                        _ = kill.cancelled() => (0, 0),
+                    };
+                    self.streams.fetch_sub(1, Ordering::SeqCst);
+                    active.dec();
+                    self.metrics
+                        .bytes
+                        .with_label_values(&[service, "to_server"])
+                        .inc_by(to_server);
+                    self.metrics
+                        .bytes
+                        .with_label_values(&[service, "to_client"])
+                        .inc_by(to_client);
+                    lock(&self.core).stream_ended(sid);
+                    return;
+                }
+                Err(e) => {
+                    warn!(trace = %common::hex(&trace), session = sid, gateway = %session.gateway, reason = e.as_str(), "reverse stream open failed");
+                    self.metrics
+                        .stream_open_failures
+                        .with_label_values(&[service, e.as_str()])
+                        .inc();
+                    let actions = {
+                        let mut core = lock(&self.core);
+                        core.stream_ended(sid);
+                        match e {
+                            OpenError::Silent => core.open_silent(Instant::now(), sid),
+                            OpenError::Status(_) => {
+                                core.open_answered(sid);
+                                Vec::new()
+                            }
+                            OpenError::Broken => Vec::new(),
+                        }
+                    };
+                    self.apply(actions);
+                    tried.push(sid);
+                    avoid.insert(session.gateway.clone());
+                }
+            }
+        }
+        reject("no_stream");
+    }
+
+    async fn drain(self: Arc<Self>) {
+        info!(node = %self.cfg.id, "draining");
+        self.draining.store(true, Ordering::SeqCst);
+        let actions = lock(&self.core).drain(Instant::now());
+        self.apply(actions);
+        let grace = self.cfg.timers.drain_grace;
+        let sessions: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        for s in &sessions {
+            let _ = s.control.try_send(Control::Drain {
+                deadline_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                reason: "node draining".into(),
+            });
+        }
+        let until = Instant::now() + grace;
+        // Listeners close first (taking what their backlog holds), then the clients already
+        // accepted and the streams in flight get the grace period.
+        let unbound_by = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < unbound_by
+            && self
+                .cfg
+                .reverse
+                .iter()
+                .filter(|r| r.when_not_ready == WhenNotReady::Unbind)
+                .any(|r| {
+                    self.metrics
+                        .listener_bound
+                        .with_label_values(&[&r.service])
+                        .get()
+                        != 0
+                })
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        while (self.streams.load(Ordering::SeqCst) > 0 || self.inflight.load(Ordering::SeqCst) > 0)
+            && Instant::now() < until
+            && !self.kill.is_cancelled()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for s in lock(&self.sessions).values() {
+            s.mux.close();
+        }
+        self.kill.cancel();
+    }
+}

@@ -1,0 +1,364 @@
+//! Pieces both drivers share: the error type, the session loop (control messages, pings,
+//! dead interval), readiness-gated listeners, the relay, and stream opening.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use prometheus::IntGauge;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WhenNotReady;
+use crate::mux::{Mux, YamuxSession, YamuxStream};
+use crate::proto::{Control, Preamble, ProtoError, Status};
+use crate::tls::TlsError;
+
+/// Errors starting a gateway.
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    /// TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A socket could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: String,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Metrics registration failed (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Binds a listener, naming it in the error.
+pub(crate) async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, GatewayError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            what: what.to_string(),
+            addr,
+            source,
+        })
+}
+
+/// Why a session loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The peer closed the control stream.
+    PeerClosed,
+    /// No inbound control message within the dead interval.
+    Dead,
+    /// We were told to stop.
+    Killed,
+    /// The multiplexer ended.
+    MuxClosed,
+    /// A malformed control message.
+    Protocol(String),
+}
+
+impl End {
+    pub(crate) fn as_str(&self) -> &'static str {
+        match self {
+            End::PeerClosed => "peer_closed",
+            End::Dead => "dead",
+            End::Killed => "killed",
+            End::MuxClosed => "mux_closed",
+            End::Protocol(_) => "protocol",
+        }
+    }
+}
+
+/// Runs the control side of an established session until it ends: answers pings, sends a
+/// ping every `ping`, declares the session dead after `dead` without any inbound message,
+/// forwards other control messages and inbound data streams to the callbacks, and writes
+/// what arrives on `out`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn session_loop<R, W>(
+    rd: R,
+    mut wr: W,
+    mux: &YamuxSession,
+    mut inbound: mpsc::Receiver<YamuxStream>,
+    mut out: mpsc::Receiver<Control>,
+    ping: Duration,
+    dead: Duration,
+    kill: CancellationToken,
+    mut on_control: impl FnMut(Control),
+    mut on_stream: impl FnMut(YamuxStream),
+) -> End
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    // Reading a frame is not cancel-safe, so it runs in its own task.
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Result<Control, ProtoError>>(64);
+    let reader = tokio::spawn(async move {
+        let mut rd = rd;
+        loop {
+            match Control::read_from(&mut rd).await {
+                Ok(Some(m)) => {
+                    if ctl_tx.send(Ok(m)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = ctl_tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    let mut last_rx = Instant::now();
+    // Check liveness more often than we ping, so detection is close to `dead`.
+    let tick_every = ping.min(dead / 3).max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval(tick_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ping = Instant::now();
+    let mut seq = 0u64;
+    let end = loop {
+        tokio::select! {
+            _ = kill.cancelled() => break End::Killed,
+            _ = mux.closed() => break End::MuxClosed,
+            msg = ctl_rx.recv() => match msg {
+                Some(Ok(m)) => {
+                    last_rx = Instant::now();
+                    match m {
+                        Control::Ping { seq } => {
+                            if write_control(&mut wr, &Control::Pong { seq }, dead).await.is_err() {
+                                break End::MuxClosed;
+                            }
+                        }
+                        Control::Pong { .. } => {}
+                        other => on_control(other),
+                    }
+                }
+                Some(Err(e)) => break End::Protocol(e.to_string()),
+                None => break End::PeerClosed,
+            },
+            Some(m) = out.recv() => {
+                if write_control(&mut wr, &m, dead).await.is_err() {
+                    break End::MuxClosed;
+                }
+            }
+            Some(s) = inbound.recv() => on_stream(s),
+            _ = tick.tick() => {
+                if last_rx.elapsed() >= dead {
+                    break End::Dead;
+                }
+                if last_ping.elapsed() >= ping {
+                    last_ping = Instant::now();
+                    seq += 1;
+                    if write_control(&mut wr, &Control::Ping { seq }, dead).await.is_err() {
+                        break End::MuxClosed;
+                    }
+                }
+            }
+        }
+    };
+    reader.abort();
+    end
+}
+
+async fn write_control<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    m: &Control,
+    limit: Duration,
+) -> Result<(), ()> {
+    match tokio::time::timeout(limit, m.write_to(wr)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Why opening a data stream failed.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// No status within `open_timeout`: the session is silent.
+    Silent,
+    /// The peer answered with a non-OK status.
+    Status(Status),
+    /// The session is gone or the stream broke.
+    Broken,
+}
+
+impl OpenError {
+    pub(crate) fn as_str(&self) -> &'static str {
+        match self {
+            OpenError::Silent => "timeout",
+            OpenError::Status(s) => s.as_str(),
+            OpenError::Broken => "broken",
+        }
+    }
+}
+
+/// Opens a stream, sends the preamble and waits for the status byte within `open_timeout`.
+pub(crate) async fn open_stream(
+    mux: &YamuxSession,
+    preamble: &Preamble,
+    open_timeout: Duration,
+) -> Result<YamuxStream, OpenError> {
+    let bytes = preamble.encode().map_err(|_| OpenError::Broken)?;
+    let attempt = async {
+        let mut s = mux.open().await.map_err(|_| OpenError::Broken)?;
+        s.write_all(&bytes).await.map_err(|_| OpenError::Broken)?;
+        s.flush().await.map_err(|_| OpenError::Broken)?;
+        let b = s.read_u8().await.map_err(|_| OpenError::Broken)?;
+        match Status::from_u8(b) {
+            Some(Status::Ok) => Ok(s),
+            Some(st) => Err(OpenError::Status(st)),
+            None => Err(OpenError::Broken),
+        }
+    };
+    match tokio::time::timeout(open_timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(OpenError::Silent),
+    }
+}
+
+/// Connects to a server (host:port, resolved now) within `limit`; maps failures to a status.
+pub(crate) async fn connect_server(target: &str, limit: Duration) -> Result<TcpStream, Status> {
+    match tokio::time::timeout(limit, TcpStream::connect(target)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(_)) => Err(Status::BackendRefused),
+        Err(_) => Err(Status::BackendTimeout),
+    }
+}
+
+/// Copies both ways until both directions finished, propagating half-close. Returns bytes
+/// (a→b, b→a).
+pub(crate) async fn relay<A, B>(a: &mut A, b: &mut B) -> (u64, u64)
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    tokio::io::copy_bidirectional_with_sizes(a, b, 64 * 1024, 64 * 1024)
+        .await
+        .unwrap_or((0, 0))
+}
+
+/// Waits until `ready` is true, for at most `limit`. Returns the final state.
+pub(crate) async fn wait_ready(ready: &mut watch::Receiver<bool>, limit: Duration) -> bool {
+    tokio::time::timeout(limit, ready.wait_for(|r| *r))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+/// Accept loop of a service listener gated by readiness.
+///
+/// `unbind`: the socket exists only while ready (re-bound on the same port when readiness
+/// returns), so connects to a node that cannot serve are refused and a balancer retries
+/// elsewhere. `reject` and `hold`: always bound; the per-client handler decides.
+pub(crate) async fn gated_accept(
+    initial: TcpListener,
+    mode: WhenNotReady,
+    mut ready: watch::Receiver<bool>,
+    kill: CancellationToken,
+    bound: IntGauge,
+    on_accept: impl Fn(TcpStream, SocketAddr),
+) {
+    let addr = match initial.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let mut listener = Some(initial);
+    loop {
+        if mode == WhenNotReady::Unbind && !*ready.borrow() {
+            listener = None;
+        }
+        match listener.take() {
+            Some(l) => {
+                bound.set(1);
+                let keep = loop {
+                    tokio::select! {
+                        _ = kill.cancelled() => break false,
+                        changed = ready.changed(), if mode == WhenNotReady::Unbind => {
+                            if changed.is_err() { break false; }
+                            if !*ready.borrow() {
+                                // Closing a listener resets the connections still in its
+                                // backlog, which the kernel already accepted: take them
+                                // first so they are served (or closed within accept_wait).
+                                while let Some(Ok((s, peer))) = l.accept().now_or_never() {
+                                    let _ = s.set_nodelay(true);
+                                    on_accept(s, peer);
+                                }
+                                break true;
+                            }
+                        }
+                        accepted = l.accept() => match accepted {
+                            Ok((s, peer)) => {
+                                let _ = s.set_nodelay(true);
+                                on_accept(s, peer);
+                            }
+                            // EMFILE and friends: do not spin.
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        },
+                    }
+                };
+                drop(l);
+                bound.set(0);
+                if !keep {
+                    return;
+                }
+            }
+            None => {
+                // Wait for readiness, then bind again on the same address.
+                tokio::select! {
+                    _ = kill.cancelled() => return,
+                    r = ready.wait_for(|r| *r) => if r.is_err() { return },
+                }
+                loop {
+                    match TcpListener::bind(addr).await {
+                        Ok(l) => {
+                            listener = Some(l);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(%addr, error = %e, "cannot re-bind service listener; retrying");
+                            tokio::select! {
+                                _ = kill.cancelled() => return,
+                                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A random 16-byte trace id.
+pub(crate) fn trace_id() -> [u8; 16] {
+    rand::random()
+}
+
+/// Hex of a trace id, for logs.
+pub(crate) fn hex(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Counts one unit of work in flight for as long as it lives.
+pub(crate) struct Inflight(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Inflight {
+    pub(crate) fn new(counter: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Inflight(counter)
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}

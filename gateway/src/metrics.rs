@@ -1,0 +1,160 @@
+//! Prometheus metrics of one gateway (per-daemon registry, names `tether_gateway_*`).
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// All metrics of a gateway process, registered in its own [`Registry`].
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` serves.
+    pub registry: Registry,
+    /// Live sessions per peer node or gateway.
+    pub sessions: IntGaugeVec,
+    /// Sessions closed, by reason.
+    pub sessions_closed: IntCounterVec,
+    /// Session handshakes refused before HELLO (TLS failures), by reason.
+    pub handshake_failures: IntCounterVec,
+    /// Authorization refusals (identity mismatch, service not allowed), by reason.
+    pub auth_refusals: IntCounterVec,
+    /// 1 while a service is ready.
+    pub service_ready: IntGaugeVec,
+    /// 1 while a service listener is bound.
+    pub listener_bound: IntGaugeVec,
+    /// Streams in flight.
+    pub streams_active: IntGaugeVec,
+    /// Streams opened, by service, direction and result.
+    pub streams: IntCounterVec,
+    /// Stream opens that failed, by reason.
+    pub stream_open_failures: IntCounterVec,
+    /// Stream opens retried on another session.
+    pub open_retries: IntCounterVec,
+    /// Clients closed without a stream, by reason.
+    pub clients_rejected: IntCounterVec,
+    /// Bytes relayed, by service and direction (`to_server`, `to_client`).
+    pub bytes: IntCounterVec,
+    /// Session dials, by node and result (on-prem).
+    pub dials: IntCounterVec,
+    /// Missing sessions per roster node (on-prem).
+    pub coverage_deficit: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, prometheus::Error> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl Metrics {
+    /// Creates and registers every metric in a new registry.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let r = Registry::new();
+        Ok(Metrics {
+            sessions: gauge(
+                &r,
+                "tether_gateway_sessions",
+                "Live sessions per peer.",
+                &["peer"],
+            )?,
+            sessions_closed: counter(
+                &r,
+                "tether_gateway_sessions_closed_total",
+                "Sessions closed, by reason.",
+                &["reason"],
+            )?,
+            handshake_failures: counter(
+                &r,
+                "tether_gateway_handshake_failures_total",
+                "Session TLS handshakes that failed (wrong CA, no or expired certificate, timeout).",
+                &["reason"],
+            )?,
+            auth_refusals: counter(
+                &r,
+                "tether_gateway_auth_refusals_total",
+                "HELLOs or services refused by authorization.",
+                &["reason"],
+            )?,
+            service_ready: gauge(
+                &r,
+                "tether_gateway_service_ready",
+                "1 while the service is ready.",
+                &["service"],
+            )?,
+            listener_bound: gauge(
+                &r,
+                "tether_gateway_listener_bound",
+                "1 while the service listener is bound.",
+                &["service"],
+            )?,
+            streams_active: gauge(
+                &r,
+                "tether_gateway_streams_active",
+                "Streams in flight.",
+                &["service", "direction"],
+            )?,
+            streams: counter(
+                &r,
+                "tether_gateway_streams_total",
+                "Streams handled.",
+                &["service", "direction", "result"],
+            )?,
+            stream_open_failures: counter(
+                &r,
+                "tether_gateway_stream_open_failures_total",
+                "Stream opens that failed.",
+                &["service", "reason"],
+            )?,
+            open_retries: counter(
+                &r,
+                "tether_gateway_open_retries_total",
+                "Stream opens retried on another session.",
+                &["service"],
+            )?,
+            clients_rejected: counter(
+                &r,
+                "tether_gateway_clients_rejected_total",
+                "Clients closed without a stream.",
+                &["service", "reason"],
+            )?,
+            bytes: counter(
+                &r,
+                "tether_gateway_bytes_total",
+                "Bytes relayed.",
+                &["service", "direction"],
+            )?,
+            dials: counter(
+                &r,
+                "tether_gateway_dials_total",
+                "Session dials.",
+                &["node", "result"],
+            )?,
+            coverage_deficit: gauge(
+                &r,
+                "tether_gateway_coverage_deficit",
+                "Missing sessions per cloud node.",
+                &["node"],
+            )?,
+            registry: r,
+        })
+    }
+}

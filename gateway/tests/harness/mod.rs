@@ -1,0 +1,499 @@
+//! In-process harness: certificates, echo servers, a small fault-injecting TCP balancer,
+//! cloud and on-prem gateways on loopback ports chosen by the OS.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tether_gateway::certs::{TestCa, Validity};
+use tether_gateway::config::{
+    CloudConfig, Consume, Export, ExportHealth, ForwardService, OnpremConfig, ReverseService,
+    RosterNode, Timers, TlsFiles, WhenNotReady,
+};
+use tether_gateway::{CloudHandle, OnpremHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+pub const DOMAIN: &str = "gw.example.com";
+
+/// Timers short enough for tests; the reconnect cap keeps the production default (2 s) so
+/// the restart test checks the real bound.
+pub fn test_timers() -> Timers {
+    Timers {
+        ping: Duration::from_millis(200),
+        dead_after: Duration::from_millis(1200),
+        open_timeout: Duration::from_millis(800),
+        connect_timeout: Duration::from_millis(500),
+        handshake_timeout: Duration::from_secs(2),
+        readiness_down: Duration::from_millis(200),
+        drain_grace: Duration::from_secs(5),
+        backoff_cap: Duration::from_secs(2),
+    }
+}
+
+/// A directory of certificates: `ca.pem`, one cert per name, plus a foreign CA's cert and an
+/// expired one.
+pub struct Certs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Certs {
+    pub fn new() -> Certs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = TestCa::new("Tether test CA").expect("ca");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem().cert).expect("write");
+        for name in ["cloud1", "cloud2", "onprem1", "onprem2", "onprem3"] {
+            let p = ca.issue(name, DOMAIN, Validity::Current).expect("issue");
+            std::fs::write(dir.path().join(format!("{name}.pem")), p.cert).expect("write");
+            std::fs::write(dir.path().join(format!("{name}.key")), p.key).expect("write");
+        }
+        let expired = ca
+            .issue("onprem1", DOMAIN, Validity::Expired)
+            .expect("issue");
+        std::fs::write(dir.path().join("expired.pem"), expired.cert).expect("write");
+        std::fs::write(dir.path().join("expired.key"), expired.key).expect("write");
+        let other = TestCa::new("Some other CA").expect("ca");
+        let rogue = other
+            .issue("onprem1", DOMAIN, Validity::Current)
+            .expect("issue");
+        std::fs::write(dir.path().join("other-ca.pem"), other.pem().cert).expect("write");
+        std::fs::write(dir.path().join("rogue.pem"), rogue.cert).expect("write");
+        std::fs::write(dir.path().join("rogue.key"), rogue.key).expect("write");
+        Certs { dir }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub fn files(&self, name: &str) -> TlsFiles {
+        TlsFiles {
+            cert: self.path(&format!("{name}.pem")),
+            key: self.path(&format!("{name}.key")),
+            ca: self.path("ca.pem"),
+        }
+    }
+}
+
+pub fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+pub fn cloud_config(
+    certs: &Certs,
+    id: &str,
+    when_not_ready: WhenNotReady,
+    forward_to: Option<SocketAddr>,
+) -> CloudConfig {
+    CloudConfig {
+        id: id.into(),
+        session_listen: any_port(),
+        admin_listen: any_port(),
+        roster: vec![
+            RosterNode {
+                id: "cloud1".into(),
+                sni: format!("cloud1.{DOMAIN}"),
+            },
+            RosterNode {
+                id: "cloud2".into(),
+                sni: format!("cloud2.{DOMAIN}"),
+            },
+        ],
+        tls: certs.files(id),
+        reverse: vec![ReverseService {
+            service: "svc-a".into(),
+            listen: any_port(),
+            when_not_ready,
+            accept_wait: Duration::from_secs(1),
+            allowed_exporters: ["onprem1".to_string(), "onprem2".to_string()].into(),
+        }],
+        forward: forward_to
+            .map(|addr| ForwardService {
+                service: "svc-b".into(),
+                connect: addr.to_string(),
+                allowed_consumers: ["onprem1".to_string(), "onprem2".to_string()].into(),
+            })
+            .into_iter()
+            .collect(),
+        timers: test_timers(),
+    }
+}
+
+pub fn onprem_config(
+    certs: &Certs,
+    id: &str,
+    cloud: SocketAddr,
+    server_a: SocketAddr,
+    consume: bool,
+) -> OnpremConfig {
+    OnpremConfig {
+        id: id.into(),
+        cloud: cloud.to_string(),
+        server_name: DOMAIN.into(),
+        sni_pinning: false,
+        prepared_connections: 2,
+        admin_listen: any_port(),
+        tls: certs.files(id),
+        export: vec![Export {
+            service: "svc-a".into(),
+            connect: server_a.to_string(),
+            health: Some(ExportHealth {
+                interval: Duration::from_millis(100),
+                timeout: Duration::from_millis(200),
+                rise: 1,
+                fall: 1,
+            }),
+        }],
+        consume: if consume {
+            vec![Consume {
+                service: "svc-b".into(),
+                listen: any_port(),
+                when_not_ready: WhenNotReady::Unbind,
+                accept_wait: Duration::from_secs(1),
+            }]
+        } else {
+            Vec::new()
+        },
+        timers: test_timers(),
+    }
+}
+
+/// Cancels a token on drop, so servers stop even when a test fails.
+pub struct CancelOnDrop(pub CancellationToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+pub struct Echo {
+    pub addr: SocketAddr,
+    pub stats: Arc<tether_health::tools::echo::EchoStats>,
+    pub stop: CancellationToken,
+    _guard: CancelOnDrop,
+}
+
+impl Echo {
+    pub fn accepted(&self) -> u64 {
+        self.stats.accepted.load(Ordering::SeqCst)
+    }
+}
+
+pub async fn echo() -> Echo {
+    let stop = CancellationToken::new();
+    let e = tether_health::tools::echo::start(any_port(), None, stop.clone())
+        .await
+        .expect("echo server");
+    Echo {
+        addr: e.addr,
+        stats: e.stats,
+        stop: stop.clone(),
+        _guard: CancelOnDrop(stop),
+    }
+}
+
+/// One round trip through `addr`: connect, send a line, read it back, all within 5 s.
+pub async fn echo_once(addr: SocketAddr, tag: &str) -> Result<(), String> {
+    let run = async {
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let msg = format!("hello {tag}\n");
+        s.write_all(msg.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if buf != msg.as_bytes() {
+            return Err(format!(
+                "echo mismatch: {:?}",
+                String::from_utf8_lossy(&buf)
+            ));
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), run).await {
+        Ok(r) => r,
+        Err(_) => Err("timed out after 5s".into()),
+    }
+}
+
+/// Polls `cond` every 10 ms until true or `limit` passes; returns the time it took.
+pub async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Balancing mode of the test balancer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    LeastConn,
+    RoundRobin,
+}
+
+struct Conn {
+    backend: usize,
+    blackhole_to_client: Arc<AtomicBool>,
+    blackhole_to_server: Arc<AtomicBool>,
+    open: Arc<AtomicBool>,
+}
+
+/// A small TCP balancer: picks a backend (least connections or round robin), and when the
+/// connect fails tries the next one (HAProxy `retries` + `redispatch`). Each connection can
+/// be blackholed in one direction (bytes read and dropped).
+pub struct TestLb {
+    pub addr: SocketAddr,
+    conns: Arc<Mutex<Vec<Conn>>>,
+    _guard: CancelOnDrop,
+}
+
+impl TestLb {
+    pub async fn start(backends: Vec<SocketAddr>, mode: Mode) -> TestLb {
+        let listener = TcpListener::bind(any_port()).await.expect("bind lb");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let conns: Arc<Mutex<Vec<Conn>>> = Arc::new(Mutex::new(Vec::new()));
+        let active: Arc<Vec<AtomicUsize>> =
+            Arc::new(backends.iter().map(|_| AtomicUsize::new(0)).collect());
+        let rr = Arc::new(AtomicUsize::new(0));
+        let c = conns.clone();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = tokio::select! {
+                    _ = s.cancelled() => return,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                let backends = backends.clone();
+                let active = active.clone();
+                let conns = c.clone();
+                let rr = rr.clone();
+                let s2 = s.clone();
+                tokio::spawn(async move {
+                    let n = backends.len();
+                    let first = match mode {
+                        Mode::RoundRobin => rr.fetch_add(1, Ordering::SeqCst) % n,
+                        Mode::LeastConn => {
+                            let start = rr.fetch_add(1, Ordering::SeqCst) % n;
+                            (0..n)
+                                .map(|i| (start + i) % n)
+                                .min_by_key(|&i| active[i].load(Ordering::SeqCst))
+                                .unwrap_or(0)
+                        }
+                    };
+                    let mut server = None;
+                    for i in 0..n {
+                        let b = (first + i) % n;
+                        if let Ok(Ok(sv)) = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            TcpStream::connect(backends[b]),
+                        )
+                        .await
+                        {
+                            server = Some((b, sv));
+                            break;
+                        }
+                    }
+                    let Some((b, server)) = server else { return };
+                    active[b].fetch_add(1, Ordering::SeqCst);
+                    let to_client = Arc::new(AtomicBool::new(false));
+                    let to_server = Arc::new(AtomicBool::new(false));
+                    let open = Arc::new(AtomicBool::new(true));
+                    conns.lock().expect("lock").push(Conn {
+                        backend: b,
+                        blackhole_to_client: to_client.clone(),
+                        blackhole_to_server: to_server.clone(),
+                        open: open.clone(),
+                    });
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = pipe(cr, sw, to_server);
+                    let down = pipe(sr, cw, to_client);
+                    tokio::select! {
+                        _ = async { tokio::join!(up, down) } => {}
+                        _ = s2.cancelled() => {}
+                    }
+                    open.store(false, Ordering::SeqCst);
+                    active[b].fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        TestLb {
+            addr,
+            conns,
+            _guard: CancelOnDrop(stop),
+        }
+    }
+
+    /// Open connections per backend index.
+    pub fn open_per_backend(&self) -> BTreeMap<usize, usize> {
+        let mut out = BTreeMap::new();
+        for c in self.conns.lock().expect("lock").iter() {
+            if c.open.load(Ordering::SeqCst) {
+                *out.entry(c.backend).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    /// Blackholes every open connection both ways; their closes are not passed on either.
+    pub fn blackhole_all(&self) {
+        for c in self.conns.lock().expect("lock").iter() {
+            c.blackhole_to_client.store(true, Ordering::SeqCst);
+            c.blackhole_to_server.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Blackholes the first open connection to `backend` in the server→client direction.
+    /// Returns whether one was found.
+    pub fn blackhole_one_to_client(&self, backend: usize) -> bool {
+        for c in self.conns.lock().expect("lock").iter() {
+            if c.backend == backend
+                && c.open.load(Ordering::SeqCst)
+                && !c.blackhole_to_client.load(Ordering::SeqCst)
+            {
+                c.blackhole_to_client.store(true, Ordering::SeqCst);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+async fn pipe(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    blackhole: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if blackhole.load(Ordering::SeqCst) {
+            continue;
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    if blackhole.load(Ordering::SeqCst) {
+        // A black hole passes no close either: keep the write half (dropping it would
+        // send a FIN) until the balancer stops.
+        std::future::pending::<()>().await;
+    }
+    let _ = w.shutdown().await;
+}
+
+/// A cloud node with the token that drains it; killed on drop.
+pub struct Cloud {
+    pub handle: CloudHandle,
+    pub shutdown: CancellationToken,
+    pub config: CloudConfig,
+}
+
+impl Cloud {
+    pub async fn start(config: CloudConfig) -> Cloud {
+        let shutdown = CancellationToken::new();
+        let handle = tether_gateway::cloud::start(config.clone(), shutdown.clone())
+            .await
+            .expect("cloud start");
+        // Later restarts reuse the same ports.
+        let mut config = config;
+        config.session_listen = handle.session_addr;
+        config.admin_listen = handle.admin_addr;
+        for r in &mut config.reverse {
+            if let Some(a) = handle.service_addrs.get(&r.service) {
+                r.listen = *a;
+            }
+        }
+        Cloud {
+            handle,
+            shutdown,
+            config,
+        }
+    }
+
+    pub fn svc_a(&self) -> SocketAddr {
+        self.config.reverse[0].listen
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        // Drains and stops the node, also when the test failed mid-way; the test runtime
+        // ending stops whatever is left.
+        self.shutdown.cancel();
+    }
+}
+
+pub struct Onprem {
+    pub handle: OnpremHandle,
+    pub shutdown: CancellationToken,
+}
+
+impl Onprem {
+    pub async fn start(config: OnpremConfig) -> Onprem {
+        let shutdown = CancellationToken::new();
+        let handle = tether_gateway::onprem::start(config, shutdown.clone())
+            .await
+            .expect("onprem start");
+        Onprem { handle, shutdown }
+    }
+
+    pub fn covered(&self, quota: usize) -> bool {
+        let c = self.handle.coverage();
+        c.len() == 2 && c.values().all(|n| *n == quota)
+    }
+}
+
+impl Drop for Onprem {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn counter(
+    metrics: &tether_gateway::metrics::Metrics,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let mut total = 0.0;
+    for fam in metrics.registry.gather() {
+        if fam.name() != name {
+            continue;
+        }
+        for m in fam.get_metric() {
+            let ok = labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            });
+            if ok {
+                total += match fam.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                    _ => m.get_gauge().get_value(),
+                };
+            }
+        }
+    }
+    total
+}
