@@ -360,3 +360,55 @@ fn admin_reports_state_metrics_and_stale_vips() {
         "{ready}"
     );
 }
+
+#[test]
+fn a_missing_interface_is_reported_and_retried_not_fatal() {
+    let Some(mut lab) = lab_ab() else { return };
+    let admin = "[admin]\nlisten = \"127.0.0.1:9091\"\n";
+    let c = cfg(150, "").replace("interface = \"eth0\"", "interface = \"vrrp9\"");
+    lab.start_tether("a", &format!("{admin}{c}"));
+    assert!(
+        lab.wait_log("tether-a", "interface vrrp9 not found", T),
+        "{}",
+        lab.log("tether-a")
+    );
+    let deadline = std::time::Instant::now() + T;
+    let mut ready = String::new();
+    while std::time::Instant::now() < deadline {
+        ready = lab.http_get("a", "127.0.0.1:9091", "/readyz");
+        if ready.contains(" 503 ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ready.contains("interface vrrp9 not found"), "{ready}");
+    // The interface appears (a veth pair inside the lab namespace): the instance starts.
+    let ns = lab.node("a").ns.clone();
+    lab::run(&[
+        "ip", "-n", &ns, "link", "add", "vrrp9", "type", "veth", "peer", "name", "vrrp9p",
+    ]);
+    lab::run(&[
+        "ip",
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        "198.51.100.1/24",
+        "dev",
+        "vrrp9",
+    ]);
+    lab::run(&["ip", "-n", &ns, "link", "set", "vrrp9p", "up"]);
+    lab::run(&["ip", "-n", &ns, "link", "set", "vrrp9", "up"]);
+    assert!(
+        lab.wait_log("tether-a", "BACKUP -> MASTER", T),
+        "{}",
+        lab.log("tether-a")
+    );
+    // Logged once, not once per retry.
+    assert_eq!(
+        lab.log("tether-a")
+            .matches("interface vrrp9 not found")
+            .count(),
+        1
+    );
+}

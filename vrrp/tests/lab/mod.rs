@@ -381,6 +381,13 @@ impl Lab {
         unsafe {
             kill(pid as i32, sig);
         }
+        // Reap a killed child at once, as its init would on a real host: a zombie still
+        // passes `kill -0`, which keepalived-style process checks rely on.
+        if sig == SIGKILL {
+            if let Some(c) = self.children.iter_mut().find(|c| c.id() == pid) {
+                let _ = c.wait();
+            }
+        }
     }
 
     /// Waits (bounded) for a child of ours to exit.
