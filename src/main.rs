@@ -1,6 +1,7 @@
 //! The `tether` binary: parses the command line, sets up logging and signals, and hands a
 //! validated configuration to the daemon's crate. Everything else lives in the crates.
 
+mod cmd_gateway;
 mod cmd_lb;
 mod cmd_tools;
 mod cmd_vrrp;
@@ -32,6 +33,8 @@ enum Command {
     Lb(cmd_lb::LbArgs),
     /// Run the VRRP daemon that floats virtual IPs (keepalived-compatible).
     Vrrp(cmd_vrrp::VrrpArgs),
+    /// Run a cloud or on-prem gateway (prepared reverse connections), or make test certificates.
+    Gateway(cmd_gateway::GatewayArgs),
     /// Run a small echo server (tests, demo, compose).
     Echo(cmd_tools::EchoArgs),
     /// Open a new connection every interval and report failures and the longest gap.
@@ -62,6 +65,10 @@ fn main() -> std::process::ExitCode {
         Command::Vrrp(args) => {
             init_logging(cli.log_format, "info");
             cmd_vrrp::main(args)
+        }
+        Command::Gateway(args) => {
+            init_logging(cli.log_format, "info");
+            cmd_gateway::main(args)
         }
         Command::Echo(args) => {
             init_logging(cli.log_format, "info");
