@@ -169,6 +169,14 @@ pub async fn start(
         }
     }
 
+    // VRIDs of every instance per interface and family: a sibling instance's adverts
+    // reach our socket too and are not "unknown".
+    let siblings: Vec<(String, u8, bool)> = config
+        .instances
+        .iter()
+        .map(|i| (i.interface.clone(), i.vrid, i.is_v6()))
+        .collect();
+    let siblings = Arc::new(siblings);
     for (idx, inst) in config.instances.into_iter().enumerate() {
         metrics.init_instance(&inst.name);
         let ctx = Ctx {
@@ -178,6 +186,7 @@ pub async fn start(
             status: status.clone(),
             shutdown: shutdown.clone(),
             group: group_of.get_mut(idx).and_then(Option::take),
+            siblings: siblings.clone(),
         };
         tasks.push(tokio::spawn(run_instance(ctx)));
     }
@@ -210,6 +219,7 @@ struct Ctx {
     status: Arc<Mutex<Vec<InstanceStatus>>>,
     shutdown: CancellationToken,
     group: Option<(watch::Sender<Vec<bool>>, usize)>,
+    siblings: Arc<Vec<(String, u8, bool)>>,
 }
 
 impl Ctx {
@@ -433,6 +443,8 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &Tracks) -> Exit {
         own: &own,
     };
     let mut buf = vec![0u8; 2048];
+    let mut noted: std::collections::HashSet<(IpAddr, &'static str)> =
+        std::collections::HashSet::new();
     let mut link_poll = tokio::time::interval(LINK_POLL);
     link_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let far = Duration::from_secs(3600);
@@ -464,11 +476,24 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &Tracks) -> Exit {
                     }
                     Ok(Ok(rx)) => {
                         if rx.advert.vrid != cfg.vrid {
-                            ctx.metrics.drops.with_label_values(&[&name, packet::DropReason::UnknownVrid.label()]).inc();
+                            let sibling = ctx.siblings.iter().any(|(i, v, six)| {
+                                *i == cfg.interface && *v == rx.advert.vrid && *six == cfg.is_v6()
+                            });
+                            if !sibling {
+                                ctx.metrics.drops.with_label_values(&[&name, packet::DropReason::UnknownVrid.label()]).inc();
+                            }
                             continue;
                         }
                         if let Err(reason) = packet::check(&rx, &want) {
                             ctx.metrics.drops.with_label_values(&[&name, reason.label()]).inc();
+                            // A foreign cluster on our VRID (or a misconfigured peer): say so
+                            // once per source and reason, never per packet.
+                            if reason != packet::DropReason::Own
+                                && noted.len() < 64
+                                && noted.insert((rx.src, reason.label()))
+                            {
+                                warn!(instance = %name, src = %rx.src, "ignoring adverts for VRID {}: {reason} (logged once; see tether_vrrp_dropped_packets_total)", cfg.vrid);
+                            }
                             continue;
                         }
                         ctx.metrics.adverts_received.with_label_values(&[&name]).inc();
@@ -478,6 +503,12 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &Tracks) -> Exit {
                             ChecksumMatch::Rfc9568 => "rfc9568",
                         };
                         ctx.metrics.checksum.with_label_values(&[&name, conv]).inc();
+                        if rx.checksum != ChecksumMatch::Only
+                            && noted.len() < 64
+                            && noted.insert((rx.src, conv))
+                        {
+                            info!(instance = %name, src = %rx.src, "peer uses the {conv} v3 checksum convention");
+                        }
                         let acts = machine.handle(Instant::now(), Input::Advert {
                             src: rx.src,
                             priority: rx.advert.priority,

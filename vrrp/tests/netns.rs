@@ -412,3 +412,110 @@ fn a_missing_interface_is_reported_and_retried_not_fatal() {
         1
     );
 }
+
+/// Sends raw VRRP messages from node c to 224.0.0.18 (inside the lab only).
+fn send_from_c(lab: &Lab, msgs: Vec<(Vec<u8>, u32)>) {
+    lab.in_ns("c", move || {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
+        s.bind_device(Some(b"eth0")).unwrap();
+        s.set_multicast_if_v4(&"192.0.2.10".parse().unwrap())
+            .unwrap();
+        let to: std::net::SocketAddr = "224.0.0.18:0".parse().unwrap();
+        for (m, ttl) in msgs {
+            s.set_multicast_ttl_v4(ttl).unwrap();
+            s.send_to(&m, &to.into()).unwrap();
+        }
+    });
+}
+
+fn metric(m: &str, prefix: &str) -> u64 {
+    m.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn receive_checks_drop_by_reason_and_accept_both_checksums() {
+    use std::net::IpAddr;
+    use tether_vrrp::packet::{Advert, Auth, ChecksumMode, Version};
+    let Some(mut lab) = lab_ab() else { return };
+    let admin = "[admin]\nlisten = \"127.0.0.1:9091\"\n";
+    lab.start_tether("a", &format!("{admin}{}", cfg(150, "")));
+    lab.wait_holders(VIP, &["a"], T).unwrap();
+    let src: IpAddr = "192.0.2.10".parse().unwrap();
+    let grp: IpAddr = "224.0.0.18".parse().unwrap();
+    let ad = |prio: u8, vips: &[&str]| Advert {
+        version: Version::V3,
+        vrid: 51,
+        priority: prio,
+        interval_field: 10,
+        addrs: vips.iter().map(|v| v.parse().unwrap()).collect(),
+        auth: Auth::None,
+    };
+    let mut carp = vec![0x21, 51, 0, 1, 0, 1, 0, 0];
+    carp.resize(36, 0);
+    let foreign = ad(200, &["192.0.2.199"]).encode(src, grp, ChecksumMode::PseudoHeader);
+    let low_ttl = ad(200, &[VIP]).encode(src, grp, ChecksumMode::PseudoHeader);
+    let mut bad_sum = low_ttl.clone();
+    bad_sum[7] ^= 0xff;
+    let mut msgs = Vec::new();
+    for _ in 0..3 {
+        msgs.push((foreign.clone(), 255));
+        msgs.push((carp.clone(), 255));
+        msgs.push((low_ttl.clone(), 254));
+        msgs.push((bad_sum.clone(), 255));
+    }
+    send_from_c(&lab, msgs);
+    let deadline = std::time::Instant::now() + T;
+    let mut m = String::new();
+    while std::time::Instant::now() < deadline {
+        m = lab.http_get("a", "127.0.0.1:9091", "/metrics");
+        if metric(
+            &m,
+            "tether_vrrp_dropped_packets_total{instance=\"VI_1\",reason=\"bad_checksum\"}",
+        ) >= 3
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let drops = |r: &str| {
+        metric(
+            &m,
+            &format!("tether_vrrp_dropped_packets_total{{instance=\"VI_1\",reason=\"{r}\"}}"),
+        )
+    };
+    assert_eq!(drops("address_mismatch"), 3, "{m}");
+    assert_eq!(drops("bad_length"), 3, "{m}");
+    assert_eq!(drops("bad_ttl"), 3, "{m}");
+    assert_eq!(drops("bad_checksum"), 3, "{m}");
+    // None of them moved the master.
+    assert!(
+        m.contains("tether_vrrp_state{instance=\"VI_1\",state=\"master\"} 1"),
+        "{m}"
+    );
+    // Logged once per source and reason, CARP not at all.
+    let log = lab.log("tether-a");
+    assert_eq!(
+        log.matches("virtual address list mismatch").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("does not match the address count"), "{log}");
+
+    // An RFC 9568-style advert with a higher priority is accepted: a steps down, and
+    // takes over again once the probes stop.
+    let rfc = ad(200, &[VIP]).encode(src, grp, ChecksumMode::Rfc9568);
+    send_from_c(&lab, vec![(rfc, 255)]);
+    assert!(
+        lab.wait_log("tether-a", "MASTER -> BACKUP", T),
+        "{}",
+        lab.log("tether-a")
+    );
+    assert!(lab.wait_log("tether-a", "rfc9568 v3 checksum convention", T));
+    lab.wait_holders(VIP, &["a"], T).unwrap();
+    assert!(lab.wait_log("tether-a", "BACKUP -> MASTER", T));
+}

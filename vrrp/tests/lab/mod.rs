@@ -494,6 +494,21 @@ impl Lab {
         self.threads.push((stop, h));
     }
 
+    /// Runs `f` on a thread inside a node's namespace and returns its result.
+    pub fn in_ns<R: Send + 'static>(
+        &self,
+        node: &str,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> R {
+        let ns = format!("/run/netns/{}", self.node(node).ns);
+        std::thread::spawn(move || {
+            enter_ns(&ns);
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
     /// HTTP/1.0 GET from inside a node's namespace (admin endpoints listen on its
     /// loopback); returns the whole response, or "" when nothing answered.
     pub fn http_get(&self, node: &str, addr: &str, path: &str) -> String {
