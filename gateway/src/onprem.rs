@@ -56,6 +56,8 @@ struct Onprem {
     connector: TlsConnector,
     next_session: AtomicU64,
     streams: AtomicUsize,
+    /// Local clients accepted and not finished (a drain waits for them too).
+    inflight: Arc<AtomicUsize>,
     draining: AtomicBool,
     wedged: AtomicBool,
     rr: AtomicUsize,
@@ -169,6 +171,7 @@ pub async fn start(
         connector,
         next_session: AtomicU64::new(1),
         streams: AtomicUsize::new(0),
+        inflight: Arc::new(AtomicUsize::new(0)),
         draining: AtomicBool::new(false),
         wedged: AtomicBool::new(false),
         rr: AtomicUsize::new(0),
@@ -242,8 +245,11 @@ pub async fn start(
                 move |tcp, peer| {
                     let g3 = g2.clone();
                     let c3 = c2.clone();
-                    g2.tracker
-                        .spawn(async move { g3.serve_consumer(c3, tcp, peer).await });
+                    let guard = common::Inflight::new(g2.inflight.clone());
+                    g2.tracker.spawn(async move {
+                        g3.serve_consumer(c3, tcp, peer).await;
+                        drop(guard);
+                    });
                 },
             )
             .await;
@@ -822,13 +828,11 @@ impl Onprem {
         else {
             return;
         };
-        if self.draining.load(Ordering::SeqCst) {
-            reject("draining");
-            return;
-        }
         if !*ready.borrow() {
             match c.when_not_ready {
-                WhenNotReady::Unbind | WhenNotReady::Reject => {
+                // Accepted just before the listener closed: serve it if a session is left.
+                WhenNotReady::Unbind => {}
+                WhenNotReady::Reject => {
                     reject("not_ready");
                     return;
                 }
@@ -919,7 +923,7 @@ impl Onprem {
             });
         }
         let until = Instant::now() + grace;
-        while self.streams.load(Ordering::SeqCst) > 0
+        while (self.streams.load(Ordering::SeqCst) > 0 || self.inflight.load(Ordering::SeqCst) > 0)
             && Instant::now() < until
             && !self.kill.is_cancelled()
         {

@@ -713,3 +713,50 @@ async fn onprem_restart_new_epoch_purges_stale_sessions() {
         Some(2)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_onprem1_during_reverse_loop_zero_failures() {
+    let s = scenario(Mode::LeastConn).await;
+    let addr = s.cloud1.svc_a();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    let load = tokio::spawn(async move {
+        let (mut ok, mut failures) = (0u32, Vec::new());
+        let t = Instant::now();
+        while !st.load(std::sync::atomic::Ordering::SeqCst)
+            && t.elapsed() < Duration::from_secs(20)
+            && ok < 5000
+        {
+            match echo_once(addr, &format!("onprem drain {ok}")).await {
+                Ok(()) => ok += 1,
+                Err(e) => failures.push(e),
+            }
+        }
+        (ok, failures)
+    });
+    let reverse_ok = |o: &Onprem| {
+        counter(
+            o.handle.metrics(),
+            "tether_gateway_streams_total",
+            &[("direction", "reverse"), ("result", "ok")],
+        )
+    };
+    wait_for(Duration::from_secs(10), "load reaches onprem1", || {
+        reverse_ok(&s.onprem1) >= 10.0
+    })
+    .await;
+    s.onprem1.shutdown.cancel();
+    s.onprem1.handle.wait().await;
+    let before = reverse_ok(&s.onprem2);
+    wait_for(Duration::from_secs(10), "load continues on onprem2", || {
+        reverse_ok(&s.onprem2) >= before + 50.0
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failures) = load.await.expect("load task");
+    eprintln!("on-prem drain: {ok} connects, {} failures", failures.len());
+    assert!(
+        failures.is_empty(),
+        "failed connects during the on-prem drain: {failures:?}"
+    );
+}
