@@ -4,15 +4,55 @@
 //! The loops wait for readiness without a buffer and borrow one from a per-thread pool only
 //! to drain what is ready, so ten thousand idle connections hold no buffers at all, while a
 //! busy one copies in 64 KiB chunks (tokio's 8 KiB default costs measurable throughput).
+//!
+//! On Linux the bytes move with `splice(2)` through a pooled pipe instead of being copied
+//! through user space (see `splice.rs`); the copy loop stays as the portable path and the
+//! fallback when a socket cannot be spliced. [`set_splice`] turns splicing off (the
+//! environment variable `TETHER_LB_SPLICE=off` does the same for a whole process).
 
 use std::cell::RefCell;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+
+#[cfg(target_os = "linux")]
+#[path = "splice.rs"]
+mod splice;
+
+/// Whether relays splice: 0 = not decided yet (read the environment), 1 = on, 2 = off.
+static SPLICE: AtomicU8 = AtomicU8::new(0);
+
+/// Turns zero-copy forwarding with `splice(2)` on or off for relays started afterwards
+/// (on by default where the platform has it: it moves bulk data with less CPU).
+pub fn set_splice(on: bool) {
+    SPLICE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Whether new relays splice: [`set_splice`] if it was called, else on unless the
+/// environment variable `TETHER_LB_SPLICE` is `off`, `0` or `false`.
+pub fn splice_enabled() -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    match SPLICE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = !matches!(
+                std::env::var("TETHER_LB_SPLICE").as_deref(),
+                Ok("off" | "0" | "false")
+            );
+            set_splice(on);
+            on
+        }
+    }
+}
 
 /// Size of one copy buffer.
 pub const BUF_SIZE: usize = 64 * 1024;
@@ -87,12 +127,38 @@ enum Side {
     Server,
 }
 
+/// What a pump is doing, for deciding which side an idle timeout blames.
+const READING: u8 = 0;
+const WRITING: u8 = 1;
+
+/// State the two pumps share with the relay's single idle timer. One timer per connection
+/// (rather than one per wait) keeps the per-connection future small and spares every
+/// wait a timer-wheel insert and removal.
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
+    /// Whether the pumps may splice (see [`Mode`]).
+    splice: bool,
+    /// `READING` or `WRITING`, client to server and server to client.
+    up_state: AtomicU8,
+    down_state: AtomicU8,
+    /// Bytes moved so far, client to server and server to client.
+    up_bytes: AtomicU64,
+    down_bytes: AtomicU64,
 }
 
 impl Activity {
+    fn new(splice: bool) -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            splice,
+            up_state: AtomicU8::new(READING),
+            down_state: AtomicU8::new(READING),
+            up_bytes: AtomicU64::new(0),
+            down_bytes: AtomicU64::new(0),
+        }
+    }
     fn touch(&self) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -100,6 +166,56 @@ impl Activity {
     fn idle_for(&self) -> Duration {
         let now = self.start.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+    fn state(&self, side: Side) -> &AtomicU8 {
+        match side {
+            Side::Client => &self.up_state,
+            Side::Server => &self.down_state,
+        }
+    }
+    fn moved(&self, side: Side, n: u64) {
+        let c = match side {
+            Side::Client => &self.up_bytes,
+            Side::Server => &self.down_bytes,
+        };
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Whom an idle spell blames, given which directions are still open: a direction
+    /// waiting to read blames its source, one stuck writing blames its destination. Returns
+    /// the end if some applicable timeout has passed, else how long until the next one.
+    fn check_idle(
+        &self,
+        up_open: bool,
+        down_open: bool,
+        client_timeout: Duration,
+        server_timeout: Duration,
+    ) -> Result<End, Duration> {
+        let idle = self.idle_for();
+        let mut candidates: [Option<(Duration, End)>; 2] = [None, None];
+        for (i, (open, side)) in [(up_open, Side::Client), (down_open, Side::Server)]
+            .into_iter()
+            .enumerate()
+        {
+            if !open {
+                continue;
+            }
+            let blames_client = match side {
+                Side::Client => self.up_state.load(Ordering::Relaxed) == READING,
+                Side::Server => self.down_state.load(Ordering::Relaxed) == WRITING,
+            };
+            candidates[i] = Some(if blames_client {
+                (client_timeout, End::ClientTimeout)
+            } else {
+                (server_timeout, End::ServerTimeout)
+            });
+        }
+        let first = candidates.into_iter().flatten().min_by_key(|(t, _)| *t);
+        match first {
+            Some((t, end)) if idle >= t => Ok(end),
+            Some((t, _)) => Err(t - idle),
+            // Nothing open: the relay is finishing anyway.
+            None => Err(client_timeout.min(server_timeout)),
+        }
     }
 }
 
@@ -114,118 +230,214 @@ pub async fn relay(
     count_down: &(dyn Fn(u64) + Sync),
     stop: &CancellationToken,
 ) -> Outcome {
-    let activity = Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    };
-    let up = pump(
+    relay_with(
         client,
         server,
-        Side::Client,
         client_timeout,
         server_timeout,
         count_up,
-        &activity,
-    );
-    let down = pump(
-        server,
-        client,
-        Side::Server,
-        server_timeout,
-        client_timeout,
         count_down,
-        &activity,
-    );
-    tokio::pin!(up, down);
-    let (mut up_done, mut down_done): (Option<u64>, Option<u64>) = (None, None);
-    let mut moved = (0u64, 0u64);
+        stop,
+        splice_enabled(),
+    )
+    .await
+}
+
+/// [`relay`], with splicing chosen by the caller (tests take both paths in one process).
+#[allow(clippy::too_many_arguments)]
+async fn relay_with(
+    client: &TcpStream,
+    server: &TcpStream,
+    client_timeout: Duration,
+    server_timeout: Duration,
+    count_up: &(dyn Fn(u64) + Sync),
+    count_down: &(dyn Fn(u64) + Sync),
+    stop: &CancellationToken,
+    splice: bool,
+) -> Outcome {
+    let activity = Activity::new(splice);
+    let up = pump(client, server, Side::Client, count_up, &activity);
+    let down = pump(server, client, Side::Server, count_down, &activity);
+    let idle = tokio::time::sleep(client_timeout.min(server_timeout));
+    tokio::pin!(up, down, idle);
+    let (mut up_done, mut down_done) = (false, false);
     let end = loop {
-        if let (Some(u), Some(d)) = (up_done, down_done) {
-            moved = (u, d);
+        if up_done && down_done {
             break End::Done;
         }
         tokio::select! {
-            r = &mut up, if up_done.is_none() => match r {
-                Ok(n) => up_done = Some(n),
-                Err((end, n)) => { moved = (n, down_done.unwrap_or(0)); break end; }
+            r = &mut up, if !up_done => match r {
+                Ok(()) => up_done = true,
+                Err(end) => break end,
             },
-            r = &mut down, if down_done.is_none() => match r {
-                Ok(n) => down_done = Some(n),
-                Err((end, n)) => { moved = (up_done.unwrap_or(0), n); break end; }
+            r = &mut down, if !down_done => match r {
+                Ok(()) => down_done = true,
+                Err(end) => break end,
             },
+            _ = &mut idle => {
+                match activity.check_idle(!up_done, !down_done, client_timeout, server_timeout) {
+                    Ok(end) => break end,
+                    Err(left) => idle.as_mut().reset(tokio::time::Instant::now() + left),
+                }
+            }
             _ = stop.cancelled() => break End::Shutdown,
         }
     };
     Outcome {
-        up: moved.0,
-        down: moved.1,
+        up: activity.up_bytes.load(Ordering::Relaxed),
+        down: activity.down_bytes.load(Ordering::Relaxed),
         end,
     }
 }
 
-/// Copies `from` to `to` until `from` closes, then half-closes `to`.
+/// Copies `from` to `to` until `from` closes, then half-closes `to`. Idle timeouts are
+/// the relay's: a pump only records what it is waiting for.
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
     side: Side,
-    read_timeout: Duration,
-    write_timeout: Duration,
     count: &(dyn Fn(u64) + Sync),
     activity: &Activity,
-) -> Result<u64, (End, u64)> {
-    let (read_fail, write_fail, read_idle, write_idle) = match side {
-        Side::Client => (
-            End::ClientError,
-            End::ServerError,
-            End::ClientTimeout,
-            End::ServerTimeout,
-        ),
-        Side::Server => (
-            End::ServerError,
-            End::ClientError,
-            End::ServerTimeout,
-            End::ClientTimeout,
-        ),
+) -> Result<(), End> {
+    let (read_fail, write_fail) = match side {
+        Side::Client => (End::ClientError, End::ServerError),
+        Side::Server => (End::ServerError, End::ClientError),
     };
-    let mut total = 0u64;
+    // Small messages are copied: for them a splice costs as many system calls as a copy,
+    // plus a page for the pipe. A direction switches to splicing once one read fills a
+    // whole buffer, the sign of a bulk transfer (HAProxy's `splice-auto` does the same).
+    let mut mode = if activity.splice {
+        Mode::CopyUntilBulk
+    } else {
+        Mode::Copy
+    };
+    let count = |n: u64| {
+        count(n);
+        activity.moved(side, n);
+        activity.touch();
+    };
+    let state = activity.state(side);
     loop {
-        // Wait for data without holding a buffer; an idle wait ends only when the whole
-        // connection has been idle, so a long one-way transfer is not cut.
-        loop {
-            match tokio::time::timeout(read_timeout, from.readable()).await {
-                Ok(Ok(())) => break,
-                Ok(Err(_)) => return Err((read_fail, total)),
-                Err(_) if activity.idle_for() >= read_timeout => return Err((read_idle, total)),
-                Err(_) => continue,
+        // Wait for data without holding a buffer.
+        if from.readable().await.is_err() {
+            return Err(read_fail);
+        }
+        let mut result = None;
+        #[cfg(target_os = "linux")]
+        if mode == Mode::Splice {
+            // Out of descriptors for a pipe: copy this round, splice again later.
+            if let Ok(mut pipe) = splice::take_pipe() {
+                let r = drain_spliced(from, to, &mut pipe, &count, state).await;
+                splice::give_pipe(pipe);
+                match r {
+                    // This pair of sockets cannot be spliced: copy from now on.
+                    Err(DrainError::Unsupported) => mode = Mode::Copy,
+                    r => result = Some(r),
+                }
             }
         }
-        let mut buf = take_buf();
-        let result = drain(from, to, &mut buf, write_timeout, count, activity).await;
-        give_buf(buf);
+        let result = match result {
+            Some(r) => r,
+            None => {
+                let mut buf = take_buf();
+                let r = drain(from, to, &mut buf, &count, state).await;
+                give_buf(buf);
+                r
+            }
+        };
         match result {
-            Ok(Drained::More(n)) => total += n,
-            Ok(Drained::Eof(n)) => {
-                total += n;
+            Ok(Drained::More { bulk }) => {
+                if bulk && mode == Mode::CopyUntilBulk {
+                    mode = Mode::Splice;
+                }
+            }
+            Ok(Drained::Eof) => {
                 // Half-close: tell the other side we are done sending, keep reading it.
                 let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
-                return Ok(total);
+                return Ok(());
             }
-            Err(DrainError::Read(n)) => return Err((read_fail, total + n)),
-            Err(DrainError::Write(n)) => return Err((write_fail, total + n)),
-            Err(DrainError::WriteIdle(n)) => return Err((write_idle, total + n)),
+            Err(DrainError::Read) => return Err(read_fail),
+            Err(DrainError::Write) => return Err(write_fail),
+            Err(DrainError::Unsupported) => return Err(read_fail),
         }
     }
 }
 
+/// How a direction moves its bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Through a user-space buffer, always (splicing is off or failed).
+    Copy,
+    /// Through a buffer until one read fills it, then [`Mode::Splice`].
+    CopyUntilBulk,
+    /// With `splice(2)` through a pipe.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Splice,
+}
+
 enum Drained {
-    More(u64),
-    Eof(u64),
+    /// Reading would block now; `bulk` when some read filled the whole buffer.
+    More {
+        bulk: bool,
+    },
+    Eof,
 }
 
 enum DrainError {
-    Read(u64),
-    Write(u64),
-    WriteIdle(u64),
+    Read,
+    Write,
+    /// `splice` refused these sockets before anything moved (only from `drain_spliced`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Unsupported,
+}
+
+/// What one read found.
+enum Got {
+    /// Bytes; `drained` when the read was short, so the socket had nothing more.
+    Data {
+        n: usize,
+        drained: bool,
+    },
+    Eof,
+    WouldBlock,
+}
+
+/// Reads once. A short read on a TCP socket means its receive queue was empty, so this
+/// also clears the socket's readiness then: the next wait sleeps until new bytes arrive
+/// (edge-triggered epoll reports them) instead of spending a system call on a read that
+/// can only say `EAGAIN`. Every small message saves that call in each direction.
+fn read_once(from: &TcpStream, buf: &mut [u8]) -> io::Result<Got> {
+    use std::io::Read;
+
+    let sock = socket2::SockRef::from(from);
+    let mut short = None;
+    let r = from.try_io(Interest::READABLE, || {
+        let n = (&*sock).read(buf)?;
+        if n > 0 && n < buf.len() {
+            short = Some(n);
+            // Reported as WouldBlock only so tokio clears the readiness; the bytes are
+            // returned through `short`. A later arrival sets it again (new epoll edge,
+            // and tokio's tick check keeps a newer event from being cleared).
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (r, short) {
+        (_, Some(n)) => Ok(Got::Data { n, drained: true }),
+        (Ok(0), None) => Ok(Got::Eof),
+        (Ok(n), None) => Ok(Got::Data { n, drained: false }),
+        (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => Ok(Got::WouldBlock),
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// Waits until `to` accepts more bytes, marking the direction as stuck on its
+/// destination meanwhile (so an idle timeout blames that side).
+async fn wait_writable(to: &TcpStream, state: &AtomicU8) -> Result<(), DrainError> {
+    state.store(WRITING, Ordering::Relaxed);
+    let r = to.writable().await;
+    state.store(READING, Ordering::Relaxed);
+    r.map_err(|_| DrainError::Write)
 }
 
 /// Reads what is ready and writes it all out, chunk by chunk, until reading would block.
@@ -233,39 +445,394 @@ async fn drain(
     from: &TcpStream,
     to: &TcpStream,
     buf: &mut [u8],
-    write_timeout: Duration,
     count: &(dyn Fn(u64) + Sync),
-    activity: &Activity,
+    state: &AtomicU8,
 ) -> Result<Drained, DrainError> {
-    let mut moved = 0u64;
+    let mut bulk = false;
     // A bounded number of chunks per wake-up keeps one fast sender from starving the others
     // on this worker thread.
     for _ in 0..16 {
-        let n = match from.try_read(buf) {
-            Ok(0) => return Ok(Drained::Eof(moved)),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Drained::More(moved)),
+        let (mut n, mut drained) = match read_once(from, buf) {
+            Ok(Got::Data { n, drained }) => (n, drained),
+            Ok(Got::Eof) => return Ok(Drained::Eof),
+            Ok(Got::WouldBlock) => return Ok(Drained::More { bulk }),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Err(DrainError::Read(moved)),
+            Err(_) => return Err(DrainError::Read),
         };
-        let mut off = 0;
-        while off < n {
-            match to.try_write(&buf[off..n]) {
-                Ok(w) => off += w,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match tokio::time::timeout(write_timeout, to.writable()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return Err(DrainError::Write(moved)),
-                        Err(_) => return Err(DrainError::WriteIdle(moved)),
-                    }
+        bulk |= n == buf.len();
+        // When the peer's FIN is already known (a request/response followed by a close),
+        // confirm it now: then the bytes go out with MSG_MORE and the half-close that
+        // follows adds the FIN to the same segment, one packet instead of two.
+        let mut eof = false;
+        if drained && read_closed(from) {
+            match read_once(from, &mut buf[n..]) {
+                Ok(Got::Eof) => eof = true,
+                Ok(Got::Data { n: more, .. }) => {
+                    n += more;
+                    drained = false;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(DrainError::Write(moved)),
+                Ok(Got::WouldBlock) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => drained = false,
+                Err(_) => return Err(DrainError::Read),
             }
         }
-        moved += n as u64;
+        let flags = libc::MSG_NOSIGNAL | if eof { libc::MSG_MORE } else { 0 };
+        let sock = socket2::SockRef::from(to);
+        let mut off = 0;
+        while off < n {
+            match to.try_io(Interest::WRITABLE, || {
+                sock.send_with_flags(&buf[off..n], flags)
+            }) {
+                Ok(w) => off += w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(to, state).await?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(DrainError::Write),
+            }
+        }
         count(n as u64);
-        activity.touch();
+        if eof {
+            return Ok(Drained::Eof);
+        }
+        if drained {
+            return Ok(Drained::More { bulk });
+        }
     }
-    Ok(Drained::More(moved))
+    Ok(Drained::More { bulk })
+}
+
+/// Whether the socket's peer has closed its sending side, as far as the readiness events
+/// already received tell (no system call). tokio never clears the read-closed state, so
+/// after [`read_once`] cleared plain readability, "ready" means exactly that.
+fn read_closed(s: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    // The stored waker (a no-op) is only for `poll_read_ready`'s own slot, which nothing
+    // else here uses; the pumps wait with `readable()`.
+    s.poll_read_ready(&mut cx).is_ready()
+}
+
+/// [`drain`] without the copy: splices what is ready into `pipe`, and from the pipe into
+/// `to`, until reading would block. The pipe is empty again when this returns `Ok`.
+#[cfg(target_os = "linux")]
+async fn drain_spliced(
+    from: &TcpStream,
+    to: &TcpStream,
+    pipe: &mut splice::Pipe,
+    count: &(dyn Fn(u64) + Sync),
+    state: &AtomicU8,
+) -> Result<Drained, DrainError> {
+    use std::os::fd::AsRawFd;
+
+    let (from_fd, to_fd) = (from.as_raw_fd(), to.as_raw_fd());
+    let mut first = true;
+    // Same fairness bound as the copy loop; each round moves up to a pipe's capacity.
+    for _ in 0..16 {
+        // `try_io` clears tokio's readiness when the call would block, so the next wait
+        // really waits. (A short splice does not prove the socket empty, unlike a short
+        // read: the pipe may have run out of slots first.)
+        let n = match from.try_io(Interest::READABLE, || splice::socket_to_pipe(from_fd, pipe)) {
+            Ok(0) => return Ok(Drained::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(Drained::More { bulk: true });
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if first && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                return Err(DrainError::Unsupported);
+            }
+            Err(_) => return Err(DrainError::Read),
+        };
+        first = false;
+        while pipe.len > 0 {
+            match to.try_io(Interest::WRITABLE, || splice::pipe_to_socket(pipe, to_fd)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(to, state).await?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(DrainError::Write),
+            }
+        }
+        count(n as u64);
+    }
+    Ok(Drained::More { bulk: true })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Two connected loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    /// Deterministic bytes that differ at every offset, so a lost, repeated or reordered
+    /// chunk shows.
+    fn pattern(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    struct Relayed {
+        client: TcpStream,
+        server: TcpStream,
+        task: tokio::task::JoinHandle<(Outcome, u64, u64)>,
+    }
+
+    /// client <-> [relay] <-> server; `early` is written by the client before the relay
+    /// starts, so the relay's first read finds a full buffer (the switch to splicing).
+    async fn relayed(splice: bool, early: &[u8]) -> Relayed {
+        let t = Duration::from_secs(20);
+        relayed_with(splice, early, t, t).await
+    }
+
+    async fn relayed_with(
+        splice: bool,
+        early: &[u8],
+        client_timeout: Duration,
+        server_timeout: Duration,
+    ) -> Relayed {
+        let (mut client, proxy_in) = pair().await;
+        let (proxy_out, server) = pair().await;
+        client.write_all(early).await.unwrap();
+        let task = tokio::spawn(async move {
+            let up = AtomicU64::new(0);
+            let down = AtomicU64::new(0);
+            let count_up = |n| {
+                up.fetch_add(n, Ordering::Relaxed);
+            };
+            let count_down = |n| {
+                down.fetch_add(n, Ordering::Relaxed);
+            };
+            let stop = CancellationToken::new();
+            let o = relay_with(
+                &proxy_in,
+                &proxy_out,
+                client_timeout,
+                server_timeout,
+                &count_up,
+                &count_down,
+                &stop,
+                splice,
+            )
+            .await;
+            (o, up.into_inner(), down.into_inner())
+        });
+        Relayed {
+            client,
+            server,
+            task,
+        }
+    }
+
+    async fn bulk_both_ways(splice: bool) {
+        const LEN: usize = 8 << 20;
+        let up_data = pattern(1, LEN);
+        let down_data = pattern(2, LEN);
+        let early = 256 * 1024;
+        let r = relayed(splice, &up_data[..early]).await;
+        let (mut cr, mut cw) = r.client.into_split();
+        let (mut sr, mut sw) = r.server.into_split();
+        let up_rest = up_data[early..].to_vec();
+        let down_copy = down_data.clone();
+        // Both directions at once, each half-closed when done.
+        let client_send = tokio::spawn(async move {
+            cw.write_all(&up_rest).await.unwrap();
+            cw.shutdown().await.unwrap();
+        });
+        let server_send = tokio::spawn(async move {
+            sw.write_all(&down_copy).await.unwrap();
+            sw.shutdown().await.unwrap();
+        });
+        let mut at_server = Vec::with_capacity(LEN);
+        let mut at_client = Vec::with_capacity(LEN);
+        let (a, b) = tokio::join!(
+            sr.read_to_end(&mut at_server),
+            cr.read_to_end(&mut at_client)
+        );
+        a.unwrap();
+        b.unwrap();
+        client_send.await.unwrap();
+        server_send.await.unwrap();
+        assert!(at_server == up_data, "client to server bytes differ");
+        assert!(at_client == down_data, "server to client bytes differ");
+        let (o, up, down) = tokio::time::timeout(Duration::from_secs(10), r.task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.end, End::Done);
+        assert_eq!((o.up, o.down), (LEN as u64, LEN as u64));
+        assert_eq!((up, down), (LEN as u64, LEN as u64));
+    }
+
+    #[tokio::test]
+    async fn bulk_both_ways_arrives_intact_when_spliced() {
+        bulk_both_ways(true).await;
+    }
+
+    #[tokio::test]
+    async fn bulk_both_ways_arrives_intact_when_copied() {
+        bulk_both_ways(false).await;
+    }
+
+    /// The common short exchange: a request, a response, the server closes. The response
+    /// and the FIN may leave in one segment (MSG_MORE); the client must get all of it and
+    /// then end of stream, and the relay must end `Done` once the client closes too.
+    async fn request_response_close(splice: bool) {
+        for round in 0..50 {
+            let mut r = relayed(splice, b"").await;
+            let req = format!("GET /{round} HTTP/1.1\r\n\r\n");
+            r.client.write_all(req.as_bytes()).await.unwrap();
+            let mut got = vec![0u8; req.len()];
+            r.server.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, req.as_bytes());
+            let resp = pattern(round, 300 + round as usize * 7);
+            r.server.write_all(&resp).await.unwrap();
+            drop(r.server);
+            let mut at_client = Vec::new();
+            r.client.read_to_end(&mut at_client).await.unwrap();
+            assert!(at_client == resp, "round {round}: response differs");
+            drop(r.client);
+            let (o, _, _) = tokio::time::timeout(Duration::from_secs(10), r.task)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(o.end, End::Done, "round {round}");
+            assert_eq!((o.up, o.down), (req.len() as u64, resp.len() as u64));
+        }
+    }
+
+    #[tokio::test]
+    async fn request_response_close_delivers_everything_spliced() {
+        request_response_close(true).await;
+    }
+
+    #[tokio::test]
+    async fn request_response_close_delivers_everything_copied() {
+        request_response_close(false).await;
+    }
+
+    /// Many small messages back and forth on one connection (kept-alive traffic): the
+    /// short-read path must never lose a wake-up.
+    #[tokio::test]
+    async fn ping_pong_never_stalls() {
+        let mut r = relayed(true, b"").await;
+        for i in 0..2000u32 {
+            let msg = i.to_be_bytes();
+            r.client.write_all(&msg).await.unwrap();
+            let mut got = [0u8; 4];
+            tokio::time::timeout(Duration::from_secs(5), r.server.read_exact(&mut got))
+                .await
+                .expect("server side stalled")
+                .unwrap();
+            assert_eq!(got, msg);
+            r.server.write_all(&got).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(5), r.client.read_exact(&mut got))
+                .await
+                .expect("client side stalled")
+                .unwrap();
+            assert_eq!(got, msg);
+        }
+        drop(r.client);
+        drop(r.server);
+        let (o, _, _) = tokio::time::timeout(Duration::from_secs(10), r.task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.up, o.down), (8000, 8000));
+    }
+
+    /// Memory per idle connection is mostly this future: keep it small (it is held for
+    /// every open connection, ten thousand of them on a busy balancer).
+    #[tokio::test]
+    async fn relay_future_stays_small() {
+        let (a, b) = pair().await;
+        let stop = CancellationToken::new();
+        let f = relay(
+            &a,
+            &b,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            &|_| {},
+            &|_| {},
+            &stop,
+        );
+        let size = std::mem::size_of_val(&f);
+        eprintln!("relay future: {size} bytes");
+        assert!(size <= 4096, "relay future grew to {size} bytes");
+    }
+
+    const SHORT: Duration = Duration::from_millis(200);
+    const LONG: Duration = Duration::from_secs(20);
+
+    async fn outcome(r: tokio::task::JoinHandle<(Outcome, u64, u64)>) -> Outcome {
+        tokio::time::timeout(Duration::from_secs(10), r)
+            .await
+            .expect("relay did not end")
+            .unwrap()
+            .0
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_times_out_blaming_the_silent_side() {
+        let r = relayed_with(true, b"", SHORT, LONG).await;
+        assert_eq!(outcome(r.task).await.end, End::ClientTimeout);
+        let r = relayed_with(true, b"", LONG, SHORT).await;
+        assert_eq!(outcome(r.task).await.end, End::ServerTimeout);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_stops_reading_is_blamed() {
+        // The client keeps sending, the server reads nothing: the relay ends up waiting to
+        // write to the server, and the (short) server timeout ends it, not the client's.
+        let r = relayed_with(false, b"", LONG, SHORT).await;
+        let (_cr, mut cw) = r.client.into_split();
+        let writer = tokio::spawn(async move {
+            let chunk = vec![7u8; 64 * 1024];
+            // Bounded: far more than the socket buffers hold, so the relay blocks.
+            for _ in 0..4096 {
+                if cw.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let o = outcome(r.task).await;
+        assert_eq!(o.end, End::ServerTimeout);
+        assert!(o.up > 0);
+        writer.abort();
+        drop(r.server);
+    }
+
+    #[tokio::test]
+    async fn a_half_closed_client_is_not_cut_by_its_own_timeout() {
+        // The client sent its request and half-closed; the server takes longer than the
+        // client timeout to answer. Only the server's timeout applies now.
+        let mut r = relayed_with(true, b"", SHORT, LONG).await;
+        r.client.write_all(b"request").await.unwrap();
+        r.client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        r.server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"request");
+        // The scenario itself: a slow server, three client timeouts long.
+        tokio::time::sleep(SHORT * 3).await;
+        r.server.write_all(b"response").await.unwrap();
+        drop(r.server);
+        let mut at_client = Vec::new();
+        r.client.read_to_end(&mut at_client).await.unwrap();
+        assert_eq!(at_client, b"response");
+        let o = outcome(r.task).await;
+        assert_eq!(o.end, End::Done);
+        assert_eq!((o.up, o.down), (7, 8));
+    }
 }

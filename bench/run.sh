@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Tether's benchmark: `tether lb` against HAProxy (mode tcp, with and without splice) and
+# nginx's stream module, plus direct, on this machine, in one run. Writes
+# bench/results/<date>.md with each figure and Tether's ratio to each peer.
+#
+#   bench/run.sh            # full run, about 8 minutes
+#   bench/run.sh --quick    # under 2 minutes
+#   bench/run.sh --help     # every option (repetitions, seconds, targets, tests)
+#
+# Needs root for apt-get (skipped when the peers are already installed: --no-install skips
+# it always) and at least 2 CPUs: each proxy is pinned to CPU 0, the load and backends to
+# CPU 1. Only loopback is used; only processes this run started are stopped.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+
+install=1
+args=()
+for a in "$@"; do
+    if [[ "$a" == "--no-install" ]]; then install=0; else args+=("$a"); fi
+done
+
+need=()
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || need+=(nginx-light)
+[[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || need+=(libnginx-mod-stream)
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v taskset >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
+if (( install )) && (( ${#need[@]} )); then
+    echo "installing from Debian: ${need[*]}" >&2
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
+fi
+
+echo "building tether (release) and the load client" >&2
+cargo build --release --manifest-path "$root/Cargo.toml" -p tether
+cargo build --release --manifest-path "$here/loadgen/Cargo.toml"
+
+# The idle-connection test holds thousands of sockets: raise the soft limit to the hard one.
+ulimit -n "$(ulimit -Hn)"
+exec python3 "$here/bench.py" "${args[@]}"
