@@ -47,6 +47,9 @@ pub fn main(args: LbArgs) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         let shutdown = crate::signals::shutdown_on_signals()?;
+        // Installed before anything listens, so an early SIGHUP cannot kill the process.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
         let opts = Options {
             workers,
             config_path: Some(args.config.clone()),
@@ -57,8 +60,6 @@ pub fn main(args: LbArgs) -> anyhow::Result<ExitCode> {
         // SIGHUP reloads in-process: unchanged listeners keep their sockets and no open
         // connection is cut; an invalid file is refused and the running config keeps serving.
         let lb = running.lb.clone();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("installing the SIGHUP handler")?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 match lb.reload().await {

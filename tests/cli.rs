@@ -188,3 +188,104 @@ fn probe_reports_failures_with_exit_1_when_nothing_listens() {
     assert_eq!(report["successes"], 0);
     assert!(report["failures"].as_u64().unwrap() >= 5, "{report}");
 }
+
+/// Starts `tether echo` with a banner; returns the process and its address.
+fn spawn_echo(banner: &str) -> (Proc, String) {
+    let mut echo = Proc(
+        Command::new(TETHER)
+            .args([
+                "--log-format",
+                "json",
+                "echo",
+                "--listen",
+                "127.0.0.1:0",
+                "--banner",
+                banner,
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(echo.0.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let addr = wait_log_field(&mut lines, "echo server ready", "listen");
+    (echo, addr)
+}
+
+fn lb_config(server: &str, weight: u32) -> String {
+    format!(
+        "[[frontend]]\nname = \"fe\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"b\"\n\
+         [[backend]]\nname = \"b\"\n[[backend.server]]\nname = \"s\"\naddress = \"{server}\"\nweight = {weight}\n"
+    )
+}
+
+fn banner_of(addr: &str) -> String {
+    use std::io::Read;
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    let n = c.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).trim().to_string()
+}
+
+#[test]
+fn sighup_reloads_in_place_and_refuses_a_bad_file() {
+    use std::io::{Read, Write};
+    let (_e1, a1) = spawn_echo("one");
+    let (_e2, a2) = spawn_echo("two");
+    let dir = tempdir();
+    let cfg = dir.join("lb.toml");
+    std::fs::write(&cfg, lb_config(&a1, 1)).unwrap();
+    let mut lb = Proc(
+        Command::new(TETHER)
+            .args(["--log-format", "json", "lb", "--workers", "1", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(lb.0.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let bind = wait_log_field(&mut lines, "listening", "bind");
+    let addr = bind.trim_matches(|c| c == '[' || c == ']').to_string();
+    let mut open = std::net::TcpStream::connect(&addr).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = open.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"one\n");
+
+    let hup = |p: &Proc| {
+        let pid = nix::unistd::Pid::from_raw(p.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    };
+    // Point the backend at the other server and reload: the same port now leads there.
+    std::fs::write(&cfg, lb_config(&a2, 1)).unwrap();
+    hup(&lb);
+    let _ = wait_log_field(&mut lines, "configuration reloaded", "report");
+    assert_eq!(banner_of(&addr), "two");
+    // The connection opened before the reload still talks to the first server.
+    open.write_all(b"kept\n").unwrap();
+    let n = open.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"kept\n");
+
+    // A bad file is refused with its location, and the balancer keeps serving.
+    std::fs::write(&cfg, lb_config(&a1, 0)).unwrap();
+    hup(&lb);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        let line = lines.next().expect("exited");
+        if line.contains("reload refused") {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no refusal logged");
+    };
+    assert!(
+        refusal.contains("lb.toml:10: backend[0].server[0].weight"),
+        "{refusal}"
+    );
+    assert_eq!(banner_of(&addr), "two");
+    assert!(lb.0.try_wait().unwrap().is_none());
+    let _ = std::fs::remove_dir_all(dir);
+}

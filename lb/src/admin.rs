@@ -211,14 +211,14 @@ async fn stats(AxState(lb): AxState<Arc<Lb>>) -> Html<String> {
     let mut h = String::with_capacity(8192);
     h.push_str(
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
-         <title>tether lb</title><style>\
+         <title>Tether load balancer</title><style>\
          body{font-family:sans-serif;margin:24px;color:#222}\
          h1{font-size:22px}h2{font-size:18px;margin-top:28px}\
          table{border-collapse:collapse;margin:8px 0}\
          th,td{border:1px solid #ccc;padding:6px 12px;text-align:left;font-size:15px}\
          th{background:#f0f0f0}.up{background:#d8f5d8}.down{background:#f8d0d0}\
          .drain{background:#fff0c0}.maint{background:#d8d8f0}.unknown{background:#eee}\
-         </style></head><body><h1>tether lb</h1>",
+         </style></head><body><h1>Tether load balancer</h1>",
     );
     let _ = write!(
         h,
@@ -245,11 +245,11 @@ async fn stats(AxState(lb): AxState<Arc<Lb>>) -> Html<String> {
     for b in &view.backends {
         let _ = write!(
             h,
-            "<h2>Backend {} ({:?})</h2><table><tr><th>server</th><th>address</th><th>status</th>\
+            "<h2>Backend {} ({})</h2><table><tr><th>server</th><th>address</th><th>status</th>\
              <th>last check</th><th>weight</th><th>active</th><th>total</th><th>queued</th>\
              <th>bytes in</th><th>bytes out</th><th>last change</th></tr>",
             esc(&b.name),
-            b.balance
+            format!("{:?}", b.balance).to_lowercase()
         );
         for s in &b.servers {
             let (class, status) = match (s.state, s.health) {

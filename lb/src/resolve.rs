@@ -31,6 +31,9 @@ pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
     };
     // We poll at our own interval; a cache would hide a change until the record's TTL ends.
     builder.options_mut().cache_size = 0;
+    // A dead name server must not stall a round for long: the next round retries anyway.
+    builder.options_mut().timeout = std::time::Duration::from_secs(2);
+    builder.options_mut().attempts = 1;
     Ok(builder.build())
 }
 

@@ -151,6 +151,22 @@ impl Lb {
         }
     }
 
+    /// Waits (bounded) until `series` reads at least `want`.
+    pub async fn wait_metric_at_least(&self, series: &str, want: f64) {
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let m = self.metrics().await;
+            if metric_opt(&m, series).is_some_and(|v| v >= want) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} never reached {want}:\n{m}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits (bounded) until `series` reads `want`.
     pub async fn wait_metric(&self, series: &str, want: f64) {
         let deadline = tokio::time::Instant::now() + T;
