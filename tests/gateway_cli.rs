@@ -189,7 +189,7 @@ fn certs_then_cloud_and_onprem_processes_relay() {
                 .expect("spawn"),
         )
     };
-    let _cloud = spawn(&cloud_toml);
+    let cloud = spawn(&cloud_toml);
     let _onprem = spawn(&onprem_toml);
     let t = Instant::now();
     while http_status(admin, "/readyz/svc-a") != Some(200) {
@@ -207,4 +207,27 @@ fn certs_then_cloud_and_onprem_processes_relay() {
     c.read_exact(&mut buf).expect("echo");
     assert_eq!(&buf, b"through the gateway\n");
     assert_eq!(http_status(admin, "/livez"), Some(200));
+    drop(c);
+
+    // SIGTERM drains and exits cleanly, promptly when nothing is in flight.
+    let mut cloud = cloud;
+    let status = Command::new("kill")
+        .args(["-TERM", &cloud.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let t = Instant::now();
+    let exit = loop {
+        if let Some(s) = cloud.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no exit 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "exit status {exit}");
+    // Nothing listens on the service port any more.
+    assert!(TcpStream::connect(("127.0.0.1", svc)).is_err());
 }

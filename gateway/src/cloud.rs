@@ -432,7 +432,7 @@ impl Cloud {
     }
 
     async fn handle_session(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
-        let _ = tcp.set_nodelay(true);
+        common::session_socket_options(&tcp);
         let t = &self.cfg.timers;
         let tls = match tokio::time::timeout(t.handshake_timeout, self.acceptor.accept(tcp)).await {
             Ok(Ok(s)) => s,

@@ -362,3 +362,19 @@ impl Drop for Inflight {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Socket options of a session connection: no Nagle delay, TCP keepalive (idle 10 s, every
+/// 5 s, 3 probes) and, on Linux, `TCP_USER_TIMEOUT` 10 s so unacknowledged writes on a
+/// half-open path fail fast. The pings of the control stream remain the main detector;
+/// these catch a dead path even while the process is too busy to ping.
+pub(crate) fn session_socket_options(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let sock = socket2::SockRef::from(tcp);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    let _ = sock.set_tcp_keepalive(&keepalive);
+    #[cfg(target_os = "linux")]
+    let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(10)));
+}

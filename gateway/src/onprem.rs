@@ -515,7 +515,7 @@ impl Onprem {
             Ok(Err(_)) => return Err(DialFailure::new("connect")),
             Err(_) => return Err(DialFailure::new("connect_timeout")),
         };
-        let _ = tcp.set_nodelay(true);
+        common::session_socket_options(&tcp);
         let tls = match tokio::time::timeout(
             t.handshake_timeout,
             self.connector.connect(server_name, tcp),
