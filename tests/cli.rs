@@ -67,8 +67,10 @@ fn tempdir() -> std::path::PathBuf {
 /// Reads JSON log lines from the child's stderr until one has `field`, returning its value.
 fn wait_log_field(lines: &mut impl Iterator<Item = String>, message: &str, field: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = Vec::new();
     for line in lines {
         assert!(Instant::now() < deadline, "no {message} log line in time");
+        last.push(line.clone());
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
@@ -76,7 +78,7 @@ fn wait_log_field(lines: &mut impl Iterator<Item = String>, message: &str, field
             return v[field].as_str().unwrap_or_default().to_string();
         }
     }
-    panic!("process exited before logging {message}");
+    panic!("process exited before logging {message}: {last:#?}");
 }
 
 #[test]
@@ -287,5 +289,59 @@ fn sighup_reloads_in_place_and_refuses_a_bad_file() {
     );
     assert_eq!(banner_of(&addr), "two");
     assert!(lb.0.try_wait().unwrap().is_none());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn running_out_of_file_descriptors_is_counted_and_survived() {
+    let (_echo, server) = spawn_echo("e");
+    let dir = tempdir();
+    let cfg = dir.join("lb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+            lb_config(&server, 1)
+        ),
+    )
+    .unwrap();
+    // A tiny descriptor limit (ours only, through the shell's ulimit) so accept(2) hits EMFILE.
+    let mut lb = Proc(
+        Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+            .arg(TETHER)
+            .args(["--log-format", "json", "lb", "--workers", "1", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(lb.0.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let addr = wait_log_field(&mut lines, "listening", "bind");
+    let addr = addr.trim_matches(|c| c == '[' || c == ']').to_string();
+    // Each proxied connection costs the balancer two descriptors: 60 clients exhaust 64.
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        if let Ok(c) = std::net::TcpStream::connect(&addr) {
+            held.push(c);
+        }
+    }
+    let _ = wait_log_field(&mut lines, "accept failed; backing off", "error");
+    assert!(lb.0.try_wait().unwrap().is_none(), "the balancer died");
+    // Free the descriptors: the listener serves again by itself.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(b) = std::panic::catch_unwind(|| banner_of(&addr))
+            && b == "e"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -346,3 +346,33 @@ async fn metrics_count_what_the_test_did() {
     );
     stop.cancel();
 }
+
+#[tokio::test]
+async fn one_frontend_listens_on_ipv4_and_ipv6_and_binds_an_address_it_does_not_hold() {
+    let stop = CancellationToken::new();
+    let a = echo_server("a", &stop).await;
+    // 203.0.113.77 is on no interface here: IP_FREEBIND lets the bind succeed anyway, as a
+    // VRRP backup pre-binds the VIP. No traffic is sent to it.
+    let toml = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[[frontend]]
+name = "fe"
+bind = ["127.0.0.1:0", "[::1]:0", "203.0.113.77:0"]
+backend = "be"
+[[backend]]
+name = "be"
+[backend.health]
+kind = "none"
+{}"#,
+        servers_toml(&[("a", a.addr)], "")
+    );
+    let lb = Lb::start(&toml).await;
+    let bound = lb.running.as_ref().unwrap().frontend_addrs("fe");
+    assert_eq!(bound.len(), 3, "{bound:?}");
+    assert!(bound[1].is_ipv6() && bound[1].port() != 0);
+    assert_eq!(bound[2].ip().to_string(), "203.0.113.77");
+    assert_eq!(exchange(bound[0]).await, "a");
+    assert_eq!(exchange(bound[1]).await, "a");
+}
