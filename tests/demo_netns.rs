@@ -171,7 +171,7 @@ fn demo_in_namespaces_follows_the_tutorial_survives_a_balancer_loss_and_cleans_u
     // Failures only within the VIP takeover window: 3 x 100 ms adverts plus skew, with slack
     // for a loaded machine; and the return of lb1 (preempting back) must not add another.
     assert!(gap < 1.5, "longest gap {gap} s: {r}");
-    assert!(failed <= 60, "{failed} failed probes: {r}");
+    assert!(failed <= 100, "{failed} failed probes: {r}");
 
     // lb1 took the VIP back, alone, and every path answers again without a nudge.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -38,6 +38,13 @@ pub const LB_ADMIN: u16 = 9090;
 pub const VRRP_ADMIN: u16 = 9091;
 /// `tether gateway` admin port on every gateway.
 pub const GW_ADMIN: u16 = 9100;
+/// The gateways' TLS domain: cloud node N is `cloudN.<DOMAIN>`, the VIP is `<DOMAIN>`.
+pub const DOMAIN: &str = "gw.example.com";
+/// A quick TCP check for the session backends.
+const TCP_CHECK: &str = "[backend.health]\nkind = \"tcp\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\n";
+/// Gateway timers for a lab: a dead peer is noticed in about a second and a silent stream
+/// open retried after half a second (production defaults are seconds).
+const GW_TIMERS: &str = "[timers]\nping = \"300ms\"\ndead_after = \"1s\"\nopen_timeout = \"500ms\"\nconnect_timeout = \"500ms\"\nbackoff_cap = \"500ms\"\ndrain_grace = \"2s\"\n";
 
 /// Which daemons the `tether` binary has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -445,19 +452,23 @@ impl Scenario {
         let Ok((_, body)) = self.http_get(host, LB_ADMIN, "/api/state") else {
             return "balancer not answering".into();
         };
-        // Pull "name" and "up" of each server out of the JSON without a JSON dependency:
-        // the servers' objects are the ones holding an "up" key.
-        let mut out = String::new();
-        for chunk in body.split("\"name\":\"").skip(1) {
-            let name = chunk.split('"').next().unwrap_or_default();
-            if let Some(rest) = chunk.split("\"up\":").nth(1)
-                && !chunk.contains("\"servers\"")
-            {
-                let up = rest.starts_with("true");
-                let _ = write!(out, "{name} {} ", if up { "up" } else { "down" });
-            }
-        }
-        format!("servers: {}", out.trim_end())
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return "balancer state unreadable".into();
+        };
+        let backends = v["backends"].as_array().cloned().unwrap_or_default();
+        let parts: Vec<String> = backends
+            .iter()
+            .map(|b| {
+                let servers = b["servers"].as_array().cloned().unwrap_or_default();
+                let up = servers.iter().filter(|s| s["up"] == true).count();
+                format!(
+                    "{} {up}/{}",
+                    b["name"].as_str().unwrap_or("?"),
+                    servers.len()
+                )
+            })
+            .collect();
+        format!("servers up: {}", parts.join(", "))
     }
 
     fn gw_detail(&self, host: &str) -> String {
@@ -480,7 +491,7 @@ impl Scenario {
                 .unwrap_or(0.0);
             format!("svc-a {}, sessions {sessions}", ready("/readyz/svc-a"))
         } else {
-            format!("gateway {}", ready("/readyz"))
+            format!("svc-b {}", ready("/readyz/svc-b"))
         }
     }
 
@@ -611,18 +622,26 @@ impl Scenario {
              [defaults]\nconnect_timeout = \"500ms\"\nretries = 2\ngrace_period = \"2s\"\n\n"
         );
         if self.features.gateway {
+            // Sessions: TLS passthrough routed by server name, so each on-prem gateway pins
+            // its sessions to one cloud node; svc-a: only to a cloud node that is ready for
+            // it (holds a session from a gateway exporting it).
             let _ = write!(
                 c,
-                "[[frontend]]\nname = \"svc-a\"\nbind = [\"{VIP}:{SVC_A_PORT}\"]\nbackend = \"cloud-a\"\n\n\
-                 [[frontend]]\nname = \"sessions\"\nbind = [\"{VIP}:{SESSION_PORT}\"]\nbackend = \"sessions\"\n\n\
-                 [[backend]]\nname = \"cloud-a\"\nbalance = \"leastconn\"\n\
-                 [backend.health]\nkind = \"http\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\npath = \"/readyz/svc-a\"\nport = {GW_ADMIN}\n\
-                 [[backend.server]]\nname = \"cloud1\"\naddress = \"192.0.2.21:{SVC_A_PORT}\"\n\
-                 [[backend.server]]\nname = \"cloud2\"\naddress = \"192.0.2.22:{SVC_A_PORT}\"\n\n\
-                 [[backend]]\nname = \"sessions\"\nbalance = \"leastconn\"\n\
-                 [backend.health]\nkind = \"tcp\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\n\
+                "[[frontend]]\nname = \"sessions\"\nbind = [\"{VIP}:{SESSION_PORT}\"]\nbackend = \"all-cloud\"\n\
+                 [[frontend.route]]\nsni = \"cloud1.{DOMAIN}\"\nbackend = \"cloud1\"\n\
+                 [[frontend.route]]\nsni = \"cloud2.{DOMAIN}\"\nbackend = \"cloud2\"\n\n\
+                 [[frontend]]\nname = \"svc-a\"\nbind = [\"{VIP}:{SVC_A_PORT}\"]\nbackend = \"svc-a\"\n\n\
+                 [[backend]]\nname = \"all-cloud\"\nbalance = \"leastconn\"\n{TCP_CHECK}\
                  [[backend.server]]\nname = \"cloud1\"\naddress = \"192.0.2.21:8443\"\n\
-                 [[backend.server]]\nname = \"cloud2\"\naddress = \"192.0.2.22:8443\"\n"
+                 [[backend.server]]\nname = \"cloud2\"\naddress = \"192.0.2.22:8443\"\n\n\
+                 [[backend]]\nname = \"cloud1\"\n{TCP_CHECK}\
+                 [[backend.server]]\nname = \"cloud1\"\naddress = \"192.0.2.21:8443\"\n\n\
+                 [[backend]]\nname = \"cloud2\"\n{TCP_CHECK}\
+                 [[backend.server]]\nname = \"cloud2\"\naddress = \"192.0.2.22:8443\"\n\n\
+                 [[backend]]\nname = \"svc-a\"\nbalance = \"leastconn\"\n\
+                 [backend.health]\nkind = \"http\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 1\nfall = 2\npath = \"/readyz/svc-a\"\nport = {GW_ADMIN}\n\
+                 [[backend.server]]\nname = \"cloud1\"\naddress = \"192.0.2.21:{SVC_A_PORT}\"\n\
+                 [[backend.server]]\nname = \"cloud2\"\naddress = \"192.0.2.22:{SVC_A_PORT}\"\n"
             );
         } else {
             let _ = write!(
@@ -641,7 +660,12 @@ impl Scenario {
         let out = std::process::Command::new(&self.tether)
             .args(["gateway", "certs", "--out"])
             .arg(&certs)
-            .args(["--names", "cloud1,cloud2,onprem1,onprem2"])
+            .args([
+                "--names",
+                "cloud1,cloud2,onprem1,onprem2",
+                "--domain",
+                DOMAIN,
+            ])
             .output()
             .map_err(|e| LabError::io("running tether gateway certs", e))?;
         if !out.status.success() {
@@ -654,7 +678,7 @@ impl Scenario {
         for (i, id) in ["cloud1", "cloud2"].iter().enumerate() {
             let text = format!(
                 "[node]\nrole = \"cloud\"\nid = \"{id}\"\nsession_listen = \"0.0.0.0:8443\"\nadmin_listen = \"0.0.0.0:{GW_ADMIN}\"\n\n\
-                 [cluster]\nnodes = [ {{ id = \"cloud1\", sni = \"cloud1\" }}, {{ id = \"cloud2\", sni = \"cloud2\" }} ]\n\n\
+                 [cluster]\nnodes = [ {{ id = \"cloud1\", sni = \"cloud1.{DOMAIN}\" }}, {{ id = \"cloud2\", sni = \"cloud2.{DOMAIN}\" }} ]\n\n{GW_TIMERS}\n\
                  [tls]\ncert = \"{c}/{id}.pem\"\nkey = \"{c}/{id}.key\"\nclient_ca = \"{c}/ca.pem\"\n\n\
                  [[reverse]]\nservice = \"svc-a\"\nlisten = \"0.0.0.0:{SVC_A_PORT}\"\nwhen_not_ready = \"unbind\"\nallowed_exporters = [\"onprem1\", \"onprem2\"]\n\n\
                  [[forward]]\nservice = \"svc-b\"\nconnect = \"192.0.2.31:6000\"\nallowed_consumers = [\"onprem1\", \"onprem2\"]\n"
@@ -664,9 +688,9 @@ impl Scenario {
         }
         for id in ["onprem1", "onprem2"] {
             let text = format!(
-                "[node]\nrole = \"onprem\"\nid = \"{id}\"\ncloud = \"{VIP}:{SESSION_PORT}\"\nsni_pinning = false\nprepared_connections = 2\nadmin_listen = \"0.0.0.0:{GW_ADMIN}\"\n\n\
+                "[node]\nrole = \"onprem\"\nid = \"{id}\"\ncloud = \"{VIP}:{SESSION_PORT}\"\nserver_name = \"{DOMAIN}\"\nsni_pinning = true\nprepared_connections = 2\nadmin_listen = \"0.0.0.0:{GW_ADMIN}\"\n\n{GW_TIMERS}\n\
                  [tls]\ncert = \"{c}/{id}.pem\"\nkey = \"{c}/{id}.key\"\nca = \"{c}/ca.pem\"\n\n\
-                 [[export]]\nservice = \"svc-a\"\nconnect = \"198.51.100.31:5000\"\nhealth = {{ kind = \"tcp\", interval = \"500ms\" }}\n\n\
+                 [[export]]\nservice = \"svc-a\"\nconnect = \"198.51.100.31:5000\"\nhealth = {{ kind = \"tcp\", interval = \"300ms\", timeout = \"250ms\", rise = 1, fall = 2 }}\n\n\
                  [[consume]]\nservice = \"svc-b\"\nlisten = \"0.0.0.0:{SVC_B_PORT}\"\n"
             );
             self.write(&format!("{id}-gw.toml"), &text)?;
