@@ -6,9 +6,9 @@
 #   compose/test.sh                       # builds target/release/tether if missing
 #   TETHER_BIN=target/debug/tether compose/test.sh
 #
-# Steps: every service path echoes; each balancer is stopped in turn (`compose stop`)
-# while client A probes every 20 ms, the paths still echo, and it is started again;
-# Prometheus has scraped every daemon.
+# Steps: every service path echoes; each balancer and gateway is stopped in turn
+# (`compose stop`) while clients probe every 20 ms, the paths still echo, and it is started
+# again; Prometheus has scraped every daemon.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -69,8 +69,11 @@ echo_path() {
   return 1
 }
 
-# The client paths of the scenario: box host port.
-paths=("client-a 203.0.113.100 6000")
+# The client paths of the scenario: box host port. Service A (server A, on-prem) through
+# the VIP and a cloud gateway; service B (server B, cloud) through each on-prem gateway.
+paths=("client-a 203.0.113.100 5551" "client-b 198.51.100.11 6661" "client-b 198.51.100.12 6661")
+# The box a path enters through, when it is not the VIP.
+entry() { case $2 in 198.51.100.11) echo onprem1 ;; 198.51.100.12) echo onprem2 ;; *) echo vip ;; esac; }
 
 # Waits (bounded) until every path echoes.
 wait_paths() {
@@ -107,30 +110,47 @@ echo "VIP held by: $(vip_holders)"
 [[ $(vip_holders) == lb1 ]] || fail "lb1 (priority 150) should hold the VIP"
 
 figures=()
-for box in lb1 lb2; do
-  say "stop $box while client A probes every 20 ms"
-  probe_out=$(mktemp)
-  ex client-a tether probe --json --connect 203.0.113.100:6000 --every 20ms --for 10s --timeout 500ms \
-    >"$probe_out" 2>/dev/null &
-  probe_pid=$!
-  sleep 2
+for box in lb1 lb2 cloud1 cloud2 onprem1 onprem2; do
+  say "stop $box while clients probe every 20 ms"
+  other=onprem2; [[ $box == onprem2 ]] && other=onprem1
+  other_ip=198.51.100.11; [[ $other == onprem2 ]] && other_ip=198.51.100.12
+  fa=$(mktemp) fb=$(mktemp)
+  ex client-a tether probe --json --connect 203.0.113.100:5551 --every 20ms --for 9s \
+    --timeout 1s >"$fa" 2>/dev/null &
+  pa=$!
+  ex client-b tether probe --json --connect "$other_ip:6661" --every 20ms --for 9s \
+    --timeout 1s >"$fb" 2>/dev/null &
+  pb=$!
+  sleep 1.5
   dc stop -t 10 "$box" >/dev/null 2>&1
   for p in "${paths[@]}"; do
     # shellcheck disable=SC2086
+    [[ $(entry $p) == "$box" ]] && continue   # a path entering through the stopped box
+    # shellcheck disable=SC2086
     who=$(echo_path $p) || fail "path $p while $box is stopped"
-    echo "  $box stopped: path $p answered by $who; VIP held by $(vip_holders)"
+    echo "  $box stopped: path $p answered by $who"
   done
-  sleep 2
+  echo "  VIP held by $(vip_holders)"
+  sleep 1
   dc start "$box" >/dev/null 2>&1
-  wait "$probe_pid" || true
-  report=$(cat "$probe_out"); rm -f "$probe_out"
-  echo "  probe: $report"
-  failures=$(sed -n 's/.*"failures":\([0-9]*\).*/\1/p' <<<"$report")
-  gap=$(sed -n 's/.*"longest_gap_s":\([0-9.e-]*\).*/\1/p' <<<"$report")
-  [[ -n $failures ]] || fail "no probe report"
-  figures+=("$box stop/start: $failures failed probes, longest gap ${gap}s")
-  # A clean stop sends VRRP priority 0 and drains: no client may notice.
-  ((failures <= 5)) || fail "$box stop: $failures failed probes"
+  wait "$pa" "$pb" || true
+  for pair in "A:$fa" "B via $other:$fb"; do
+    name=${pair%%:*}; f=${pair#*:}
+    report=$(cat "$f"); rm -f "$f"
+    failures=$(sed -n 's/.*"failures":\([0-9]*\).*/\1/p' <<<"$report")
+    gap=$(sed -n 's/.*"longest_gap_s":\([0-9.e-]*\).*/\1/p' <<<"$report")
+    [[ -n $failures ]] || fail "no probe report for service $name: $report"
+    echo "  service $name probe: $report"
+    figures+=("$box stop/start, service $name: $failures failed probes, longest gap ${gap}s")
+    # A clean stop: VRRP sends priority 0, balancers and gateways drain. The balancer
+    # cases may cost the VIP takeover window (the sessions through it are re-dialed);
+    # the gateway cases must cost nothing.
+    if [[ $box == lb* ]]; then
+      awk -v g="$gap" 'BEGIN { exit !(g < 1.5) }' || fail "$box stop: service $name gap ${gap}s"
+    else
+      ((failures == 0)) || fail "$box stop: service $name lost $failures probes"
+    fi
+  done
   wait_paths 30 || fail "paths after $box came back"
   deadline=$(($(date +%s) + 15))
   until [[ $(vip_holders) == lb1 ]]; do
@@ -140,7 +160,7 @@ for box in lb1 lb2; do
 done
 
 say "Prometheus has scraped every daemon"
-want=4
+want=8
 deadline=$(($(date +%s) + 60))
 while :; do
   targets=$(ex client-a curl -s --max-time 2 http://203.0.113.90:9090/api/v1/targets || true)
@@ -150,7 +170,7 @@ while :; do
   sleep 1
 done
 echo "Prometheus: $up of $want targets up"
-for metric in tether_lb_server_up tether_vrrp_state; do
+for metric in tether_lb_server_up tether_vrrp_state tether_gateway_sessions; do
   ex client-a curl -s --max-time 2 "http://203.0.113.90:9090/api/v1/query?query=$metric" |
     grep -q '"result":\[{' || fail "Prometheus has no $metric samples"
 done
