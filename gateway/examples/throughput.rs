@@ -1,10 +1,11 @@
 //! Stream throughput through the gateway vs a plain TLS connection over the same path.
 //!
-//! Both run through a delay line that adds `--rtt` of round-trip time (a WAN between the
-//! on-prem and cloud sides), so the comparison shows whether the multiplexer's windows keep
+//! Both run through the same emulated WAN link between the on-prem and cloud sides
+//! (`--mbit` bandwidth, `--rtt` round-trip time, a bottleneck queue of one
+//! bandwidth-delay product), so the comparison shows whether the multiplexer's windows keep
 //! one stream as fast as a dedicated TLS connection. Prints one line per case and the ratio.
 //!
-//! `cargo run --release -p tether-gateway --example throughput -- --rtt 50ms --mib 64`
+//! `cargo run --release -p tether-gateway --example throughput -- --rtt 50ms --mbit 1000`
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -45,8 +46,16 @@ async fn sink() -> Result<SocketAddr, BoxError> {
     Ok(addr)
 }
 
-/// Forwards to `target`, delaying each chunk by `one_way` in both directions.
-async fn delay_line(target: SocketAddr, one_way: Duration) -> Result<SocketAddr, BoxError> {
+/// An emulated WAN link: forwards to `target` at most `rate` bytes/s each way, delaying
+/// each chunk by `one_way`, with a bottleneck queue of `queue` bytes (backpressure beyond).
+#[derive(Clone, Copy)]
+struct Link {
+    one_way: Duration,
+    rate: f64,
+    queue: usize,
+}
+
+async fn delay_line(target: SocketAddr, link: Link) -> Result<SocketAddr, BoxError> {
     let l = TcpListener::bind(local()).await?;
     let addr = l.local_addr()?;
     tokio::spawn(async move {
@@ -58,8 +67,8 @@ async fn delay_line(target: SocketAddr, one_way: Duration) -> Result<SocketAddr,
             let _ = server.set_nodelay(true);
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
-            tokio::spawn(delayed(cr, sw, one_way));
-            tokio::spawn(delayed(sr, cw, one_way));
+            tokio::spawn(delayed(cr, sw, link));
+            tokio::spawn(delayed(sr, cw, link));
         }
     });
     Ok(addr)
@@ -68,17 +77,28 @@ async fn delay_line(target: SocketAddr, one_way: Duration) -> Result<SocketAddr,
 async fn delayed(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
-    one_way: Duration,
+    link: Link,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let queue = std::sync::Arc::new(tokio::sync::Semaphore::new(link.queue));
+    let q = queue.clone();
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut free_at = Instant::now();
         loop {
             match r.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    // Bytes queued at the bottleneck beyond `queue` wait here (TCP backpressure).
+                    let Ok(permit) = q.acquire_many(n as u32).await else {
+                        break;
+                    };
+                    permit.forget();
+                    let now = Instant::now();
+                    let start = free_at.max(now);
+                    free_at = start + Duration::from_secs_f64(n as f64 / link.rate);
                     if tx
-                        .send((Instant::now() + one_way, buf[..n].to_vec()))
+                        .send((free_at + link.one_way, buf[..n].to_vec()))
                         .is_err()
                     {
                         break;
@@ -92,6 +112,7 @@ async fn delayed(
         if w.write_all(&chunk).await.is_err() {
             return;
         }
+        queue.add_permits(chunk.len());
     }
     let _ = w.shutdown().await;
 }
@@ -130,17 +151,26 @@ async fn main() -> Result<(), BoxError> {
     let mut rtt = Duration::from_millis(50);
     let mut mib = 64usize;
     let mut runs = 3usize;
+    let mut mbit = 1000f64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rtt" => rtt = humantime::parse_duration(&args.next().ok_or("--rtt needs a value")?)?,
             "--mib" => mib = args.next().ok_or("--mib needs a value")?.parse()?,
             "--runs" => runs = args.next().ok_or("--runs needs a value")?.parse()?,
+            "--mbit" => mbit = args.next().ok_or("--mbit needs a value")?.parse()?,
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
     let bytes = mib * 1024 * 1024;
-    let one_way = rtt / 2;
+    let rate = mbit * 1_000_000.0 / 8.0;
+    // The bottleneck queue holds one bandwidth-delay product (a well-sized router buffer).
+    let bdp = (rate * rtt.as_secs_f64()) as usize;
+    let link = Link {
+        one_way: rtt / 2,
+        rate,
+        queue: bdp.max(256 * 1024),
+    };
 
     let dir = std::env::temp_dir().join(format!("tether-gw-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -174,7 +204,7 @@ async fn main() -> Result<(), BoxError> {
             });
         }
     });
-    let tls_path = delay_line(tls_addr, one_way).await?;
+    let tls_path = delay_line(tls_addr, link).await?;
     let connector = tokio_rustls::TlsConnector::from(tether_gateway::tls::client_config(&files(
         &dir, "onprem1",
     ))?);
@@ -208,7 +238,7 @@ async fn main() -> Result<(), BoxError> {
         stop.clone(),
     )
     .await?;
-    let session_path = delay_line(cloud.session_addr, one_way).await?;
+    let session_path = delay_line(cloud.session_addr, link).await?;
     let onprem = tether_gateway::onprem::start(
         OnpremConfig {
             id: "onprem1".into(),
@@ -244,7 +274,9 @@ async fn main() -> Result<(), BoxError> {
     let fwd = onprem.consume_addrs["fwd"];
     let rev = cloud.service_addrs["rev"];
 
-    println!("# {mib} MiB per transfer, RTT {rtt:?} between on-prem and cloud, best of {runs}");
+    println!(
+        "# {mib} MiB per transfer over a {mbit} Mbit/s link with RTT {rtt:?} between on-prem and cloud, best of {runs}"
+    );
     let mut best = [0f64; 3];
     for _ in 0..runs {
         let t = Instant::now();
