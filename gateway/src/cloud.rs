@@ -705,7 +705,7 @@ impl Cloud {
                 up,
                 reason,
             } => {
-                info!(session = id, %service, up, %reason, "service state");
+                debug!(session = id, %service, up, %reason, "service state");
                 lock(&self.core).service_state(now, id, &service, up)
             }
             Control::Drain { reason, .. } => {

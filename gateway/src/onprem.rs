@@ -645,14 +645,36 @@ impl Onprem {
             .with_label_values(&[&session.node])
             .inc();
         info!(gateway = %self.cfg.id, session = sid, node = %session.node, "session up");
-        // States may have changed between HELLO and registration.
-        for (service, up) in lock(&self.export_up).iter() {
-            let _ = session.control.try_send(Control::ServiceState {
-                service: service.clone(),
-                up: *up,
-                reason: String::new(),
-            });
-        }
+        // Server states changed since HELLO are sent at once; after that the full set is
+        // repeated every ping interval, so a state message lost to a full queue (changes are
+        // sent with try_send) cannot leave a cloud node with a stale view for long.
+        let resync = {
+            let g = self.clone();
+            let s = session.clone();
+            let every = t.ping;
+            tokio::spawn(async move {
+                loop {
+                    let states: Vec<(String, bool)> = lock(&g.export_up)
+                        .iter()
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect();
+                    for (service, up) in states {
+                        let m = Control::ServiceState {
+                            service,
+                            up,
+                            reason: String::new(),
+                        };
+                        if s.control.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    tokio::select! {
+                        _ = s.kill.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                }
+            })
+        };
         self.refresh_consume_ready();
         let g = self.clone();
         let g2 = self.clone();
@@ -674,6 +696,7 @@ impl Onprem {
             },
         )
         .await;
+        resync.abort();
         info!(gateway = %self.cfg.id, session = sid, node = %session.node, reason = end.as_str(), "session down");
         self.metrics
             .sessions_closed
