@@ -671,6 +671,7 @@ impl Cloud {
             t.ping,
             t.dead_after,
             session.kill.clone(),
+            self.metrics.session_rtt_seconds.clone(),
             move |m| me.on_control(id, m),
             move |s| {
                 let me3 = me2.clone();
@@ -875,10 +876,15 @@ impl Cloud {
                     .inc();
             }
             lock(&self.core).stream_started(sid);
+            let open_started = Instant::now();
             let opened =
                 common::open_stream(&session.mux, &preamble, self.cfg.timers.open_timeout).await;
             match opened {
                 Ok(mut stream) => {
+                    self.metrics
+                        .stream_open_seconds
+                        .with_label_values(&[service])
+                        .observe(open_started.elapsed().as_secs_f64());
                     lock(&self.core).open_answered(sid);
                     self.metrics
                         .streams

@@ -90,6 +90,7 @@ pub(crate) async fn session_loop<R, W>(
     ping: Duration,
     dead: Duration,
     kill: CancellationToken,
+    rtt: prometheus::Histogram,
     mut on_control: impl FnMut(Control),
     mut on_stream: impl FnMut(YamuxStream),
 ) -> End
@@ -136,7 +137,11 @@ where
                                 break End::MuxClosed;
                             }
                         }
-                        Control::Pong { .. } => {}
+                        Control::Pong { seq: got } => {
+                            if got == seq {
+                                rtt.observe(last_ping.elapsed().as_secs_f64());
+                            }
+                        }
                         other => on_control(other),
                     }
                 }

@@ -1,6 +1,8 @@
 //! Prometheus metrics of one gateway (per-daemon registry, names `tether_gateway_*`).
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// All metrics of a gateway process, registered in its own [`Registry`].
 #[derive(Clone)]
@@ -35,6 +37,10 @@ pub struct Metrics {
     pub dials: IntCounterVec,
     /// Missing sessions per roster node (on-prem).
     pub coverage_deficit: IntGaugeVec,
+    /// Time from opening a stream to its status byte, by service.
+    pub stream_open_seconds: HistogramVec,
+    /// Round-trip time of control-stream pings.
+    pub session_rtt_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -154,6 +160,35 @@ impl Metrics {
                 "Missing sessions per cloud node.",
                 &["node"],
             )?,
+            stream_open_seconds: {
+                let buckets = vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ];
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "tether_gateway_stream_open_seconds",
+                        "Time from opening a stream to its status byte.",
+                    )
+                    .buckets(buckets),
+                    &["service"],
+                )?;
+                r.register(Box::new(h.clone()))?;
+                h
+            },
+            session_rtt_seconds: {
+                let buckets = vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ];
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tether_gateway_session_rtt_seconds",
+                        "Round trips of control-stream pings.",
+                    )
+                    .buckets(buckets),
+                )?;
+                r.register(Box::new(h.clone()))?;
+                h
+            },
             registry: r,
         })
     }

@@ -688,6 +688,7 @@ impl Onprem {
             t.ping,
             t.dead_after,
             session.kill.clone(),
+            self.metrics.session_rtt_seconds.clone(),
             move |m| g.on_control(&s2, m),
             move |stream| {
                 let g3 = g2.clone();
@@ -885,8 +886,13 @@ impl Onprem {
                     .inc();
             }
             session.active.fetch_add(1, Ordering::Relaxed);
+            let open_started = Instant::now();
             match common::open_stream(&session.mux, &preamble, self.cfg.timers.open_timeout).await {
                 Ok(mut stream) => {
+                    self.metrics
+                        .stream_open_seconds
+                        .with_label_values(&[service])
+                        .observe(open_started.elapsed().as_secs_f64());
                     self.metrics
                         .streams
                         .with_label_values(&[service, "forward", "ok"])

@@ -174,6 +174,23 @@ async fn reverse_and_forward_echo_through_every_path() {
             &[("direction", "forward"), ("result", "ok")],
         )
     };
+    let m = s.cloud1.handle.metrics();
+    assert!(
+        m.stream_open_seconds
+            .with_label_values(&["svc-a"])
+            .get_sample_count()
+            >= 16
+    );
+    wait_for(Duration::from_secs(3), "ping round trips measured", || {
+        m.session_rtt_seconds.get_sample_count() > 0
+            && s.onprem1
+                .handle
+                .metrics()
+                .session_rtt_seconds
+                .get_sample_count()
+                > 0
+    })
+    .await;
     assert!(fwd(&s.cloud1) > 0.0, "cloud1 carried no forward stream");
     assert!(fwd(&s.cloud2) > 0.0, "cloud2 carried no forward stream");
     assert_eq!(s.b.accepted(), 32);
