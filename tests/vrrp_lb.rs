@@ -112,9 +112,15 @@ fn killed_balancer_on_the_master_moves_the_vip_and_readiness_gates_the_return() 
     lab.wait_holders(VIP, &["a"], T).unwrap();
     assert!(probe.wait_streak(Instant::now(), 30, T));
     let gap = probe.gap_since(mark);
-    eprintln!("FIGURE tether v3 100ms heal/preempt gap with lb readiness: {gap:?}");
+    let failed = probe.failures_since(mark);
+    eprintln!(
+        "FIGURE tether v3 100ms heal/preempt gap with lb readiness: {gap:?} ({failed} failed probes)"
+    );
+    // A balancer that is not ready fails every connection for about a second (its
+    // servers' rise time). One connection in flight to the old master while the VIP
+    // moves may be lost: that is the VIP move itself, not readiness.
     assert!(
-        gap < Duration::from_millis(100),
-        "preempting back caused an outage of {gap:?}: the VIP returned before the balancer was ready"
+        failed <= 1,
+        "preempting back failed {failed} connections (longest gap {gap:?}): the VIP returned before the balancer was ready"
     );
 }

@@ -524,7 +524,8 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &Tracks) -> Exit {
                         if l.up != link_up {
                             link_up = l.up;
                             if link_up {
-                                info!(instance = %name, interface = %cfg.interface, "link up");
+                                info!(instance = %name, interface = %cfg.interface, "link up; waiting for fresh track results");
+                                tracks.new_epoch();
                             } else {
                                 warn!(instance = %name, interface = %cfg.interface, "link down: FAULT");
                             }
@@ -711,16 +712,35 @@ fn notify(ctx: &Ctx, to: State, prio: u8) {
 /// interface tracks are read on the link poll.
 struct Tracks {
     weights: Vec<i32>,
-    health: Arc<Mutex<Vec<bool>>>,
+    health: Arc<Mutex<Vec<TrackHealth>>>,
     interfaces: Vec<(usize, String)>,
     changed: watch::Sender<()>,
+    /// Bumped when the link comes back: a check counts as up again only after a pass
+    /// observed since then, so a master returning from a cut does not take the VIP on
+    /// the strength of results from before the cut (the tracked balancer may not yet
+    /// know its servers are unreachable, nor that they are back).
+    epoch: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct TrackHealth {
+    up: bool,
+    /// Epoch of the last passing check; interface tracks use `u64::MAX` (always fresh).
+    ok_epoch: u64,
+}
+
+impl TrackHealth {
+    fn effective(self, epoch: u64) -> bool {
+        self.up && (self.ok_epoch == epoch || self.ok_epoch == u64::MAX)
+    }
 }
 
 impl Tracks {
     fn spawn(cfg: &InstanceConfig, shutdown: CancellationToken) -> Tracks {
         let (changed, _) = watch::channel(());
         // Unknown counts as down: never take the VIP before the tracked service answered.
-        let health = Arc::new(Mutex::new(vec![false; cfg.tracks.len()]));
+        let health = Arc::new(Mutex::new(vec![TrackHealth::default(); cfg.tracks.len()]));
+        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut interfaces = Vec::new();
         for (i, t) in cfg.tracks.iter().enumerate() {
             let (kind, target) = match &t.kind {
@@ -760,17 +780,22 @@ impl Tracks {
             };
             let h = health.clone();
             let ch = changed.clone();
+            let ep = epoch.clone();
             let instance = cfg.name.clone();
             spawn_monitor(spec, shutdown.clone(), move |ev| {
                 if let Some(tr) = ev.transition {
                     info!(instance = %instance, track = i, "track {} -> {}", tr.from.as_str(), tr.to.as_str());
                 }
-                let up = ev.state == Health::Up;
+                let e = ep.load(std::sync::atomic::Ordering::SeqCst);
                 let mut changed = false;
                 if let Ok(mut v) = h.lock() {
                     if let Some(x) = v.get_mut(i) {
-                        changed = *x != up;
-                        *x = up;
+                        let before = x.effective(e);
+                        x.up = ev.state == Health::Up;
+                        if ev.result.is_ok() {
+                            x.ok_epoch = e;
+                        }
+                        changed = x.effective(e) != before;
                     }
                 }
                 if changed {
@@ -783,16 +808,26 @@ impl Tracks {
             health,
             interfaces,
             changed,
+            epoch,
         }
     }
 
     fn snapshot(&self) -> Vec<Tracked> {
+        let e = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
         let h = self.health.lock().map(|v| v.clone()).unwrap_or_default();
         self.weights
             .iter()
             .zip(h)
-            .map(|(&weight, up)| Tracked { weight, up })
+            .map(|(&weight, t)| Tracked {
+                weight,
+                up: t.effective(e),
+            })
             .collect()
+    }
+
+    /// The link came back: require a fresh pass from every check.
+    fn new_epoch(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     async fn poll_interfaces(&self, nl: &Netlink) {
@@ -801,8 +836,11 @@ impl Tracks {
             let mut changed = false;
             if let Ok(mut v) = self.health.lock() {
                 if let Some(x) = v.get_mut(*i) {
-                    changed = *x != up;
-                    *x = up;
+                    changed = x.up != up;
+                    *x = TrackHealth {
+                        up,
+                        ok_epoch: u64::MAX,
+                    };
                 }
             }
             if changed {

@@ -553,20 +553,31 @@ impl Lab {
         let samples: Samples = Arc::new(std::sync::Mutex::new(Vec::new()));
         let s2 = samples.clone();
         self.spawn_in_ns(&ns, move |stop| {
+            let debug = std::env::var_os("TETHER_PROBE_DEBUG").is_some();
             // Bounded: at most 10 minutes of samples.
             for _ in 0..60_000 {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
                 let t = Instant::now();
-                let who = TcpStream::connect_timeout(&vip, Duration::from_millis(20))
-                    .ok()
+                let r = TcpStream::connect_timeout(&vip, Duration::from_millis(20))
+                    .map_err(|e| format!("connect: {e}"))
                     .and_then(|mut s| {
-                        s.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+                        s.set_read_timeout(Some(Duration::from_millis(100)))
+                            .map_err(|e| e.to_string())?;
                         let mut b = String::new();
-                        s.read_to_string(&mut b).ok()?;
-                        Some(b)
+                        s.read_to_string(&mut b).map_err(|e| format!("read: {e}"))?;
+                        if b.is_empty() {
+                            return Err("closed without an answer".to_string());
+                        }
+                        Ok(b)
                     });
+                if debug {
+                    if let Err(e) = &r {
+                        eprintln!("probe +{:?}: {e}", t.elapsed());
+                    }
+                }
+                let who = r.ok();
                 if let Ok(mut v) = s2.lock() {
                     v.push((t, who));
                 }
@@ -617,6 +628,12 @@ impl Probe {
             std::thread::sleep(Duration::from_millis(10));
         }
         false
+    }
+
+    /// How many probes after `since` failed.
+    pub fn failures_since(&self, since: Instant) -> usize {
+        let v = self.samples.lock().map(|v| v.clone()).unwrap_or_default();
+        v.iter().filter(|(t, w)| *t >= since && w.is_none()).count()
     }
 
     /// Marks now; `gap_since(mark)` measures the outage after it.
