@@ -85,6 +85,7 @@ fn timers() -> Timers {
         drain_grace: Duration::from_secs(5),
         // The production default: the restart bound below is checked with it.
         backoff_cap: Duration::from_secs(2),
+        probe: Duration::from_secs(30),
     }
 }
 

@@ -147,7 +147,8 @@ pub async fn start(
         let l = common::bind(&format!("service {:?} listener", svc.service), svc.listen).await?;
         let addr = l.local_addr().unwrap_or(svc.listen);
         service_addrs.insert(svc.service.clone(), addr);
-        service_listeners.push((svc.clone(), l));
+        let (addr, initial) = common::initial_listener(l, svc.when_not_ready);
+        service_listeners.push((svc.clone(), addr, initial));
     }
     let session_addr = session_listener.local_addr().unwrap_or(cfg.session_listen);
     let admin_addr = admin_listener.local_addr().unwrap_or(cfg.admin_listen);
@@ -215,7 +216,7 @@ pub async fn start(
     });
 
     // Service listeners.
-    for (svc, listener) in service_listeners {
+    for (svc, addr, initial) in service_listeners {
         let c = cloud.clone();
         let svc = Arc::new(svc);
         let rx = cloud.ready.get(&svc.service).map(watch::Sender::subscribe);
@@ -229,7 +230,8 @@ pub async fn start(
             let c2 = c.clone();
             let svc2 = svc.clone();
             common::gated_accept(
-                listener,
+                addr,
+                initial,
                 svc.when_not_ready,
                 rx,
                 kill,
@@ -248,6 +250,27 @@ pub async fn start(
             .await;
         });
     }
+
+    // Probes: an empty stream open on every session, so a session that answers pings but
+    // not opens (wedged) is ejected before a client meets it.
+    let c = cloud.clone();
+    cloud.tracker.spawn(async move {
+        let mut tick = tokio::time::interval(c.cfg.timers.probe);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = c.kill.cancelled() => return,
+                _ = tick.tick() => {
+                    let sessions: Vec<(SessionId, Arc<Session>)> =
+                        lock(&c.sessions).iter().map(|(k, v)| (*k, v.clone())).collect();
+                    for (sid, session) in sessions {
+                        let c2 = c.clone();
+                        c.tracker.spawn(async move { c2.probe(sid, session).await });
+                    }
+                }
+            }
+        }
+    });
 
     // Debounced readiness falls due with time.
     let c = cloud.clone();
@@ -941,6 +964,35 @@ impl Cloud {
             }
         }
         reject("no_stream");
+    }
+
+    async fn probe(&self, sid: SessionId, session: Arc<Session>) {
+        let preamble = Preamble {
+            kind: StreamKind::Probe,
+            service: "-".into(),
+            client: None,
+            trace_id: common::trace_id(),
+        };
+        let result = tokio::select! {
+            _ = self.kill.cancelled() => return,
+            r = common::open_stream(&session.mux, &preamble, self.cfg.timers.open_timeout) => r,
+        };
+        let actions = match result {
+            Ok(_) | Err(OpenError::Status(_)) => {
+                lock(&self.core).open_answered(sid);
+                Vec::new()
+            }
+            Err(OpenError::Silent) => {
+                warn!(session = sid, gateway = %session.gateway, "probe unanswered");
+                self.metrics
+                    .stream_open_failures
+                    .with_label_values(&["-", "probe_timeout"])
+                    .inc();
+                lock(&self.core).open_silent(Instant::now(), sid)
+            }
+            Err(OpenError::Broken) => Vec::new(),
+        };
+        self.apply(actions);
     }
 
     async fn drain(self: Arc<Self>) {

@@ -259,24 +259,37 @@ pub(crate) async fn wait_ready(ready: &mut watch::Receiver<bool>, limit: Duratio
         .is_ok_and(|r| r.is_ok())
 }
 
+/// The socket a gated listener starts with: bound once at start so the port is checked
+/// (and resolved when 0), but with `unbind` closed again before `start` returns, since
+/// nothing is ready yet.
+pub(crate) fn initial_listener(
+    l: TcpListener,
+    mode: WhenNotReady,
+) -> (SocketAddr, Option<TcpListener>) {
+    let addr = l.local_addr().ok();
+    match (addr, mode) {
+        (Some(a), WhenNotReady::Unbind) => (a, None),
+        (Some(a), _) => (a, Some(l)),
+        // No address to re-bind later: keep the socket whatever the mode.
+        (None, _) => (SocketAddr::from(([0, 0, 0, 0], 0)), Some(l)),
+    }
+}
+
 /// Accept loop of a service listener gated by readiness.
 ///
 /// `unbind`: the socket exists only while ready (re-bound on the same port when readiness
 /// returns), so connects to a node that cannot serve are refused and a balancer retries
 /// elsewhere. `reject` and `hold`: always bound; the per-client handler decides.
 pub(crate) async fn gated_accept(
-    initial: TcpListener,
+    addr: SocketAddr,
+    initial: Option<TcpListener>,
     mode: WhenNotReady,
     mut ready: watch::Receiver<bool>,
     kill: CancellationToken,
     bound: IntGauge,
     on_accept: impl Fn(TcpStream, SocketAddr),
 ) {
-    let addr = match initial.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
-    };
-    let mut listener = Some(initial);
+    let mut listener = initial;
     loop {
         if mode == WhenNotReady::Unbind && !*ready.borrow() {
             listener = None;

@@ -53,6 +53,9 @@ pub struct Timers {
     pub drain_grace: Duration,
     /// Highest reconnect backoff towards a roster node.
     pub backoff_cap: Duration,
+    /// How often a cloud node probes each session with an empty stream open, so a session
+    /// that answers pings but not opens is ejected before a client meets it.
+    pub probe: Duration,
 }
 
 impl Default for Timers {
@@ -66,6 +69,7 @@ impl Default for Timers {
             readiness_down: Duration::from_millis(500),
             drain_grace: Duration::from_secs(30),
             backoff_cap: Duration::from_secs(2),
+            probe: Duration::from_secs(30),
         }
     }
 }
@@ -287,6 +291,8 @@ struct RawTimers {
     drain_grace: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     backoff_cap: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    probe: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -466,6 +472,7 @@ impl Validator<'_> {
             readiness_down: raw.readiness_down.unwrap_or(d.readiness_down),
             drain_grace: raw.drain_grace.unwrap_or(d.drain_grace),
             backoff_cap: raw.backoff_cap.unwrap_or(d.backoff_cap),
+            probe: raw.probe.unwrap_or(d.probe),
         };
         let at = |k: &str| path(&["timers".into(), k.into()]);
         for (key, value) in [
@@ -475,6 +482,7 @@ impl Validator<'_> {
             ("connect_timeout", t.connect_timeout),
             ("handshake_timeout", t.handshake_timeout),
             ("backoff_cap", t.backoff_cap),
+            ("probe", t.probe),
         ] {
             if value < Duration::from_millis(10) {
                 self.err(

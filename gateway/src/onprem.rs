@@ -141,7 +141,8 @@ pub async fn start(
     for c in &cfg.consume {
         let l = common::bind(&format!("consume {:?} listener", c.service), c.listen).await?;
         consume_addrs.insert(c.service.clone(), l.local_addr().unwrap_or(c.listen));
-        consume_listeners.push((c.clone(), l));
+        let (addr, initial) = common::initial_listener(l, c.when_not_ready);
+        consume_listeners.push((c.clone(), addr, initial));
     }
     let export_up = cfg
         .export
@@ -221,7 +222,7 @@ pub async fn start(
     gw.tracker.spawn(async move { g.placement_loop().await });
 
     // Consume listeners.
-    for (c, listener) in consume_listeners {
+    for (c, addr, initial) in consume_listeners {
         let Some(rx) = gw
             .consume_ready
             .get(&c.service)
@@ -237,7 +238,8 @@ pub async fn start(
             let g2 = g.clone();
             let c2 = c.clone();
             common::gated_accept(
-                listener,
+                addr,
+                initial,
                 c.when_not_ready,
                 rx,
                 kill,

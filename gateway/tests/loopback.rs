@@ -777,3 +777,54 @@ async fn drain_onprem1_during_reverse_loop_zero_failures() {
         "failed connects during the on-prem drain: {failures:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wedged_session_ejected_by_probe_without_traffic() {
+    let certs = Certs::new();
+    let a1 = echo().await;
+    let mut cfg = single_node(cloud_config(&certs, "cloud1", WhenNotReady::Unbind, None));
+    cfg.timers.probe = Duration::from_millis(300);
+    let cloud = Cloud::start(cfg).await;
+    let o1 = Onprem::start(onprem_config(
+        &certs,
+        "onprem1",
+        cloud.handle.session_addr,
+        a1.addr,
+        false,
+    ))
+    .await;
+    wait_for(Duration::from_secs(10), "covered", || o1.covered_one()).await;
+    // Healthy sessions answer probes: nothing is ejected.
+    let m = cloud.handle.metrics();
+    wait_for(Duration::from_secs(5), "probes answered", || {
+        m.stream_open_failures
+            .with_label_values(&["-", "probe_timeout"])
+            .get()
+            == 0
+            && counter(o1.handle.metrics(), "tether_gateway_streams_total", &[]) == 0.0
+            && m.session_rtt_seconds.get_sample_count() > 0
+    })
+    .await;
+    assert_eq!(
+        counter(
+            m,
+            "tether_gateway_sessions_closed_total",
+            &[("reason", "silent")]
+        ),
+        0.0
+    );
+    // Wedged: no client anywhere, yet the silent sessions are found and ejected.
+    o1.handle.set_wedged(true);
+    wait_for(
+        Duration::from_secs(10),
+        "wedged sessions ejected by probes",
+        || {
+            counter(
+                m,
+                "tether_gateway_sessions_closed_total",
+                &[("reason", "silent")],
+            ) >= 2.0
+        },
+    )
+    .await;
+}

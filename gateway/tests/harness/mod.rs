@@ -33,6 +33,7 @@ pub fn test_timers() -> Timers {
         readiness_down: Duration::from_millis(200),
         drain_grace: Duration::from_secs(5),
         backoff_cap: Duration::from_secs(2),
+        probe: Duration::from_secs(30),
     }
 }
 
