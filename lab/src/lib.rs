@@ -304,7 +304,14 @@ impl LabBuilder {
 /// Checks that this process can create network namespaces (root, and a kernel that allows
 /// it), by making and removing one.
 pub fn available() -> Result<(), LabError> {
-    let probe = format!("tether-probe-{}", std::process::id());
+    // Tests call this from several threads of one process at once: the name must differ
+    // per call, not only per process.
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let probe = format!(
+        "tether-probe-{}-{}",
+        std::process::id(),
+        PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let out = Command::new("ip")
         .args(["netns", "add", &probe])
         .stdout(Stdio::null())
