@@ -517,6 +517,25 @@ async fn mtls_refusals_are_counted_and_disturb_nothing() {
     assert!(rogue.handle.coverage().values().all(|n| *n == 0));
     drop(rogue);
 
+    // 1b. The other way round: a gateway that does not trust the cloud's CA refuses it.
+    let mut cfg = onprem_config(&certs, "onprem1", session, a1.addr, false);
+    cfg.tls.ca = certs.path("other-ca.pem");
+    let distrustful = Onprem::start(cfg).await;
+    wait_for(
+        Duration::from_secs(10),
+        "cloud certificate refused by on-prem",
+        || {
+            counter(
+                distrustful.handle.metrics(),
+                "tether_gateway_handshake_failures_total",
+                &[("reason", "tls")],
+            ) >= 1.0
+        },
+    )
+    .await;
+    assert!(distrustful.handle.coverage().values().all(|n| *n == 0));
+    drop(distrustful);
+
     // 2. An expired certificate.
     let mut cfg = onprem_config(&certs, "onprem1", session, a1.addr, false);
     cfg.tls.cert = certs.path("expired.pem");
