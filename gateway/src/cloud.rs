@@ -32,6 +32,10 @@ use crate::proto::{
 use crate::readiness::{Action, CloudCore, SessionId, SessionInfo};
 use crate::tls;
 
+/// Sessions one gateway incarnation may hold on one node: bounds a misbehaving gateway
+/// (16 is the highest `prepared_connections`, plus room for re-dials and surplus).
+const MAX_SESSIONS_PER_GATEWAY: usize = 32;
+
 struct Session {
     gateway: String,
     mux: YamuxSession,
@@ -574,6 +578,22 @@ impl Cloud {
                 &mut wr,
                 RejectCode::Auth,
                 format!("{gateway_id:?} is not allowed on this node"),
+            )
+            .await;
+            mux.close();
+            return;
+        }
+        let held = lock(&self.core).sessions_of_epoch(&gateway_id, boot_epoch);
+        if held >= MAX_SESSIONS_PER_GATEWAY {
+            warn!(%peer, %gateway_id, held, "too many sessions from one gateway; refused");
+            self.metrics
+                .auth_refusals
+                .with_label_values(&["over_quota"])
+                .inc();
+            self.reject(
+                &mut wr,
+                RejectCode::OverQuota,
+                format!("{gateway_id:?} already holds {held} sessions on this node"),
             )
             .await;
             mux.close();

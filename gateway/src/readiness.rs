@@ -324,6 +324,15 @@ impl CloudCore {
         self.sessions.len()
     }
 
+    /// Sessions of `gateway` from the incarnation `epoch` (older incarnations do not count:
+    /// they are purged when the new one registers).
+    pub fn sessions_of_epoch(&self, gateway: &str, epoch: u64) -> usize {
+        self.sessions
+            .values()
+            .filter(|e| e.info.gateway == gateway && e.info.epoch == epoch)
+            .count()
+    }
+
     /// The registered sessions of `gateway`.
     pub fn sessions_of(&self, gateway: &str) -> Vec<SessionId> {
         self.sessions
@@ -492,6 +501,8 @@ mod tests {
             ]
         );
         assert_eq!(c.sessions_of("onprem1"), vec![4]);
+        assert_eq!(c.sessions_of_epoch("onprem1", 11), 1);
+        assert_eq!(c.sessions_of_epoch("onprem1", 10), 0);
         assert_eq!(c.sessions_of("onprem2"), vec![3]);
         assert_eq!(c.session_count(), 2);
     }
