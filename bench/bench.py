@@ -626,9 +626,9 @@ def loadavg():
 def main():
     global ARGS, WORK, TETHER
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="short run (under 2 minutes): 2 repetitions of 1 s, 3,000 idle")
-    ap.add_argument("--reps", type=int, help="repetitions (default 3)")
-    ap.add_argument("--secs", type=float, help="seconds per test (default 4)")
+    ap.add_argument("--quick", action="store_true", help="short run (under 2 minutes): 2 repetitions of 1 s, 2,000 idle")
+    ap.add_argument("--reps", type=int, help="repetitions (default 5: short and many beats long and few on a busy machine)")
+    ap.add_argument("--secs", type=float, help="seconds per test (default 2)")
     ap.add_argument("--idle", type=int, help="idle connections for the memory test (default: 10,000 or what the open-file limit allows)")
     ap.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                     help="comma-separated, from " + ",".join(TARGETS) + " (default: all but tether-copy)")
@@ -639,8 +639,8 @@ def main():
     ap.add_argument("--out", help="result file (default bench/results/<date>.md)")
     ARGS = ap.parse_args()
     TETHER = ARGS.tether_bin
-    ARGS.reps = ARGS.reps or (2 if ARGS.quick else 3)
-    ARGS.secs = ARGS.secs or (1.0 if ARGS.quick else 4.0)
+    ARGS.reps = ARGS.reps or (2 if ARGS.quick else 5)
+    ARGS.secs = ARGS.secs or (1.0 if ARGS.quick else 2.0)
     if ARGS.secs != int(ARGS.secs):
         ARGS.secs = max(1, round(ARGS.secs))  # iperf3 takes whole seconds
     ARGS.secs = int(ARGS.secs)
@@ -660,7 +660,7 @@ def main():
     # and for HAProxy's splice pipes (maxpipes below).
     maxconn = min(30000, (nofile - 600) // 2)
     if ARGS.idle is None:
-        ARGS.idle = 3000 if ARGS.quick else min(10000, maxconn - 16)
+        ARGS.idle = 2000 if ARGS.quick else min(10000, maxconn - 16)
     ARGS.idle = min(ARGS.idle, maxconn - 16)
 
     for exe, what in ((TETHER, "cargo build --release -p tether"),

@@ -3,9 +3,10 @@
 # nginx's stream module, plus direct, on this machine, in one run. Writes
 # bench/results/<date>.md with each figure and Tether's ratio to each peer.
 #
-#   bench/run.sh            # full run, about 8 minutes
+#   bench/run.sh            # full run, about 7 minutes (5 repetitions of 2 s per test)
 #   bench/run.sh --quick    # under 2 minutes
 #   bench/run.sh --help     # every option (repetitions, seconds, targets, tests)
+#   TETHER_BIN=/path/to/tether bench/run.sh   # measure that binary instead of building
 #
 # Needs root for apt-get (skipped when the peers are already installed: --no-install skips
 # it always) and at least 2 CPUs: each proxy is pinned to CPU 0, the load and backends to
@@ -34,8 +35,14 @@ if (( install )) && (( ${#need[@]} )); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
 fi
 
-echo "building tether (release) and the load client" >&2
-cargo build --release --manifest-path "$root/Cargo.toml" -p tether
+if [[ -n "${TETHER_BIN:-}" ]]; then
+    # A tether binary built elsewhere (another checkout, another commit).
+    args+=(--tether-bin "$TETHER_BIN")
+else
+    echo "building tether (release)" >&2
+    cargo build --release --manifest-path "$root/Cargo.toml" -p tether
+fi
+echo "building the load client (release)" >&2
 cargo build --release --manifest-path "$here/loadgen/Cargo.toml"
 
 # The idle-connection test holds thousands of sockets: raise the soft limit to the hard one.
