@@ -46,8 +46,7 @@ pub fn on_check(server: &Arc<Server>, ev: tether_health::HealthEvent) {
             server.set_last_check(Some(e.to_string()));
         }
     }
-    if let Some(t) = ev.transition {
-        server.set_health(t.to);
+    if let Some(t) = server.observe(ev.result.is_ok()) {
         let why = match &ev.result {
             Ok(()) => "check passed".to_string(),
             Err(e) => e.to_string(),

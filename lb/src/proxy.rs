@@ -442,6 +442,7 @@ async fn connect_with_retries(backend: &Backend, peer: SocketAddr) -> Result<Con
                 let connect_time = t0.elapsed();
                 server.m.connect_seconds.observe(connect_time.as_secs_f64());
                 server.count_connection();
+                server.connect_succeeded();
                 return Ok(Connected {
                     server,
                     stream,
@@ -452,6 +453,11 @@ async fn connect_with_retries(backend: &Backend, peer: SocketAddr) -> Result<Con
             }
             result => {
                 server.m.connect_failures.inc();
+                // Failed connects count toward `fall` like failed checks, so a server that
+                // stops answering is out after a few clients rather than a few intervals.
+                if let Some(t) = server.observe(false) {
+                    tracing::warn!(backend = %backend.cfg.name, server = %server.cfg.name, from = t.from.as_str(), "server down after failed connects");
+                }
                 let why = match result {
                     Ok(Err(e)) => e.to_string(),
                     _ => format!("timed out after {:?}", backend.cfg.connect_timeout),

@@ -286,6 +286,7 @@ impl Lb {
                 if let Some(old) = control.monitors.remove(&id) {
                     old.stop.cancel();
                 }
+                s.init_judge(h.rise, h.fall);
                 let stop = self.background.child_token();
                 let server = s.clone();
                 let spec = MonitorSpec {

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{Histogram, IntCounter, IntGauge};
 use serde::Serialize;
-use tether_health::check::Health;
+use tether_health::check::{Health, RiseFall, Transition};
 use tokio::sync::Semaphore;
 
 use crate::balance::{Balancer, Candidate, hash_bytes};
@@ -97,6 +97,9 @@ pub struct Server {
     /// Stable identity for consistent hashing.
     pub id: u64,
     health: AtomicU8,
+    /// Rise/fall over both active checks and failed connects (HAProxy's `observe layer4`),
+    /// so a server that stops answering is taken out after `fall` failures of either kind.
+    judge: Mutex<Option<RiseFall>>,
     admin: AtomicU8,
     weight: AtomicU32,
     /// Connections open or opening.
@@ -177,6 +180,7 @@ impl Server {
             backend: backend.to_string(),
             addr,
             health: AtomicU8::new(health_to_u8(Health::Unknown)),
+            judge: Mutex::new(None),
             admin: AtomicU8::new(0),
             weight: AtomicU32::new(cfg.weight),
             active: AtomicU32::new(0),
@@ -222,6 +226,33 @@ impl Server {
             self.touch();
         }
         self.refresh_up_gauge();
+    }
+
+    /// Starts judging health with `rise`/`fall` from the current state (when checks start).
+    pub fn init_judge(&self, rise: u32, fall: u32) {
+        if let Ok(mut j) = self.judge.lock() {
+            *j = Some(RiseFall::with_state(rise, fall, self.health()));
+        }
+    }
+
+    /// Feeds one result (an active check, or a connect attempt of the data path) to the
+    /// rise/fall judge; applies and returns the transition it caused. Without checks
+    /// configured nothing is judged.
+    pub fn observe(&self, ok: bool) -> Option<Transition> {
+        let t = self.judge.lock().ok()?.as_mut()?.observe(ok)?;
+        self.set_health(t.to);
+        Some(t)
+    }
+
+    /// A connect succeeded: clears a failure streak of a server that is up. It never raises
+    /// a server's health: only its checks (which may look elsewhere, e.g. `/readyz`) do.
+    pub fn connect_succeeded(&self) {
+        if let Ok(mut j) = self.judge.lock()
+            && let Some(rf) = j.as_mut()
+            && rf.state() == Health::Up
+        {
+            rf.observe(true);
+        }
     }
 
     /// Records a check result for the API.

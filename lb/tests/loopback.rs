@@ -376,3 +376,45 @@ kind = "none"
     assert_eq!(exchange(bound[0]).await, "a");
     assert_eq!(exchange(bound[1]).await, "a");
 }
+
+#[tokio::test]
+async fn failed_connects_take_a_server_out_before_its_next_check() {
+    let stop = CancellationToken::new();
+    let a = echo_server("a", &stop).await;
+    let b_stop = CancellationToken::new();
+    let b = echo_server("b", &b_stop).await;
+    // Checks every 60 s: only the data path can notice b's death within this test.
+    let lb = Lb::start(&base(
+        "",
+        "[backend.health]\ninterval = \"60s\"\nrise = 2\nfall = 2",
+        &servers_toml(&[("a", a.addr), ("b", b.addr)], ""),
+    ))
+    .await;
+    lb.wait_health("b", "up").await;
+    b_stop.cancel();
+    wait_refused(b.addr).await;
+    for _ in 0..10 {
+        assert_eq!(exchange(lb.addr).await, "a");
+    }
+    lb.wait_health("b", "down").await;
+    let m = lb.metrics().await;
+    // Exactly `fall` connects were wasted on it; after that it got no more.
+    assert_eq!(
+        metric(
+            &m,
+            "tether_lb_server_connect_failures_total{backend=\"be\",server=\"b\"}"
+        ),
+        2.0
+    );
+}
+
+async fn wait_refused(addr: std::net::SocketAddr) {
+    let deadline = tokio::time::Instant::now() + T;
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} still accepts"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
