@@ -247,7 +247,7 @@ async fn no_onprem_running_clients_refused_or_closed_never_hang() {
     assert!(matches!(n, Ok(0) | Err(_)), "no data expected");
     let waited = t.elapsed();
     assert!(
-        waited <= Duration::from_millis(1500),
+        waited <= Duration::from_millis(2000),
         "held {waited:?}, accept_wait is 1s"
     );
     assert!(
@@ -267,7 +267,10 @@ async fn no_onprem_running_clients_refused_or_closed_never_hang() {
         .await
         .expect("closed, not hanging");
     assert!(matches!(n, Ok(0) | Err(_)));
-    assert!(t.elapsed() < Duration::from_millis(500));
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "reject must close at once"
+    );
     assert_eq!(
         counter(
             reject.handle.metrics(),
@@ -325,7 +328,7 @@ async fn blackholed_session_detected_traffic_continues() {
     let detected = t.elapsed();
     eprintln!("blackholed session detected after {detected:?} (dead_after 1200ms)");
     assert!(
-        detected <= Duration::from_millis(1200 + 1500),
+        detected <= Duration::from_millis(1200 + 2000),
         "detected after {detected:?}"
     );
     let _ = took;
