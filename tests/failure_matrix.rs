@@ -6,7 +6,10 @@
 //! Which boxes are in the matrix follows the binary: the gateway rows join when
 //! `tether gateway` exists.
 
+use std::io::{Read, Write};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tether_lab::Sig;
@@ -53,6 +56,11 @@ fn probe(ns: String, target: String, dur: Duration) -> std::thread::JoinHandle<s
 
 struct Row {
     case: String,
+    /// Long-lived connections on this path that survived the case intact, of how many,
+    /// and the bytes they echoed correctly.
+    streams_kept: u32,
+    streams: u32,
+    stream_bytes: u64,
     /// The client's entry point is the box taken down: its failures are expected.
     through_dead: bool,
     first_failure: String,
@@ -99,13 +107,21 @@ fn every_single_failure_is_survived() {
         }
     }
     println!(
-        "\n| case | failed probes | longest gap | back and serving after start | first failure |"
+        "\n| case | failed probes | longest gap | back and serving after start | open connections kept | first failure |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} of {} | {:.0} ms | {:.0} ms | {} |",
-            r.case, r.failed, r.attempts, r.gap_ms, r.recover_ms, r.first_failure
+            "| {} | {} of {} | {:.0} ms | {:.0} ms | {} of {} ({} KiB echoed intact) | {} |",
+            r.case,
+            r.failed,
+            r.attempts,
+            r.gap_ms,
+            r.recover_ms,
+            r.streams_kept,
+            r.streams,
+            r.stream_bytes / 1024,
+            r.first_failure
         );
     }
     // Each case's verdict is its last run (the re-run when the first one failed).
@@ -123,6 +139,14 @@ fn every_single_failure_is_survived() {
 /// until it serves again.
 fn run_case(sc: &Scenario, b: &str, sig: Sig, note: &str) -> Vec<Row> {
     let mut rows = Vec::new();
+    // Two long-lived connections per path, exchanging numbered chunks through the case.
+    let stop = Arc::new(AtomicBool::new(false));
+    let streams: Vec<_> = sc
+        .paths()
+        .iter()
+        .flat_map(|p| [p.clone(), p.clone()])
+        .map(|p| (p.name.clone(), stream(sc, &p, stop.clone())))
+        .collect();
     let probes: Vec<_> = sc
         .paths()
         .into_iter()
@@ -155,6 +179,27 @@ fn run_case(sc: &Scenario, b: &str, sig: Sig, note: &str) -> Vec<Row> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let recover_ms = back.elapsed().as_secs_f64() * 1000.0;
+    stop.store(true, Ordering::Relaxed);
+    let mut kept = std::collections::HashMap::<String, (u32, u32, u64)>::new();
+    for (name, h) in streams {
+        let r = h.join().unwrap_or_else(|_| StreamReport {
+            bytes: 0,
+            broke: Some("thread panicked".into()),
+            corrupted: None,
+        });
+        // Whatever happened to the box, no connection may ever deliver wrong bytes.
+        assert!(
+            r.corrupted.is_none(),
+            "{b} {sig:?}: {name}: corrupted stream: {:?}",
+            r.corrupted
+        );
+        let e = kept.entry(name).or_default();
+        e.1 += 1;
+        e.2 += r.bytes;
+        if r.broke.is_none() {
+            e.0 += 1;
+        }
+    }
     for (name, h) in probes {
         let r = h.join().unwrap();
         assert!(r.get("error").is_none(), "{r}");
@@ -172,9 +217,13 @@ fn run_case(sc: &Scenario, b: &str, sig: Sig, note: &str) -> Vec<Row> {
                 ""
             }
         );
+        let (streams_kept, streams, stream_bytes) = kept.get(&name).copied().unwrap_or_default();
         rows.push(Row {
             case,
             through_dead,
+            streams_kept,
+            streams,
+            stream_bytes,
             first_failure: r["failure_samples"][0].as_str().unwrap_or("").to_string(),
             failed: r["failures"].as_u64().unwrap_or(u64::MAX),
             attempts: r["attempts"].as_u64().unwrap_or(0),
@@ -206,8 +255,97 @@ fn acceptable(r: &Row) -> Result<(), String> {
             r.case, r.failed, r.first_failure
         ));
     }
+    // Nothing passes through the backup balancer: its loss must not cut a connection.
+    if r.case.starts_with("lb2") && r.streams_kept < r.streams {
+        return Err(format!(
+            "{}: {} of {} open connections cut",
+            r.case,
+            r.streams - r.streams_kept,
+            r.streams
+        ));
+    }
     if r.case.starts_with("cloud1") && r.recover_ms >= 3000.0 {
         return Err(format!("{}: ready after {:.0} ms", r.case, r.recover_ms));
     }
     Ok(())
+}
+
+/// What a long-lived connection saw.
+struct StreamReport {
+    /// Bytes echoed back exactly.
+    bytes: u64,
+    /// Why it ended early, if it did (cut by the failure: allowed).
+    broke: Option<String>,
+    /// The first wrong byte, if any (never allowed).
+    corrupted: Option<String>,
+}
+
+/// A connection along `p` that sends a numbered 512-byte chunk every 20 ms and checks its
+/// echo, until `stop` (bounded: at most 2000 chunks).
+fn stream(
+    sc: &Scenario,
+    p: &tether_lab::scenario::ClientPath,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<StreamReport> {
+    let conn = sc.lab.connect(&p.from, p.to, Duration::from_secs(1));
+    std::thread::spawn(move || {
+        let mut rep = StreamReport {
+            bytes: 0,
+            broke: None,
+            corrupted: None,
+        };
+        let mut s = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                rep.broke = Some(e.to_string());
+                return rep;
+            }
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        // The server's banner line comes first.
+        let mut b = [0u8; 1];
+        loop {
+            match s.read(&mut b) {
+                Ok(1) if b[0] == b'\n' => break,
+                Ok(1) => {}
+                Ok(_) => {
+                    rep.broke = Some("closed before the banner".into());
+                    return rep;
+                }
+                Err(e) => {
+                    rep.broke = Some(format!("banner: {e}"));
+                    return rep;
+                }
+            }
+        }
+        for seq in 0u64..2000 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let chunk: Vec<u8> = (0..512u64)
+                .map(|i| (seq.wrapping_mul(31).wrapping_add(i * 7) % 251) as u8)
+                .collect();
+            if let Err(e) = s.write_all(&chunk) {
+                rep.broke = Some(format!("write: {e}"));
+                return rep;
+            }
+            let mut back = vec![0u8; 512];
+            if let Err(e) = s.read_exact(&mut back) {
+                rep.broke = Some(format!("read: {e}"));
+                return rep;
+            }
+            if back != chunk {
+                let at = back
+                    .iter()
+                    .zip(&chunk)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0);
+                rep.corrupted = Some(format!("chunk {seq}, byte {at}"));
+                return rep;
+            }
+            rep.bytes += 512;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        rep
+    })
 }
