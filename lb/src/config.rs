@@ -702,7 +702,15 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
                     if let Some((_, other)) = seen_binds.iter().find(|(a, _)| *a == addr) {
                         errs.push(src.error(
                             &[Seg::from("frontend"), fi.into(), "bind".into(), i.into()],
-                            format!("frontend \"{}\": {addr} is already bound by frontend \"{other}\"", f.name),
+                            format!(
+                                "frontend \"{}\": {addr} is already bound by frontend \"{other}\"{}",
+                                f.name,
+                                if addr.port() == 0 {
+                                    " (a bind is known by its address across reloads, so two port-0 binds need different IPs)"
+                                } else {
+                                    ""
+                                }
+                            ),
                         ));
                     }
                     seen_binds.push((addr, &f.name));
