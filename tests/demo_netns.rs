@@ -206,11 +206,9 @@ fn demo_in_namespaces_follows_the_tutorial_survives_a_balancer_loss_and_cleans_u
     assert!(!ok && out.contains("no running namespace demo"), "{out}");
 }
 
-#[test]
-fn demo_falls_back_to_loopback_when_asked() {
-    // The loopback demo is what a user without root gets; it must start and serve.
-    let mut child = Command::new(TETHER)
-        .args(["demo", "--loopback"])
+/// Starts `cmd`, waits for the loopback demo's instructions, checks them, stops it.
+fn loopback_demo(mut cmd: Command) -> String {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -235,4 +233,37 @@ fn demo_falls_back_to_loopback_when_asked() {
     }
     assert!(seen.contains("127.0.0.1:5551"), "{seen}");
     drop(guard);
+    seen
+}
+
+#[test]
+fn loopback_demo_runs_when_asked_and_where_namespaces_cannot_be_made() {
+    // Asked for directly.
+    let mut cmd = Command::new(TETHER);
+    cmd.args(["demo", "--loopback"]);
+    let seen = loopback_demo(cmd);
+    assert!(!seen.contains("needs network namespaces"), "{seen}");
+
+    // As a user who may not make namespaces (root drops to nobody for this), the demo
+    // says why and runs on loopback instead. The binary is copied where nobody may run it.
+    let copy = std::env::temp_dir().join(format!("tether-demo-nonroot-{}", std::process::id()));
+    std::fs::copy(TETHER, &copy).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&copy);
+        c
+    } else {
+        Command::new(&copy)
+    };
+    cmd.arg("demo").current_dir(std::env::temp_dir());
+    let seen = loopback_demo(cmd);
+    let _ = std::fs::remove_file(&copy);
+    assert!(
+        seen.contains("the full scenario needs network namespaces")
+            && seen.contains("Running the loopback demo instead"),
+        "{seen}"
+    );
 }
