@@ -124,7 +124,7 @@ async fn a_stream_and_a_connect_loop_lose_nothing_across_20_reloads() {
         // Let some connections through between reloads (a signal, not a sleep).
         let before = made.load(Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + T;
-        while made.load(Ordering::Relaxed) < before + 3 {
+        while made.load(Ordering::Relaxed) < before + 10 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "connect loop stalled"
@@ -141,8 +141,15 @@ async fn a_stream_and_a_connect_loop_lose_nothing_across_20_reloads() {
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    assert!(made.load(Ordering::Relaxed) >= 60);
-    assert_eq!(streaming.await.unwrap(), TOTAL);
+    assert!(made.load(Ordering::Relaxed) >= 200);
+    let echoed = streaming.await.unwrap();
+    println!(
+        "across 20 reloads: {} bytes streamed and checked, {} connects, {} failed",
+        echoed,
+        made.load(Ordering::Relaxed),
+        failures.len()
+    );
+    assert_eq!(echoed, TOTAL);
     let m = lb.metrics().await;
     assert_eq!(metric(&m, "tether_lb_reloads_total"), 20.0);
 }
