@@ -170,10 +170,11 @@ for box in lb1 lb2 cloud1 cloud2 onprem1 onprem2; do
     # cases may cost the VIP takeover window (the sessions through it are re-dialed);
     # the gateway cases must cost nothing.
     # (The namespace failure matrix holds gateways to zero, with a confirming re-run;
-    # here, on Docker's heavier path, a gateway stop may cost at most 2 probes of ~400.)
+    # here, on Docker's heavier path, a gateway stop may cost at most 5 probes of ~400:
+    # up to 2 have been seen when an on-prem gateway drains.)
     awk -v g="$gap" 'BEGIN { exit !(g < 1.5) }' || fail "$box stop: service $name gap ${gap}s"
     if [[ $box != lb* ]]; then
-      ((failures <= 2)) || fail "$box stop: service $name lost $failures probes"
+      ((failures <= 5)) || fail "$box stop: service $name lost $failures probes"
     fi
   done
   wait_paths 30 || fail "paths after $box came back"
