@@ -35,6 +35,9 @@ pub struct ProbeReport {
     pub longest_gap_s: f64,
     /// The first few failure reasons, for the operator.
     pub failure_samples: Vec<String>,
+    /// When each failed probe started (Unix time, milliseconds; the first 1,000), so a
+    /// test can tell connections opened after a failure from those in flight through it.
+    pub failed_started_unix_ms: Vec<f64>,
 }
 
 impl std::fmt::Display for ProbeReport {
@@ -58,6 +61,14 @@ impl std::fmt::Display for ProbeReport {
 /// rather than piling up without bound.
 const MAX_IN_FLIGHT: usize = 256;
 const MAX_SAMPLES: usize = 5;
+const MAX_FAILED_STARTS: usize = 1000;
+
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
 
 /// Runs one probe: connect, send a line, read until the line comes back.
 pub async fn probe_once(
@@ -109,7 +120,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 pub async fn run(spec: &ProbeSpec) -> ProbeReport {
     let start = Instant::now();
     let deadline = start + spec.duration;
-    let (tx, mut rx) = mpsc::channel::<(Instant, Result<Duration, String>)>(MAX_IN_FLIGHT);
+    let (tx, mut rx) = mpsc::channel::<(Instant, f64, Result<Duration, String>)>(MAX_IN_FLIGHT);
     let mut report = ProbeReport::default();
     let mut last_success = start;
     let mut longest = Duration::ZERO;
@@ -119,6 +130,7 @@ pub async fn run(spec: &ProbeSpec) -> ProbeReport {
     let mut seq = 0u64;
     let mut record = |report: &mut ProbeReport,
                       finished: Instant,
+                      started_ms: f64,
                       result: Result<Duration, String>| match result {
         Ok(_) => {
             report.successes += 1;
@@ -127,6 +139,9 @@ pub async fn run(spec: &ProbeSpec) -> ProbeReport {
         }
         Err(e) => {
             report.failures += 1;
+            if report.failed_started_unix_ms.len() < MAX_FAILED_STARTS {
+                report.failed_started_unix_ms.push(started_ms);
+            }
             if report.failure_samples.len() < MAX_SAMPLES {
                 report.failure_samples.push(e);
             }
@@ -138,20 +153,21 @@ pub async fn run(spec: &ProbeSpec) -> ProbeReport {
                 seq += 1;
                 report.attempts += 1;
                 if in_flight >= MAX_IN_FLIGHT {
-                    record(&mut report, Instant::now(), Err("too many probes in flight".into()));
+                    record(&mut report, Instant::now(), unix_ms(), Err("too many probes in flight".into()));
                     continue;
                 }
                 in_flight += 1;
                 let tx = tx.clone();
                 let (target, timeout) = (spec.target, spec.timeout);
+                let started_ms = unix_ms();
                 tokio::spawn(async move {
                     let r = probe_once(target, seq, timeout).await;
-                    let _ = tx.send((Instant::now(), r)).await;
+                    let _ = tx.send((Instant::now(), started_ms, r)).await;
                 });
             }
-            Some((finished, result)) = rx.recv() => {
+            Some((finished, started_ms, result)) = rx.recv() => {
                 in_flight -= 1;
-                record(&mut report, finished, result);
+                record(&mut report, finished, started_ms, result);
             }
             else => break,
         }
