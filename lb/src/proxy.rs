@@ -455,7 +455,10 @@ async fn connect_with_retries(backend: &Backend, peer: SocketAddr) -> Result<Con
                 server.m.connect_failures.inc();
                 // Failed connects count toward `fall` like failed checks, so a server that
                 // stops answering is out after a few clients rather than a few intervals.
-                if let Some(t) = server.observe(false) {
+                // Errors of our own (out of descriptors, buffers, ports) are not the
+                // server's fault and do not count.
+                let ours = matches!(&result, Ok(Err(e)) if is_local_error(e));
+                if !ours && let Some(t) = server.observe(false) {
                     tracing::warn!(backend = %backend.cfg.name, server = %server.cfg.name, from = t.from.as_str(), "server down after failed connects");
                 }
                 let why = match result {
@@ -472,6 +475,14 @@ async fn connect_with_retries(backend: &Backend, peer: SocketAddr) -> Result<Con
             }
         }
     }
+}
+
+/// An error from this host's resources rather than from the server.
+fn is_local_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
