@@ -275,10 +275,13 @@ async fn main() -> Result<(), BoxError> {
     let rev = cloud.service_addrs["rev"];
 
     println!(
-        "# {mib} MiB per transfer over a {mbit} Mbit/s link with RTT {rtt:?} between on-prem and cloud, best of {runs}"
+        "# {mib} MiB per transfer over a {mbit} Mbit/s link with RTT {rtt:?} between on-prem and cloud, {runs} runs (best, median)"
     );
-    let mut best = [0f64; 3];
+    // Per run: plain TLS, forward stream, reverse stream (MiB/s), taken back to back so a
+    // run's ratios compare the same moment of machine load.
+    let mut samples: Vec<[f64; 3]> = Vec::with_capacity(runs);
     for _ in 0..runs {
+        let mut run = [0f64; 3];
         let t = Instant::now();
         let tcp = TcpStream::connect(tls_path).await?;
         tcp.set_nodelay(true)?;
@@ -289,27 +292,39 @@ async fn main() -> Result<(), BoxError> {
             )
             .await?;
         push(tls, bytes).await?;
-        best[0] = best[0].max(mbps(bytes, t.elapsed()));
+        run[0] = mbps(bytes, t.elapsed());
 
         let t = Instant::now();
         push(TcpStream::connect(fwd).await?, bytes).await?;
-        best[1] = best[1].max(mbps(bytes, t.elapsed()));
+        run[1] = mbps(bytes, t.elapsed());
 
         let t = Instant::now();
         push(TcpStream::connect(rev).await?, bytes).await?;
-        best[2] = best[2].max(mbps(bytes, t.elapsed()));
+        run[2] = mbps(bytes, t.elapsed());
+        samples.push(run);
     }
-    println!("plain_tls_mib_s {:.1}", best[0]);
-    println!(
-        "gateway_forward_stream_mib_s {:.1}  ratio {:.2}",
-        best[1],
-        best[1] / best[0]
-    );
-    println!(
-        "gateway_reverse_stream_mib_s {:.1}  ratio {:.2}",
-        best[2],
-        best[2] / best[0]
-    );
+    let best = |i: usize| samples.iter().map(|r| r[i]).fold(0f64, f64::max);
+    let median_of = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let median = |i: usize| median_of(samples.iter().map(|r| r[i]).collect());
+    // The median of the per-run ratios, less sensitive to load changing between runs.
+    let median_ratio = |i: usize| median_of(samples.iter().map(|r| r[i] / r[0]).collect());
+    println!("plain_tls_mib_s {:.1}  median {:.1}", best(0), median(0));
+    for (i, name) in [(1, "forward"), (2, "reverse")] {
+        println!(
+            "gateway_{name}_stream_mib_s {:.1}  ratio {:.2}  median {:.1}  median_ratio {:.2}",
+            best(i),
+            best(i) / best(0),
+            median(i),
+            median_ratio(i)
+        );
+    }
     stop.cancel();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

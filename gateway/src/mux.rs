@@ -31,7 +31,8 @@ pub enum MuxError {
 pub trait Mux: Send + Sync + 'static {
     /// A stream of the session.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    /// Opens a new outbound stream (costs no round trip: the SYN rides the first data).
+    /// Opens a new outbound stream (costs no round trip: data follows the SYN at once,
+    /// without waiting for the peer's ACK).
     fn open(&self) -> impl Future<Output = Result<Self::Stream, MuxError>> + Send;
     /// Closes the session (GoAway, then the connection).
     fn close(&self);
@@ -66,10 +67,14 @@ pub struct YamuxSession {
 pub struct MuxTuning {
     /// Most concurrent streams per session.
     pub max_streams: usize,
-    /// Upper bound of the receive windows of all streams of a session together. Stream
-    /// windows start at 256 KiB and grow with the measured bandwidth-delay product up to
-    /// this, so one stream can fill a long fat WAN link.
-    pub max_connection_window: usize,
+    /// Receive window of every stream, in bytes (at least 256 KiB, the yamux default).
+    ///
+    /// The whole window is granted when the stream opens (a window update carrying the
+    /// SYN, or at the first read of an accepted stream), so one stream fills a link of up to
+    /// this bandwidth-delay product from its first round trip instead of ramping up. It is
+    /// also the most a stream buffers when its reader falls behind: memory per session is at
+    /// most `max_streams` times this, reached only by streams whose local side stops reading.
+    pub stream_window: u32,
     /// Largest data frame payload.
     pub split_send_size: usize,
     /// Inbound streams queued before new ones are refused.
@@ -80,11 +85,32 @@ impl Default for MuxTuning {
     fn default() -> Self {
         MuxTuning {
             max_streams: 1024,
-            max_connection_window: 1 << 30,
+            // yamux grants new credit only once half the window has been read, so a sender
+            // keeps between half and all of it in flight: 32 MiB keeps a 1 Gbit/s x 100 ms
+            // link (12.5 MB in flight) busy.
+            stream_window: 32 * 1024 * 1024,
             split_send_size: 64 * 1024,
             inbound_queue: 256,
         }
     }
+}
+
+/// The yamux configuration for `tuning`, clamped to what yamux accepts.
+fn yamux_config(tuning: &MuxTuning) -> yamux::Config {
+    let mut cfg = yamux::Config::default();
+    let window = tuning.stream_window.max(yamux::DEFAULT_CREDIT);
+    let split = tuning.split_send_size.max(1024);
+    cfg.set_max_num_streams(tuning.max_streams.max(1));
+    cfg.set_receive_window(window);
+    // Window updates only as the reader consumes data, so a stream never buffers more than
+    // its window: that is the backpressure towards a sender faster than our reader.
+    cfg.set_window_update_mode(yamux::WindowUpdateMode::OnRead);
+    // yamux resets a stream whose buffer has reached this limit when a data frame arrives,
+    // even the empty one carrying FIN: keep it above the window so a full, unread buffer
+    // (the sender waiting on credit) followed by a half-close is not a reset.
+    cfg.set_max_buffer_size(window as usize + split);
+    cfg.set_split_send_size(split);
+    cfg
 }
 
 impl YamuxSession {
@@ -97,16 +123,7 @@ impl YamuxSession {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let mut cfg = yamux::Config::default();
-        let streams = tuning.max_streams.max(1);
-        // yamux asserts window >= 256 KiB x streams; keep the pair consistent whatever the
-        // caller asked for.
-        let window = tuning.max_connection_window.max(streams * 256 * 1024);
-        // Lower the stream count first: each setter asserts the pair against the other.
-        cfg.set_max_num_streams(1);
-        cfg.set_max_connection_receive_window(Some(window));
-        cfg.set_max_num_streams(streams);
-        cfg.set_split_send_size(tuning.split_send_size.max(1024));
+        let cfg = yamux_config(&tuning);
         let mode = match side {
             Side::Client => yamux::Mode::Client,
             Side::Server => yamux::Mode::Server,
@@ -271,5 +288,63 @@ mod tests {
         assert_eq!(got.len(), data.len());
         assert!(got == data);
         writer.await.unwrap();
+    }
+
+    /// One stream gets its whole configured window at once (no ramp-up), buffers no more
+    /// than that window while its reader stalls, and still carries data both ways after a
+    /// half-close that follows a window filled to the last byte. The clock is paused, so a
+    /// timeout elapses only once every task is idle: "blocked" means no progress was possible.
+    #[tokio::test(start_paused = true)]
+    async fn whole_window_at_open_and_bounded_buffer() {
+        const WINDOW: u32 = 1 << 20;
+        let tuning = MuxTuning {
+            stream_window: WINDOW,
+            ..MuxTuning::default()
+        };
+        let idle = std::time::Duration::from_secs(1);
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (client, _ci) = YamuxSession::spawn(a, Side::Client, tuning);
+        let (_server, mut server_in) = YamuxSession::spawn(b, Side::Server, tuning);
+
+        // A one-byte preamble; the first read of the accepted stream grants the window.
+        let mut s = client.open().await.unwrap();
+        s.write_all(b"p").await.unwrap();
+        s.flush().await.unwrap();
+        let mut r = server_in.recv().await.unwrap();
+        let mut one = [0u8; 1];
+        r.read_exact(&mut one).await.unwrap();
+
+        // Four times the 256 KiB default goes out while the reader reads nothing.
+        let first: Vec<u8> = (0..WINDOW - 1).map(|i| (i % 251) as u8).collect();
+        tokio::time::timeout(idle, s.write_all(&first))
+            .await
+            .expect("the whole window is granted at open")
+            .unwrap();
+        assert!(
+            tokio::time::timeout(idle, s.write_all(b"x")).await.is_err(),
+            "a stalled reader buffers at most its window"
+        );
+
+        // Reading it all (and then waiting for more) grants a whole window again; fill it to
+        // the last byte, then half-close.
+        let mut got = vec![0u8; first.len()];
+        r.read_exact(&mut got).await.unwrap();
+        assert!(got == first);
+        assert!(tokio::time::timeout(idle, r.read(&mut one)).await.is_err());
+        let second: Vec<u8> = (0..WINDOW).map(|i| (i % 241) as u8).collect();
+        tokio::time::timeout(idle, s.write_all(&second))
+            .await
+            .expect("a whole window again once read")
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).await.unwrap();
+        assert!(rest == second);
+        // The half-closed stream still carries the answer back.
+        r.write_all(b"done").await.unwrap();
+        r.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, b"done");
     }
 }
