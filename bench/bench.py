@@ -372,13 +372,20 @@ def run_json(argv, timeout):
 def bulk(target, proc, streams):
     port = TARGETS[target][0]
     secs = ARGS.secs
-    c0 = cpu_seconds(proc.pid) if proc else 0.0
-    out, err = run_json(
-        ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-P", str(streams), "-J",
-         "--connect-timeout", "3000"],
-        timeout=secs + 20,
-    )
-    c1 = cpu_seconds(proc.pid) if proc else 0.0
+    # iperf3's server takes one test at a time and may still be closing the previous one
+    # (its control connection goes through the proxy): retry "busy" a few times.
+    for attempt in range(6):
+        c0 = cpu_seconds(proc.pid) if proc else 0.0
+        out, err = run_json(
+            ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-P", str(streams), "-J",
+             "--connect-timeout", "3000"],
+            timeout=secs + 20,
+        )
+        c1 = cpu_seconds(proc.pid) if proc else 0.0
+        busy = "busy" in str(err or (out or {}).get("error", ""))
+        if not busy:
+            break
+        time.sleep(0.5)
     if out is None or "error" in out:
         return {"error": err or out.get("error")}
     recv = out["end"]["sum_received"]
@@ -506,6 +513,8 @@ def report(results, idles, meta, targets):
                  f"lower is better).")
     lines.append("- no per-connection logging on any proxy (tether `RUST_LOG=warn`, haproxy without `log`, "
                  "nginx stream without `access_log`).")
+    if ARGS.describe:
+        lines.append(f"- binaries: {ARGS.describe}")
     if meta.get("tether_args"):
         lines.append(f"- tether extra arguments: `{meta['tether_args']}`")
     lines.append("")
@@ -635,6 +644,7 @@ def main():
     ap.add_argument("--tests", default="bulk1,bulk4,conn,keepalive,idle", help="comma-separated subset")
     ap.add_argument("--tether-args", default="", help="extra arguments for `tether lb`")
     ap.add_argument("--tether-bin", default=TETHER, help="the tether binary (default target/release/tether)")
+    ap.add_argument("--describe", default="", help="what the measured binaries are (printed in the result), e.g. the commits they were built from")
     ap.add_argument("--old-bin", help="a second tether binary, measured as target tether-old")
     ap.add_argument("--out", help="result file (default bench/results/<date>.md)")
     ARGS = ap.parse_args()
