@@ -243,7 +243,8 @@ async fn handle(
     fe.active.inc();
     metrics.active_total.inc();
     let _active = FrontendActive(&fe, metrics);
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY comes from the listening socket: Linux copies it to accepted sockets,
+    // which saves a setsockopt per connection.
 
     let inspected = tokio::select! {
         r = inspect_client(&client, peer, &fe) => r,
