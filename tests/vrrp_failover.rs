@@ -115,14 +115,16 @@ impl Bench {
     }
 
     fn stop_vrrp_a(&mut self, sig: i32) {
-        // The parent first: killed after its VRRP child, it could respawn the child.
-        let child = self.lab.keepalived_vrrp_pid("a");
-        self.lab.signal(self.vrrp_a, sig);
         if self.imp == Imp::Keepalived && sig == lab::SIGKILL {
-            if let Some(p) = child {
+            // A hard crash of keepalived: freeze the parent so it cannot respawn its
+            // VRRP child, kill the child (the parent's death would send it SIGTERM,
+            // a clean stop), then the parent.
+            self.lab.signal(self.vrrp_a, lab::SIGSTOP);
+            if let Some(p) = self.lab.keepalived_vrrp_pid("a") {
                 self.lab.signal(p, lab::SIGKILL);
             }
         }
+        self.lab.signal(self.vrrp_a, sig);
         self.lab.wait_exit(self.vrrp_a, self.ver.timeout);
     }
 }

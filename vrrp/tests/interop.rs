@@ -357,3 +357,45 @@ fn tshark_decodes_tether_adverts_with_good_checksums() {
         assert_eq!(r[2], "0", "{r:?}");
     }
 }
+
+#[test]
+fn keepalived_v3_ipv6_interop_both_ways() {
+    let Some(mut lab) = lab() else { return };
+    let vips = ["fe80::53/64", "2001:db8::101/64"];
+    let probe_vip = "2001:db8::101";
+    // keepalived higher, Tether lower.
+    let k = lab.start_keepalived(
+        "a",
+        &keepalived_config("ka_a", "VI_V3_6", 53, 150, 3, "0.1", &vips, ""),
+    );
+    let t = lab.start_tether(
+        "b",
+        &tether_config("VI_V3_6", 53, 100, 3, "100ms", &vips, ""),
+    );
+    lab.wait_holders(probe_vip, &["a"], V3.timeout).unwrap();
+    assert!(
+        lab.wait_log("tether-b", "-> BACKUP", V3.timeout),
+        "{}",
+        lab.log("tether-b")
+    );
+    lab.hold_steady(probe_vip, &["a"], V3.steady).unwrap();
+    lab.signal(k, lab::SIGTERM);
+    assert!(lab.wait_exit(k, V3.timeout));
+    lab.wait_holders(probe_vip, &["b"], V3.timeout).unwrap();
+    // keepalived comes back at a lower priority than ours: it stays backup, accepting
+    // our IPv6 adverts (link-local source, pseudo-header checksum, hop limit 255).
+    lab.start_keepalived(
+        "a",
+        &keepalived_config("ka_a", "VI_V3_6", 53, 50, 3, "0.1", &vips, ""),
+    );
+    assert!(
+        lab.wait_log_count("ka-a", "Entering BACKUP STATE", 2, V3.timeout),
+        "{}",
+        lab.log("ka-a")
+    );
+    lab.hold_steady(probe_vip, &["b"], Duration::from_millis(1500))
+        .unwrap();
+    lab.signal(t, lab::SIGTERM);
+    lab.wait_holders(probe_vip, &["a"], V3.timeout).unwrap();
+    assert!(!lab.log("ka-a").contains("Invalid"), "{}", lab.log("ka-a"));
+}

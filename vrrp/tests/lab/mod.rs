@@ -25,6 +25,8 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 pub const SIGTERM: i32 = 15;
 /// See [`SIGTERM`].
 pub const SIGKILL: i32 = 9;
+/// See [`SIGTERM`].
+pub const SIGSTOP: i32 = 19;
 const CLONE_NEWNET: i32 = 0x4000_0000;
 
 unsafe extern "C" {
@@ -333,6 +335,11 @@ impl Lab {
             .expect("log");
         let pid = self.dir.join(format!("ka-{node}.pid"));
         let vpid = self.dir.join(format!("ka-{node}.vrrp.pid"));
+        // After a hard kill the VRRP child can linger as a zombie (its parent died first
+        // and this container's init may not reap), which keepalived would take for a
+        // running daemon; a host's init reaps it. Never two keepalived in one node here.
+        let _ = std::fs::remove_file(&pid);
+        let _ = std::fs::remove_file(&vpid);
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -465,6 +472,19 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// Waits (bounded) until a log contains `needle` at least `n` times (restarts append
+    /// to the same log).
+    pub fn wait_log_count(&self, what: &str, needle: &str, n: usize, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log(what).matches(needle).count() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Waits (bounded) until a log contains `needle`.
