@@ -7,4 +7,4 @@ cd "$(dirname "$0")/../.."
 scripts/install-vrrp-deps.sh
 mkdir -p bench/results
 cargo test --release -p tether --test vrrp_failover -- --ignored --nocapture --test-threads=1 \
-    2>&1 | tee bench/results/vrrp-failover.txt
+    2>&1 | tee bench/results/vrrp-failover.tmp
