@@ -81,6 +81,27 @@ fn wait_log_field(lines: &mut impl Iterator<Item = String>, message: &str, field
     panic!("process exited before logging {message}: {last:#?}");
 }
 
+/// Starts `tether lb` (through `cmd`, which runs `TETHER` or wraps it) with JSON logs on
+/// `cfg`; returns the process, its log lines and the address its frontend listens on.
+fn spawn_lb(
+    mut cmd: Command,
+    cfg: &std::path::Path,
+) -> (Proc, impl Iterator<Item = String>, String) {
+    let mut lb = Proc(
+        cmd.args(["--log-format", "json", "lb", "--workers", "1", "--config"])
+            .arg(cfg)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(lb.0.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let bind = wait_log_field(&mut lines, "listening", "bind");
+    let addr = bind.trim_matches(|c| c == '[' || c == ']').to_string();
+    (lb, lines, addr)
+}
+
 #[test]
 fn sigterm_drains_open_connections_then_exits_0() {
     let mut echo = Proc(
@@ -113,19 +134,7 @@ fn sigterm_drains_open_connections_then_exits_0() {
         ),
     )
     .unwrap();
-    let mut lb = Proc(
-        Command::new(TETHER)
-            .args(["--log-format", "json", "lb", "--workers", "1", "--config"])
-            .arg(&cfg)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(lb.0.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let bind = wait_log_field(&mut lines, "listening", "bind");
-    let addr = bind.trim_matches(|c| c == '[' || c == ']').to_string();
+    let (mut lb, mut lines, addr) = spawn_lb(Command::new(TETHER), &cfg);
 
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
@@ -239,19 +248,7 @@ fn sighup_reloads_in_place_and_refuses_a_bad_file() {
     let dir = tempdir();
     let cfg = dir.join("lb.toml");
     std::fs::write(&cfg, lb_config(&a1, 1)).unwrap();
-    let mut lb = Proc(
-        Command::new(TETHER)
-            .args(["--log-format", "json", "lb", "--workers", "1", "--config"])
-            .arg(&cfg)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(lb.0.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let bind = wait_log_field(&mut lines, "listening", "bind");
-    let addr = bind.trim_matches(|c| c == '[' || c == ']').to_string();
+    let (mut lb, mut lines, addr) = spawn_lb(Command::new(TETHER), &cfg);
     let mut open = std::net::TcpStream::connect(&addr).unwrap();
     open.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 64];
@@ -306,22 +303,11 @@ fn running_out_of_file_descriptors_is_counted_and_survived() {
     )
     .unwrap();
     // A tiny descriptor limit (ours only, through the shell's ulimit) so accept(2) hits EMFILE.
-    let mut lb = Proc(
-        Command::new("sh")
-            .arg("-c")
-            .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
-            .arg(TETHER)
-            .args(["--log-format", "json", "lb", "--workers", "1", "--config"])
-            .arg(&cfg)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(lb.0.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let addr = wait_log_field(&mut lines, "listening", "bind");
-    let addr = addr.trim_matches(|c| c == '[' || c == ']').to_string();
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+        .arg(TETHER);
+    let (mut lb, mut lines, addr) = spawn_lb(sh, &cfg);
     // Each proxied connection costs the balancer two descriptors: 60 clients exhaust 64.
     let mut held = Vec::new();
     for _ in 0..60 {
