@@ -13,33 +13,7 @@ use lab::{Lab, install_peers, keepalived_config, tether_config};
 /// Same child entry point as in netns.rs: this binary re-executed as a daemon.
 #[test]
 fn daemon_child() {
-    let Ok(path) = std::env::var("TETHER_VRRP_CHILD_CONFIG") else {
-        return;
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .try_init();
-    let cfg = match tether_vrrp::load(Path::new(&path)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let token = tokio_util::sync::CancellationToken::new();
-        tether_vrrp::cancel_on_signals(token.clone()).expect("signals");
-        if let Err(e) = tether_vrrp::run(cfg, token).await {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
-    });
-    std::process::exit(0);
+    lab::run_daemon_child_if_asked();
 }
 
 struct Case {

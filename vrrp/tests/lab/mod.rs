@@ -769,3 +769,37 @@ pub fn keepalived_config(
         "global_defs {{\n    router_id {router}\n    vrrp_version {version}\n}}\nvrrp_instance {name} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n    priority {prio}\n    advert_int {interval}\n{extra}    virtual_ipaddress {{\n{vips}    }}\n}}\n"
     )
 }
+
+/// The child side of the lab: when the test binary is re-executed as a daemon (with
+/// `TETHER_VRRP_CHILD_CONFIG` set), runs `tether vrrp` on that file and exits; otherwise
+/// returns at once. Each test binary calls it from a test named `daemon_child`.
+pub fn run_daemon_child_if_asked() {
+    let Ok(path) = std::env::var("TETHER_VRRP_CHILD_CONFIG") else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cfg = match tether_vrrp::load(std::path::Path::new(&path)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let token = tokio_util::sync::CancellationToken::new();
+        tether_vrrp::cancel_on_signals(token.clone()).expect("signals");
+        if let Err(e) = tether_vrrp::run(cfg, token).await {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    });
+    eprintln!("tether vrrp stopped");
+    std::process::exit(0);
+}
