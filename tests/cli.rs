@@ -83,12 +83,20 @@ fn wait_log_field(lines: &mut impl Iterator<Item = String>, message: &str, field
 
 /// Starts `tether lb` (through `cmd`, which runs `TETHER` or wraps it) with JSON logs on
 /// `cfg`; returns the process, its log lines and the address its frontend listens on.
-fn spawn_lb(
+fn spawn_lb(cmd: Command, cfg: &std::path::Path) -> (Proc, impl Iterator<Item = String>, String) {
+    spawn_lb_workers(cmd, cfg, 1)
+}
+
+/// [`spawn_lb`] with `--workers n`.
+fn spawn_lb_workers(
     mut cmd: Command,
     cfg: &std::path::Path,
+    workers: usize,
 ) -> (Proc, impl Iterator<Item = String>, String) {
     let mut lb = Proc(
-        cmd.args(["--log-format", "json", "lb", "--workers", "1", "--config"])
+        cmd.args(["--log-format", "json", "lb", "--workers"])
+            .arg(workers.to_string())
+            .arg("--config")
             .arg(cfg)
             .stderr(Stdio::piped())
             .spawn()
@@ -104,25 +112,7 @@ fn spawn_lb(
 
 #[test]
 fn sigterm_drains_open_connections_then_exits_0() {
-    let mut echo = Proc(
-        Command::new(TETHER)
-            .args([
-                "--log-format",
-                "json",
-                "echo",
-                "--listen",
-                "127.0.0.1:0",
-                "--banner",
-                "e",
-            ])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut echo_lines = BufReader::new(echo.0.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let echo_addr = wait_log_field(&mut echo_lines, "echo server ready", "listen");
+    let (_echo, echo_addr) = spawn_echo("e");
 
     let dir = tempdir();
     let cfg = dir.join("lb.toml");
@@ -161,17 +151,73 @@ fn sigterm_drains_open_connections_then_exits_0() {
         "exited before the connection closed"
     );
     drop(conn);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = lb.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "did not exit after its last connection closed"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_exit(&mut lb, "did not exit after its last connection closed");
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Voluntary context switches of each thread of `pid`, by thread name.
+fn switches_by_thread(pid: u32) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap()
+        };
+        let n: u64 = field("voluntary_ctxt_switches:").parse().unwrap();
+        *out.entry(field("Name:")).or_insert(0) += n;
+    }
+    out
+}
+
+#[test]
+fn two_workers_each_accept_on_their_own_thread_and_stop_together() {
+    use std::io::Write;
+    let (_echo, server) = spawn_echo("e");
+    let dir = tempdir();
+    let cfg = dir.join("lb.toml");
+    std::fs::write(&cfg, lb_config(&server, 1)).unwrap();
+    let (mut lb, mut lines, addr) = spawn_lb_workers(Command::new(TETHER), &cfg, 2);
+    let pid = lb.0.id();
+    let before = switches_by_thread(pid);
+    assert!(
+        before.contains_key("tether-worker-1"),
+        "threads: {:?}",
+        before.keys()
+    );
+    // Each worker has its own listening socket; the kernel spreads connections over them
+    // by a hash of the client's port, so 64 connections reach both (all on one: 2^-63).
+    for i in 0..64 {
+        let c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reader = BufReader::new(c.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "e\n");
+        let sent = format!("{i}\n");
+        (&c).write_all(sent.as_bytes()).unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, sent);
+    }
+    let after = switches_by_thread(pid);
+    assert!(
+        after["tether-worker-1"] > before["tether-worker-1"],
+        "the second worker never woke: {before:?} -> {after:?}"
+    );
+
+    // A pid this test started and has not reaped.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = wait_log_field(&mut lines, "stopped", "message");
+    let status = wait_exit(&mut lb, "workers did not stop");
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -198,6 +244,18 @@ fn probe_reports_failures_with_exit_1_when_nothing_listens() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["successes"], 0);
     assert!(report["failures"].as_u64().unwrap() >= 5, "{report}");
+}
+
+/// Waits until `p` (a child this test started) exits, failing with `what` after 30 s.
+fn wait_exit(p: &mut Proc, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Starts `tether echo` with a banner; returns the process and its address.

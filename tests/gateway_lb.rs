@@ -332,7 +332,7 @@ async fn setup(balance: &str) -> Setup {
         config,
         tether_lb::Options {
             workers: 1,
-            config_path: None,
+            ..Default::default()
         },
         lb_stop.clone(),
     )

@@ -112,8 +112,8 @@ fn load_less(a: &Candidate, b: &Candidate) -> bool {
 
 /// Usable, not excluded, primaries (or backups if no primary is usable), preferring those
 /// with room.
-fn eligible(servers: &[Candidate], exclude: &[usize]) -> Vec<usize> {
-    let usable = |backup: bool| -> Vec<usize> {
+fn eligible(servers: &[Candidate], exclude: &[usize]) -> Indices {
+    let usable = |backup: bool| -> Indices {
         (0..servers.len())
             .filter(|i| servers[*i].usable && servers[*i].backup == backup && !exclude.contains(i))
             .collect()
@@ -122,9 +122,14 @@ fn eligible(servers: &[Candidate], exclude: &[usize]) -> Vec<usize> {
     if set.is_empty() && !servers.iter().any(|s| s.usable && !s.backup) {
         set = usable(true);
     }
-    let with_room: Vec<usize> = set.iter().copied().filter(|&i| !servers[i].full).collect();
-    if with_room.is_empty() { set } else { with_room }
+    if set.iter().any(|&i| !servers[i].full) {
+        set.retain(|i| !servers[*i].full);
+    }
+    set
 }
+
+/// Server indices, inline up to a typical backend's size: a pick allocates nothing.
+type Indices = smallvec::SmallVec<[usize; 16]>;
 
 /// Weighted rendezvous hashing: each server scores `weight / -ln(h)` for a hash `h` of
 /// (client, server) in (0, 1); the highest score wins. Removing a server moves only the

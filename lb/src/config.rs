@@ -80,6 +80,8 @@ pub struct RawDefaults {
     /// How long a frontend waits for a whole TLS ClientHello or PROXY header.
     #[serde(default, with = "humantime_serde")]
     pub inspect_timeout: Option<Duration>,
+    /// Whether bulk transfers move with `splice(2)` (HAProxy's `option splice-auto`).
+    pub splice: Option<bool>,
 }
 
 /// `[[frontend]]`.
@@ -175,6 +177,8 @@ pub struct RawBackend {
     pub resolve_interval: Option<Duration>,
     /// Send a PROXY protocol header to servers, carrying the client's address.
     pub send_proxy: Option<ProxyVersion>,
+    /// Overrides `[defaults]`.
+    pub splice: Option<bool>,
 }
 
 /// The kinds of health check.
@@ -354,6 +358,9 @@ pub struct BackendConfig {
     pub resolve_interval: Duration,
     /// PROXY header sent to servers.
     pub send_proxy: Option<ProxyVersion>,
+    /// Move a direction that carries bulk data with `splice(2)` instead of copying it
+    /// through user space (Linux; `TETHER_LB_SPLICE=off` turns it off process-wide).
+    pub splice: bool,
 }
 
 /// Validated health-check settings.
@@ -621,6 +628,7 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
                 .or(d.resolve_interval)
                 .unwrap_or(Duration::from_secs(10)),
             send_proxy: b.send_proxy,
+            splice: b.splice.or(d.splice).unwrap_or(true),
         });
     }
 

@@ -71,6 +71,11 @@ pub enum LbError {
 pub struct Options {
     /// Accept loops (and listening sockets, with `SO_REUSEPORT`) per bind address.
     pub workers: usize,
+    /// Runtimes that run the accept loops and their connections: accept loop `i` of each
+    /// bind runs on runtime `i % len`, so with one current-thread runtime per worker thread
+    /// each connection stays on the thread that accepted it (thread per core, as HAProxy's
+    /// and nginx's workers). Empty: the runtime that calls [`start`] runs them.
+    pub runtimes: Vec<tokio::runtime::Handle>,
     /// The file to read again on reload; `None` for embedded configurations.
     pub config_path: Option<PathBuf>,
 }
@@ -121,7 +126,12 @@ pub async fn start(
     opts: Options,
     shutdown: CancellationToken,
 ) -> Result<Running, LbError> {
-    let lb = Lb::new(opts.workers, opts.config_path.clone(), &config.nameservers);
+    let lb = Lb::new(
+        opts.workers,
+        opts.runtimes.clone(),
+        opts.config_path.clone(),
+        &config.nameservers,
+    );
     let admin_listener = match config.admin {
         Some(addr) => Some(
             tether_health::admin::bind(addr)

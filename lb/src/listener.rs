@@ -3,16 +3,16 @@
 //! `0.0.0.0:p` can both be bound.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
 
 /// Backlog of each listening socket.
 const BACKLOG: i32 = 4096;
 
 /// Binds `count` sockets on `addr` sharing the port (one per worker). With port 0, the
-/// first socket's port is reused for the rest.
+/// first socket's port is reused for the rest. They are non-blocking std sockets: each is
+/// registered with tokio by the runtime of the worker that accepts on it.
 pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
     let first = bind_one(addr)?;
     let actual = first.local_addr()?;
@@ -38,5 +38,5 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }

@@ -132,7 +132,7 @@ impl Metrics {
             fe_inspect_errors: counter(
                 &r,
                 "tether_lb_frontend_inspect_errors_total",
-                "Clients closed while reading their PROXY header or TLS ClientHello, by reason.",
+                "Clients closed while reading their PROXY header, TLS ClientHello or first bytes, by reason.",
                 &["frontend", "reason"],
             ),
             fe_routed: counter(

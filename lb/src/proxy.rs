@@ -42,11 +42,20 @@ impl Ctx {
 /// goes to the frontend that owns `bind` in the state live at that moment. Errors (EMFILE,
 /// ENOBUFS, ...) are counted and backed off from, never fatal.
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     bind: SocketAddr,
     lb: Arc<Lb>,
     stop: CancellationToken,
 ) {
+    // Registered here, with the reactor of the runtime this loop runs on, so that accepted
+    // connections stay on this worker.
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(bind = %bind, error = %e, "cannot register the listening socket");
+            return;
+        }
+    };
     let mut backoff = Duration::from_millis(5);
     let mut last_warn: Option<Instant> = None;
     loop {
@@ -127,8 +136,9 @@ impl Drop for FrontendActive<'_> {
 struct Inspected {
     /// The client as the server should see it (from a PROXY header, or the peer).
     client: SocketAddr,
-    /// The address the client connected to.
-    local: SocketAddr,
+    /// The address the client connected to, when a PROXY header named it (otherwise
+    /// asked of the socket only when a PROXY header is sent: a system call per connection).
+    local: Option<SocketAddr>,
     /// Bytes already read that the server must get first (a ClientHello).
     replay: Vec<u8>,
     /// The backend chosen by SNI, or the frontend's default.
@@ -142,14 +152,14 @@ async fn inspect_client(
     peer: SocketAddr,
     fe: &Frontend,
 ) -> Result<Inspected, &'static str> {
-    let local = client.local_addr().unwrap_or(peer);
     let mut out = Inspected {
         client: peer,
-        local,
+        local: None,
         replay: Vec::new(),
         backend: fe.backend.clone(),
     };
     if !fe.cfg.accept_proxy && fe.routes.is_empty() {
+        out.replay = read_ready(client).await?;
         return Ok(out);
     }
     let deadline = tokio::time::Instant::now() + fe.cfg.inspect_timeout;
@@ -166,9 +176,7 @@ async fn inspect_client(
         if let Some(src) = addrs.source {
             out.client = src;
         }
-        if let Some(dst) = addrs.destination {
-            out.local = dst;
-        }
+        out.local = addrs.destination;
         buf.drain(..consumed);
     }
     if !fe.routes.is_empty() {
@@ -188,6 +196,27 @@ async fn inspect_client(
     }
     out.replay = buf;
     Ok(out)
+}
+
+/// Takes what the client has sent by the poller's next turn, without waiting longer:
+/// usually the whole first request, since a client writes right after its handshake.
+/// Having it before the server connection is opened, it goes out as soon as that
+/// connection is up, in one write with the PROXY header if there is one. Nothing yet (a
+/// server-speaks-first protocol, or a slow client) is not an error: the relay reads it
+/// when it comes.
+async fn read_ready(client: &TcpStream) -> Result<Vec<u8>, &'static str> {
+    // A socket accepted a moment ago has no readiness in tokio yet; after one turn of the
+    // poller it has, so the read below is made only when there is something to read. A
+    // short read clears that readiness, as the relay's own reads do, so the relay does not
+    // spend a read on EAGAIN.
+    tokio::task::yield_now().await;
+    let mut buf = [0u8; 16 * 1024];
+    match relay::read_once(client, &mut buf) {
+        Ok(relay::Got::Data { n, .. }) => Ok(buf[..n].to_vec()),
+        Ok(relay::Got::Eof | relay::Got::WouldBlock) => Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Vec::new()),
+        Err(_) => Err("read_error"),
+    }
 }
 
 /// Reads into `buf` until `parse` is done or invalid, the deadline passes or `cap` bytes
@@ -323,12 +352,18 @@ async fn handle(
                 fe.bytes_out.inc_by(n);
                 srv.add_bytes_out(n);
             };
-            let mut first = Vec::new();
-            if let Some(version) = backend.cfg.send_proxy {
-                first = inspect::encode_proxy_header(version, client_addr, inspected.local);
-            }
             let replayed = inspected.replay.len() as u64;
-            first.extend_from_slice(&inspected.replay);
+            let first = match backend.cfg.send_proxy {
+                Some(version) => {
+                    let local = inspected
+                        .local
+                        .unwrap_or_else(|| client.local_addr().unwrap_or(peer));
+                    let mut header = inspect::encode_proxy_header(version, client_addr, local);
+                    header.extend_from_slice(&inspected.replay);
+                    header
+                }
+                None => inspected.replay,
+            };
             let outcome = if write_first(&c.stream, &first, backend.cfg.server_timeout)
                 .await
                 .is_err()
@@ -348,6 +383,7 @@ async fn handle(
                     &up,
                     &down,
                     hard,
+                    backend.cfg.splice,
                 )
                 .await;
                 o.up += replayed;
@@ -438,7 +474,7 @@ async fn connect_with_retries(backend: &Backend, peer: SocketAddr) -> Result<Con
             },
         };
         let t0 = Instant::now();
-        match tokio::time::timeout(backend.cfg.connect_timeout, connect(server.addr)).await {
+        match connect_within(server.addr, backend.cfg.connect_timeout).await {
             Ok(Ok(stream)) => {
                 let connect_time = t0.elapsed();
                 server.m.connect_seconds.observe(connect_time.as_secs_f64());
@@ -486,8 +522,60 @@ fn is_local_error(e: &io::Error) -> bool {
     )
 }
 
+/// [`connect`], failing with `Err(Elapsed)` after `timeout`.
+///
+/// The timer is armed only if the connection is not up after one turn of the poller. On
+/// loopback and most LANs it is up by then, and a timer that was never armed costs
+/// nothing; arming one earlier than every other pending timer makes tokio interrupt its
+/// own poller with an eventfd write, which under load was most connections.
+async fn connect_within(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<io::Result<TcpStream>, tokio::time::error::Elapsed> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let connecting = connect(addr);
+    tokio::pin!(connecting);
+    tokio::select! {
+        biased;
+        r = &mut connecting => return Ok(r),
+        // Completes after the poller's next turn, without a timer.
+        _ = tokio::task::yield_now() => {}
+    }
+    tokio::time::timeout_at(deadline, connecting).await
+}
+
+/// Opens a connection to `addr` with `TCP_NODELAY`.
+///
+/// Unlike `TcpStream::connect`, this asks the socket for its error (`getsockopt(SO_ERROR)`)
+/// only when the readiness event says the handshake failed, not after every successful
+/// one: a system call less per connection, as HAProxy does.
+///
+/// The handshake's final ACK goes out at once, not held back to ride on the first bytes
+/// (`TCP_QUICKACK` off would save that packet): until the server's kernel has that ACK, the
+/// connection sits half-open on the server's listener, and a listener closed meanwhile (a
+/// server restarting or draining) resets a connection this side already counts as up.
 async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    sock.set_tcp_nodelay(true)?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(sock))?;
+    let ready = stream
+        .ready(tokio::io::Interest::WRITABLE | tokio::io::Interest::ERROR)
+        .await?;
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+    }
     Ok(stream)
 }

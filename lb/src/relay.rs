@@ -145,6 +145,8 @@ struct Activity {
     /// Bytes moved so far, client to server and server to client.
     up_bytes: AtomicU64,
     down_bytes: AtomicU64,
+    /// Directions that have seen their source's end of stream.
+    ended: AtomicU8,
 }
 
 impl Activity {
@@ -157,6 +159,7 @@ impl Activity {
             down_state: AtomicU8::new(READING),
             up_bytes: AtomicU64::new(0),
             down_bytes: AtomicU64::new(0),
+            ended: AtomicU8::new(0),
         }
     }
     fn touch(&self) {
@@ -220,7 +223,9 @@ impl Activity {
 }
 
 /// Relays until both directions are closed, one side fails, a side is idle too long, or
-/// `stop` is cancelled. `count_up` and `count_down` see every chunk as it moves.
+/// `stop` is cancelled. `count_up` and `count_down` see every chunk as it moves. `splice`:
+/// bulk may move with `splice(2)` (when [`splice_enabled`] too).
+#[allow(clippy::too_many_arguments)]
 pub async fn relay(
     client: &TcpStream,
     server: &TcpStream,
@@ -229,6 +234,7 @@ pub async fn relay(
     count_up: &(dyn Fn(u64) + Sync),
     count_down: &(dyn Fn(u64) + Sync),
     stop: &CancellationToken,
+    splice: bool,
 ) -> Outcome {
     relay_with(
         client,
@@ -238,7 +244,7 @@ pub async fn relay(
         count_up,
         count_down,
         stop,
-        splice_enabled(),
+        splice && splice_enabled(),
     )
     .await
 }
@@ -353,7 +359,11 @@ async fn pump(
             }
             Ok(Drained::Eof) => {
                 // Half-close: tell the other side we are done sending, keep reading it.
-                let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+                // When the other direction has ended already, the relay is over and the
+                // close that follows sends this FIN: one system call less per connection.
+                if activity.ended.fetch_add(1, Ordering::Relaxed) == 0 {
+                    let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+                }
                 return Ok(());
             }
             Err(DrainError::Read) => return Err(read_fail),
@@ -392,7 +402,7 @@ enum DrainError {
 }
 
 /// What one read found.
-enum Got {
+pub(crate) enum Got {
     /// Bytes; `drained` when the read was short, so the socket had nothing more.
     Data {
         n: usize,
@@ -406,7 +416,7 @@ enum Got {
 /// also clears the socket's readiness then: the next wait sleeps until new bytes arrive
 /// (edge-triggered epoll reports them) instead of spending a system call on a read that
 /// can only say `EAGAIN`. Every small message saves that call in each direction.
-fn read_once(from: &TcpStream, buf: &mut [u8]) -> io::Result<Got> {
+pub(crate) fn read_once(from: &TcpStream, buf: &mut [u8]) -> io::Result<Got> {
     use std::io::Read;
 
     let sock = socket2::SockRef::from(from);
@@ -767,6 +777,7 @@ mod tests {
             &|_| {},
             &|_| {},
             &stop,
+            true,
         );
         let size = std::mem::size_of_val(&f);
         eprintln!("relay future: {size} bytes");

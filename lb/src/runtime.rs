@@ -19,7 +19,6 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use tether_health::check::{Health, MonitorSpec, spawn_monitor};
 use tether_health::config::ConfigErrors;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +74,7 @@ struct Monitor {
 struct Control {
     config: Option<Config>,
     workers: usize,
+    runtimes: Vec<tokio::runtime::Handle>,
     listeners: HashMap<SocketAddr, Listening>,
     monitors: HashMap<(String, String), Monitor>,
     answers: Answers,
@@ -103,6 +103,7 @@ pub struct Lb {
 impl Lb {
     pub(crate) fn new(
         workers: usize,
+        runtimes: Vec<tokio::runtime::Handle>,
         config_path: Option<PathBuf>,
         nameservers: &[SocketAddr],
     ) -> Arc<Self> {
@@ -121,6 +122,7 @@ impl Lb {
             control: tokio::sync::Mutex::new(Control {
                 config: None,
                 workers: workers.max(1),
+                runtimes,
                 listeners: HashMap::new(),
                 monitors: HashMap::new(),
                 answers: Answers::new(),
@@ -190,7 +192,7 @@ impl Lb {
             .iter()
             .flat_map(|f| f.binds.iter().map(move |b| (*b, f.name.as_str())))
             .collect();
-        let mut fresh: Vec<(SocketAddr, Vec<TcpListener>)> = Vec::new();
+        let mut fresh: Vec<(SocketAddr, Vec<std::net::TcpListener>)> = Vec::new();
         for (bind, frontend) in &wanted {
             if control.listeners.contains_key(bind) {
                 continue;
@@ -244,9 +246,12 @@ impl Lb {
         for (bind, group) in fresh {
             let stop = self.accepting.child_token();
             let actual = bound.get(&bind).copied().unwrap_or(bind);
-            for l in group {
-                self.accept_tasks
-                    .spawn(proxy::accept_loop(l, bind, self.clone(), stop.clone()));
+            for (i, l) in group.into_iter().enumerate() {
+                let task = proxy::accept_loop(l, bind, self.clone(), stop.clone());
+                match control.runtimes.get(i % control.runtimes.len().max(1)) {
+                    Some(rt) => self.accept_tasks.spawn_on(task, rt),
+                    None => self.accept_tasks.spawn(task),
+                };
             }
             control.listeners.insert(
                 bind,

@@ -428,7 +428,8 @@ impl Backend {
 
     /// Picks a server for a client, skipping those already tried.
     pub fn pick(&self, client: IpAddr, exclude: &[usize]) -> Option<usize> {
-        let candidates: Vec<Candidate> = self.servers.iter().map(|s| s.candidate()).collect();
+        let candidates: smallvec::SmallVec<[Candidate; 16]> =
+            self.servers.iter().map(|s| s.candidate()).collect();
         let key = match client {
             IpAddr::V4(a) => hash_bytes(&a.octets()),
             IpAddr::V6(a) => hash_bytes(&a.octets()),

@@ -39,6 +39,28 @@ fn the_minimal_config_is_valid_and_gets_the_documented_defaults() {
 }
 
 #[test]
+fn splice_is_on_by_default_and_set_in_defaults_or_per_backend() {
+    let c = Config::from_source(&Source::from_text("lb.toml", GOOD)).unwrap();
+    assert!(c.backends[0].splice);
+    let text = format!(
+        "[defaults]\nsplice = false\n{GOOD}\n[[backend]]\nname = \"bulk\"\nsplice = true\n\
+         [[backend.server]]\nname = \"b\"\naddress = \"127.0.0.1:6002\"\n"
+    );
+    let c = Config::from_source(&Source::from_text("lb.toml", &text)).unwrap();
+    let splice: Vec<(&str, bool)> = c
+        .backends
+        .iter()
+        .map(|b| (b.name.as_str(), b.splice))
+        .collect();
+    assert_eq!(splice, [("web", false), ("bulk", true)]);
+    let errs = errors(&format!("[defaults]\nsplice = \"auto\"\n{GOOD}"));
+    assert!(
+        errs[0].contains("lb.toml:2") && errs[0].contains("splice"),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn weight_zero() {
     let text = GOOD.replace(
         "address = \"127.0.0.1:6001\"",

@@ -117,12 +117,11 @@ async fn a_server_goes_down_after_fall_and_up_after_rise() {
     stop.cancel();
 }
 
-#[tokio::test]
-async fn half_close_propagates_both_ways() {
-    // A server that reads until EOF, then answers, then closes: the client's half-close
-    // must reach it while the other direction stays open.
+/// A server that reads each connection to its end, answers `reply(what it read)` and
+/// closes; returns its address.
+async fn read_all_then_reply(reply: fn(&[u8]) -> String) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let saddr = listener.local_addr().unwrap();
+    let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
@@ -131,27 +130,39 @@ async fn half_close_propagates_both_ways() {
             tokio::spawn(async move {
                 let mut got = Vec::new();
                 s.read_to_end(&mut got).await.unwrap();
-                s.write_all(format!("got {} bytes", got.len()).as_bytes())
-                    .await
-                    .unwrap();
+                s.write_all(reply(&got).as_bytes()).await.unwrap();
                 s.shutdown().await.unwrap();
             });
         }
     });
-    let lb = Lb::start(&base(
-        "",
-        "[backend.health]\nkind = \"none\"",
-        &servers_toml(&[("s", saddr)], ""),
-    ))
-    .await;
-    let mut c = TcpStream::connect(lb.addr).await.unwrap();
-    c.write_all(&[7u8; 100_000]).await.unwrap();
+    addr
+}
+
+/// Connects to `addr`, sends `data`, half-closes and reads the reply to its end.
+async fn send_all_then_read_reply(addr: std::net::SocketAddr, data: &[u8]) -> String {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(data).await.unwrap();
     c.shutdown().await.unwrap();
     let mut reply = String::new();
     tokio::time::timeout(T, c.read_to_string(&mut reply))
         .await
         .unwrap()
         .unwrap();
+    reply
+}
+
+#[tokio::test]
+async fn half_close_propagates_both_ways() {
+    // A server that reads until EOF, then answers, then closes: the client's half-close
+    // must reach it while the other direction stays open.
+    let saddr = read_all_then_reply(|got| format!("got {} bytes", got.len())).await;
+    let lb = Lb::start(&base(
+        "",
+        "[backend.health]\nkind = \"none\"",
+        &servers_toml(&[("s", saddr)], ""),
+    ))
+    .await;
+    let reply = send_all_then_read_reply(lb.addr, &[7u8; 100_000]).await;
     assert_eq!(reply, "got 100000 bytes");
 
     // The other way: the server closes its side first, the client keeps sending.
@@ -184,6 +195,30 @@ async fn half_close_propagates_both_ways() {
     let got = tokio::time::timeout(T, rx).await.unwrap().unwrap();
     assert_eq!(got, b"still here");
     drop(lb);
+}
+
+#[tokio::test]
+async fn first_bytes_sent_with_a_fin_reach_the_server_whole() {
+    // The balancer takes a client's first bytes before it connects to the server (so they
+    // ride on that handshake's ACK); sizes around its 16 KiB first read, each sent with the
+    // client's FIN right behind, must arrive whole and the FIN after them.
+    let saddr = read_all_then_reply(|got| {
+        let sum: u64 = got.iter().map(|b| u64::from(*b)).sum();
+        format!("{} {sum}", got.len())
+    })
+    .await;
+    let lb = Lb::start(&base(
+        "",
+        "[backend.health]\nkind = \"none\"",
+        &servers_toml(&[("s", saddr)], ""),
+    ))
+    .await;
+    for len in [1usize, 98, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 40_000] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let sum: u64 = data.iter().map(|b| u64::from(*b)).sum();
+        let reply = send_all_then_read_reply(lb.addr, &data).await;
+        assert_eq!(reply, format!("{len} {sum}"));
+    }
 }
 
 #[tokio::test]

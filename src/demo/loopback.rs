@@ -86,8 +86,6 @@ pub fn main(restart_after: Duration) -> anyhow::Result<ExitCode> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        // More options are on their way in tether-lb; the defaults suit the demo.
-        #[allow(clippy::needless_update)]
         let opts = Options {
             workers: 1,
             ..Default::default()

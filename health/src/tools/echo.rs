@@ -75,8 +75,9 @@ async fn serve_one(
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     if let Some(banner) = banner {
-        stream.write_all(banner.as_bytes()).await?;
-        stream.write_all(b"\n").await?;
+        // One write, so the line leaves as one segment: with TCP_NODELAY two writes are
+        // two segments, and a client reading the banner once could get half of it.
+        stream.write_all(format!("{banner}\n").as_bytes()).await?;
     }
     let mut buf = vec![0u8; 64 * 1024];
     loop {

@@ -68,6 +68,7 @@ impl Lb {
         let opts = Options {
             workers: 2,
             config_path: path,
+            ..Default::default()
         };
         let running = tether_lb::start(cfg, opts, stop.clone()).await.unwrap();
         let addr = running.lb.state().frontends[0].bound[0];
