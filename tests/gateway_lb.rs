@@ -93,11 +93,18 @@ fn local() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// A cloud node's listeners: a restart binds the same ports again, and the service listener
+/// unbinds while not ready. On an address of their own, so that no connection of the test
+/// (they leave from 127.0.0.1) takes one of those ports as its source port meanwhile.
+fn cloud_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 3], 0))
+}
+
 fn cloud_cfg(dir: &TempDir, id: &str) -> CloudConfig {
     CloudConfig {
         id: id.into(),
-        session_listen: local(),
-        admin_listen: local(),
+        session_listen: cloud_listen(),
+        admin_listen: cloud_listen(),
         roster: ["cloud1", "cloud2"]
             .iter()
             .map(|n| RosterNode {
@@ -108,7 +115,7 @@ fn cloud_cfg(dir: &TempDir, id: &str) -> CloudConfig {
         tls: files(dir, id),
         reverse: vec![ReverseService {
             service: "svc-a".into(),
-            listen: local(),
+            listen: cloud_listen(),
             when_not_ready: WhenNotReady::Unbind,
             accept_wait: Duration::from_secs(1),
             allowed_exporters: ["onprem1".to_string(), "onprem2".to_string()].into(),
@@ -312,6 +319,14 @@ struct Setup {
 }
 
 async fn setup(balance: &str) -> Setup {
+    // Shown when a test fails: the warnings, or what RUST_LOG asks for.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
     let dir = certs();
     let echo_stop = CancellationToken::new();
     let a1 = tether_health::tools::echo::start(local(), None, echo_stop.clone())

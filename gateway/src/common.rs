@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use prometheus::IntGauge;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -297,19 +296,13 @@ pub(crate) async fn gated_accept(
         match listener.take() {
             Some(l) => {
                 bound.set(1);
-                let keep = loop {
+                // true: readiness was lost (unbind, then wait for it); false: stop.
+                let unbind = loop {
                     tokio::select! {
                         _ = kill.cancelled() => break false,
                         changed = ready.changed(), if mode == WhenNotReady::Unbind => {
                             if changed.is_err() { break false; }
                             if !*ready.borrow() {
-                                // Closing a listener resets the connections still in its
-                                // backlog, which the kernel already accepted: take them
-                                // first so they are served (or closed within accept_wait).
-                                while let Some(Ok((s, peer))) = l.accept().now_or_never() {
-                                    let _ = s.set_nodelay(true);
-                                    on_accept(s, peer);
-                                }
                                 break true;
                             }
                         }
@@ -323,9 +316,13 @@ pub(crate) async fn gated_accept(
                         },
                     }
                 };
-                drop(l);
+                if unbind {
+                    take_backlog(l, &on_accept);
+                } else {
+                    drop(l);
+                }
                 bound.set(0);
-                if !keep {
+                if !unbind {
                     return;
                 }
             }
@@ -352,6 +349,72 @@ pub(crate) async fn gated_accept(
                 }
             }
         }
+    }
+}
+
+/// Accepts what the listener's backlog holds, then closes it.
+///
+/// Closing a listener resets the connections still in its backlog, which the kernel already
+/// accepted (their clients think they are connected): they are taken first so they are
+/// served, or closed within accept_wait. So that the backlog cannot fill again between the
+/// last `accept` and the close (a window as long as this thread is preempted), the
+/// listener first stops completing handshakes ([`stop_handshakes`]): a client that sends
+/// its SYN from then on meets a closed port when it retransmits it, and a balancer in
+/// front tries another server, instead of a reset after it thought it was connected. A
+/// handshake half done at that instant (its final ACK on the way) is still lost: on
+/// loopback none is, the handshake completing within the client's `connect`; across a
+/// network the window is half a round trip.
+///
+/// The backlog is read with `accept(2)` until `EAGAIN`, not through tokio, whose cached
+/// readiness would miss a connection that came in since the poller's last turn.
+fn take_backlog(listener: TcpListener, on_accept: &impl Fn(TcpStream, SocketAddr)) {
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the backlog of a closing listener");
+            return;
+        }
+    };
+    if let Err(e) = stop_handshakes(&listener) {
+        tracing::warn!(error = %e, "cannot stop handshakes on a closing listener");
+    }
+    loop {
+        match listener.accept() {
+            Ok((s, peer)) => {
+                let s = s
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(s));
+                match s {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        on_accept(s, peer);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot register a backlog connection")
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // EAGAIN (the backlog is empty) or an error that a retry would meet again.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Makes a listening socket drop every packet that reaches it, so no handshake completes
+/// and its backlog only shrinks. A classic BPF program of one instruction, `ret #0`;
+/// connections already accepted are sockets of their own, without the filter.
+fn stop_handshakes(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        const BPF_RET_K: u16 = 0x06;
+        socket2::SockRef::from(listener)
+            .attach_filter(&[socket2::SockFilter::new(BPF_RET_K, 0, 0, 0)])
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = listener;
+        Ok(())
     }
 }
 
@@ -395,4 +458,58 @@ pub(crate) fn session_socket_options(tcp: &TcpStream) {
     let _ = sock.set_tcp_keepalive(&keepalive);
     #[cfg(target_os = "linux")]
     let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(10)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn loopback() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    #[tokio::test]
+    async fn the_backlog_is_taken_whole_before_the_poller_has_seen_it() {
+        let listener = TcpListener::bind(loopback()).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Handshakes completed by the kernel; tokio has never polled the listener.
+        let clients: Vec<std::net::TcpStream> = (0..5)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let taken = Mutex::new(Vec::new());
+        take_backlog(listener, &|_s, peer| {
+            taken.lock().expect("lock").push(peer);
+        });
+        let mut taken = taken.into_inner().expect("lock");
+        let mut expected: Vec<SocketAddr> = clients
+            .iter()
+            .map(|c| c.local_addr().expect("addr"))
+            .collect();
+        taken.sort();
+        expected.sort();
+        assert_eq!(taken, expected);
+        let refused = std::net::TcpStream::connect(addr).expect_err("closed");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_stopped_handshakes_completes_none() {
+        let listener = std::net::TcpListener::bind(loopback()).expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        stop_handshakes(&listener).expect("filter");
+        // The SYN is dropped: the client is still waiting to retransmit it (after 1 s).
+        let connect = tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await;
+        assert!(connect.is_err(), "a handshake completed: {connect:?}");
+        let accepted = listener.accept().map(|(_, peer)| peer);
+        assert_eq!(
+            accepted.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock)
+        );
+    }
 }

@@ -85,6 +85,15 @@ pub fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// For listeners bound again on the same port: a cloud node's after a restart, and a
+/// service listener that unbinds while not ready. An address of their own, since on
+/// 127.0.0.1 such a port, free meanwhile, can be taken as the source port of some
+/// connection of the test (connections to 127.0.0.0/8 leave from 127.0.0.1), and the bind
+/// then fails with EADDRINUSE.
+pub fn rebinding_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 3], 0))
+}
+
 pub fn cloud_config(
     certs: &Certs,
     id: &str,
@@ -93,8 +102,8 @@ pub fn cloud_config(
 ) -> CloudConfig {
     CloudConfig {
         id: id.into(),
-        session_listen: any_port(),
-        admin_listen: any_port(),
+        session_listen: rebinding_port(),
+        admin_listen: rebinding_port(),
         roster: vec![
             RosterNode {
                 id: "cloud1".into(),
@@ -108,7 +117,7 @@ pub fn cloud_config(
         tls: certs.files(id),
         reverse: vec![ReverseService {
             service: "svc-a".into(),
-            listen: any_port(),
+            listen: rebinding_port(),
             when_not_ready,
             accept_wait: Duration::from_secs(1),
             allowed_exporters: ["onprem1".to_string(), "onprem2".to_string()].into(),
@@ -153,7 +162,7 @@ pub fn onprem_config(
         consume: if consume {
             vec![Consume {
                 service: "svc-b".into(),
-                listen: any_port(),
+                listen: rebinding_port(),
                 when_not_ready: WhenNotReady::Unbind,
                 accept_wait: Duration::from_secs(1),
             }]
