@@ -51,8 +51,15 @@ TARGETS = {
     "tether-copy": (21151, 21152),
     # Optional (--targets, with --old-bin): another tether build, for before/after ratios.
     "tether-old": (21161, 21162),
+    # Optional (--targets): two workers/threads on both CPUs, for the scaling table. The
+    # second worker shares CPU 1 with the load and the backends: on a 2-CPU machine this
+    # shows the cost of a second thread more than the headroom it would have elsewhere.
+    "tether-w2": (21171, 21172),
+    "haproxy-w2": (21181, 21182),
 }
-DEFAULT_TARGETS = ["direct", "tether", "haproxy", "haproxy-splice", "nginx"]
+# Scaling rows: (two-worker target, its one-worker counterpart).
+SCALING = [("tether-w2", "tether"), ("haproxy-w2", "haproxy")]
+DEFAULT_TARGETS = ["direct", "tether", "haproxy", "haproxy-splice", "nginx", "tether-w2", "haproxy-w2"]
 PEERS = ["haproxy", "haproxy-splice", "nginx", "tether-copy", "tether-old"]
 
 STARTED = []  # every Popen this script started, stopped at exit
@@ -238,6 +245,7 @@ http {{
 
 def proxy_conf(name, maxconn):
     bulk, http = TARGETS[name]
+    threads = 2 if name.endswith("-w2") else 1
     if name.startswith("tether"):
         return write(
             f"{name}.toml",
@@ -248,6 +256,7 @@ client_timeout = "300s"
 server_timeout = "300s"
 retries = 0
 maxconn = {maxconn}
+splice = {"false" if name == "tether-copy" else "true"}
 
 [[frontend]]
 name = "bulk"
@@ -285,7 +294,7 @@ address = "127.0.0.1:{HTTP_PORT}"
             f"{name}.cfg",
             f"""
 global
-    nbthread 1
+    nbthread {threads}
     maxconn {maxconn}
 {pipes}
 defaults
@@ -332,20 +341,24 @@ stream {{
     raise ValueError(name)
 
 
+def proxy_cpus(name):
+    """The CPUs a proxy may run on: its own, or both for the two-worker targets."""
+    return f"{PROXY_CPU},{LOAD_CPU}" if name.endswith("-w2") else PROXY_CPU
+
+
 def start_proxy(name, maxconn):
     conf = proxy_conf(name, maxconn)
     if name.startswith("tether"):
         # No per-connection log lines: the peers are configured without logging too.
         env = dict(os.environ, RUST_LOG="warn")
-        if name == "tether-copy":
-            env["TETHER_LB_SPLICE"] = "off"
         exe = ARGS.old_bin if name == "tether-old" else TETHER
-        argv = [exe, "lb", "--config", conf, "--workers", "1"]
+        workers = "2" if name.endswith("-w2") else "1"
+        argv = [exe, "lb", "--config", conf, "--workers", workers]
         if ARGS.tether_args:
             argv += ARGS.tether_args.split()
-        p = spawn(argv, PROXY_CPU, name, env=env)
+        p = spawn(argv, proxy_cpus(name), name, env=env)
     elif name.startswith("haproxy"):
-        p = spawn(["haproxy", "-db", "-f", conf], PROXY_CPU, name)
+        p = spawn(["haproxy", "-db", "-f", conf], proxy_cpus(name), name)
     else:
         p = spawn(["nginx", "-p", WORK, "-c", conf, "-e", f"{WORK}/nginx-stream.error.log"], PROXY_CPU, name)
     wait_listening(p, list(TARGETS[name]), name)
@@ -582,6 +595,38 @@ def report(results, idles, meta, targets):
         lines.append(f"Idle connections held open (of {big:,}): " + ", ".join(f"{t} {n}" for t, n in opened.items())
                      + f". Each proxy used a fresh process; the open-file limit is {meta['nofile']:,} "
                      f"(two descriptors per proxied connection), which caps the idle test.")
+    # scaling: the same figures with two workers against one, per proxy
+    pairs = [(two, one) for two, one in SCALING if two in targets and one in targets]
+    if pairs:
+        lines.append("")
+        lines.append("Scaling, two workers on both CPUs against one worker on CPU " + PROXY_CPU
+                     + " (tether `--workers 2`, haproxy `nbthread 2`; the second worker shares CPU "
+                     + LOAD_CPU + " with the load and the backends). Ratios, median of the per-repetition "
+                     "ratios; throughput near 2.0 and CPU per connection near 1.0 mean linear scaling.")
+        ceiling = [get(rep.get("tether", {}), "conn.rps") / get(rep.get("direct", {}), "conn.rps")
+                   for rep in results
+                   if get(rep.get("tether", {}), "conn.rps") and get(rep.get("direct", {}), "conn.rps")]
+        if ceiling:
+            lines.append(f"One tether worker already reaches {med(ceiling):.2f} of direct's new connections/s "
+                         "(no proxy at all): when that is near 1.0 the load client and the backends on CPU "
+                         f"{LOAD_CPU} are the limit, a second worker cannot add throughput here, and CPU per "
+                         "connection (flat means no cost of sharing) is the figure that says how it scales.")
+        lines.append("")
+        head = ["figure"] + [f"{two} / {one}" for two, one in pairs]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for key, label, unit, higher, fmt in FIGURES:
+            row = [label.strip()]
+            for two, one in pairs:
+                ratios = []
+                for rep in results:
+                    a, b = get(rep.get(two, {}), key), get(rep.get(one, {}), key)
+                    if a is not None and b:
+                        ratios.append(a / b)
+                r = med(ratios)
+                row.append("-" if r is None else f"{r:.2f}")
+            if any(c != "-" for c in row[1:]):
+                lines.append("| " + " | ".join(row) + " |")
     errs = []
     for i, rep in enumerate(results):
         for t, r in rep.items():
@@ -640,7 +685,7 @@ def main():
     ap.add_argument("--secs", type=float, help="seconds per test (default 2)")
     ap.add_argument("--idle", type=int, help="idle connections for the memory test (default: 10,000 or what the open-file limit allows)")
     ap.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
-                    help="comma-separated, from " + ",".join(TARGETS) + " (default: all but tether-copy)")
+                    help="comma-separated, from " + ",".join(TARGETS) + " (default: all but tether-copy and tether-old)")
     ap.add_argument("--tests", default="bulk1,bulk4,conn,keepalive,idle", help="comma-separated subset")
     ap.add_argument("--tether-args", default="", help="extra arguments for `tether lb`")
     ap.add_argument("--tether-bin", default=TETHER, help="the tether binary (default target/release/tether)")
@@ -731,7 +776,8 @@ def main():
             wait_closed(TARGETS[t][1])
         if "idle" in tests:
             for t in targets:
-                if t != "direct":
+                # The two-worker targets are for the scaling table; memory is per process.
+                if t != "direct" and not t.endswith("-w2"):
                     idles[t] = idle(t, maxconn)
     finally:
         stop_all()

@@ -3,7 +3,7 @@
 # nginx's stream module, plus direct, on this machine, in one run. Writes
 # bench/results/<date>.md with each figure and Tether's ratio to each peer.
 #
-#   bench/run.sh            # full run, about 7 minutes (5 repetitions of 2 s per test)
+#   bench/run.sh            # full run, about 10 minutes (5 repetitions of 2 s per test)
 #   bench/run.sh --quick    # under 2 minutes
 #   bench/run.sh --help     # every option (repetitions, seconds, targets, tests)
 #   TETHER_BIN=/path/to/tether bench/run.sh   # measure that binary instead of building
