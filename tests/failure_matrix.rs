@@ -247,6 +247,22 @@ fn run_case(sc: &Scenario, b: &str, sig: Sig, note: &str) -> Vec<Row> {
             recover_ms,
         });
     }
+    if rows.iter().any(|r| acceptable(r).is_err()) {
+        // What the gateways said about it, for a failure seen only in CI.
+        for (name, _, _) in sc.lab.processes() {
+            if !(name.contains("cloud") || name.contains("onprem")) {
+                continue;
+            }
+            for line in sc
+                .lab
+                .log(&name)
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("rejected"))
+            {
+                eprintln!("  {name}: {line}");
+            }
+        }
+    }
     rows
 }
 

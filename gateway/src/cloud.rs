@@ -894,97 +894,139 @@ impl Cloud {
         };
         let mut tried: Vec<SessionId> = Vec::new();
         let mut avoid: BTreeSet<String> = BTreeSet::new();
-        for attempt in 0..2 {
-            // Readiness can be debounced while no session is usable: wait, bounded.
-            let picked = loop {
-                let p = lock(&self.core).pick(service, &tried, &avoid);
-                if let Some(p) = p {
-                    break Some(p);
-                }
-                if attempt > 0 || Instant::now() >= deadline || self.kill.is_cancelled() {
-                    break None;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            let Some(sid) = picked else { break };
-            let session = lock(&self.sessions).get(&sid).cloned();
-            let Some(session) = session else {
-                // Ended between pick and lookup: does not use up the retry.
-                tried.push(sid);
-                continue;
-            };
-            if attempt > 0 {
-                self.metrics
-                    .open_retries
-                    .with_label_values(&[service])
-                    .inc();
+        // Readiness can be debounced while no session is usable: wait, bounded.
+        let first = loop {
+            if let Some(p) = self.session_for(service, &mut tried, &avoid) {
+                break p;
             }
-            lock(&self.core).stream_started(sid);
-            let open_started = Instant::now();
-            let opened =
-                common::open_stream(&session.mux, &preamble, self.cfg.timers.open_timeout).await;
-            match opened {
-                Ok(mut stream) => {
-                    self.metrics
-                        .stream_open_seconds
-                        .with_label_values(&[service])
-                        .observe(open_started.elapsed().as_secs_f64());
-                    lock(&self.core).open_answered(sid);
-                    self.metrics
-                        .streams
-                        .with_label_values(&[service, "reverse", "ok"])
-                        .inc();
-                    debug!(trace = %common::hex(&trace), session = sid, gateway = %session.gateway, "reverse stream open");
-                    let mut client_ref = &mut client;
-                    let active = self
-                        .metrics
-                        .streams_active
-                        .with_label_values(&[service, "reverse"]);
-                    active.inc();
-                    self.streams.fetch_add(1, Ordering::SeqCst);
-                    let kill = self.kill.clone();
-                    let (to_server, to_client) = tokio::select! {
-                        r = common::relay(&mut client_ref, &mut stream) => r,
-                        _ = kill.cancelled() => (0, 0),
-                    };
-                    self.streams.fetch_sub(1, Ordering::SeqCst);
-                    active.dec();
-                    self.metrics
-                        .bytes
-                        .with_label_values(&[service, "to_server"])
-                        .inc_by(to_server);
-                    self.metrics
-                        .bytes
-                        .with_label_values(&[service, "to_client"])
-                        .inc_by(to_client);
-                    lock(&self.core).stream_ended(sid);
-                    return;
-                }
-                Err(e) => {
-                    warn!(trace = %common::hex(&trace), session = sid, gateway = %session.gateway, reason = e.as_str(), "reverse stream open failed");
-                    self.metrics
-                        .stream_open_failures
-                        .with_label_values(&[service, e.as_str()])
-                        .inc();
-                    let actions = {
-                        let mut core = lock(&self.core);
-                        core.stream_ended(sid);
-                        match e {
-                            OpenError::Silent => core.open_silent(Instant::now(), sid),
-                            OpenError::Status(_) => {
-                                core.open_answered(sid);
-                                Vec::new()
-                            }
-                            OpenError::Broken => Vec::new(),
-                        }
-                    };
-                    self.apply(actions);
-                    tried.push(sid);
-                    avoid.insert(session.gateway.clone());
-                }
+            if Instant::now() >= deadline || self.kill.is_cancelled() {
+                reject("no_stream");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let another = |(sid, session): &(SessionId, Arc<Session>), hedge: bool| {
+            tried.push(*sid);
+            avoid.insert(session.gateway.clone());
+            let next = self.session_for(service, &mut tried, &avoid)?;
+            if hedge && next.1.gateway == session.gateway {
+                return None;
+            }
+            self.metrics
+                .open_retries
+                .with_label_values(&[service])
+                .inc();
+            Some(next)
+        };
+        let open = |(sid, session): (SessionId, Arc<Session>)| {
+            let c = self.clone();
+            let preamble = preamble.clone();
+            async move {
+                let stream = c.open_on(sid, &session, &preamble).await;
+                ((sid, session), stream)
+            }
+        };
+        let c = self.clone();
+        let unused = move |(sid, _): (SessionId, Arc<Session>)| lock(&c.core).stream_ended(sid);
+        let hedge = common::hedge_after(self.cfg.timers.open_timeout);
+        let (won, leftover) = common::race_opens(first, another, open, hedge, unused).await;
+        if let Some(rest) = leftover {
+            self.tracker.spawn(rest);
+        }
+        let Some(((sid, session), mut stream)) = won else {
+            reject("no_stream");
+            return;
+        };
+        self.metrics
+            .streams
+            .with_label_values(&[service, "reverse", "ok"])
+            .inc();
+        debug!(trace = %common::hex(&trace), session = sid, gateway = %session.gateway, "reverse stream open");
+        let mut client_ref = &mut client;
+        let active = self
+            .metrics
+            .streams_active
+            .with_label_values(&[service, "reverse"]);
+        active.inc();
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        let kill = self.kill.clone();
+        let (to_server, to_client) = tokio::select! {
+            r = common::relay(&mut client_ref, &mut stream) => r,
+            _ = kill.cancelled() => (0, 0),
+        };
+        self.streams.fetch_sub(1, Ordering::SeqCst);
+        active.dec();
+        self.metrics
+            .bytes
+            .with_label_values(&[service, "to_server"])
+            .inc_by(to_server);
+        self.metrics
+            .bytes
+            .with_label_values(&[service, "to_client"])
+            .inc_by(to_client);
+        lock(&self.core).stream_ended(sid);
+    }
+
+    /// A usable session for a new stream of `service` (see [`CloudCore::pick`]), with its
+    /// handle. One that ended between the pick and the lookup goes to `tried`.
+    fn session_for(
+        &self,
+        service: &str,
+        tried: &mut Vec<SessionId>,
+        avoid: &BTreeSet<String>,
+    ) -> Option<(SessionId, Arc<Session>)> {
+        loop {
+            let sid = lock(&self.core).pick(service, tried, avoid)?;
+            match lock(&self.sessions).get(&sid).cloned() {
+                Some(session) => return Some((sid, session)),
+                None => tried.push(sid),
             }
         }
-        reject("no_stream");
+    }
+
+    /// One stream open on `session` for a reverse client: counts the stream on the
+    /// session, and on failure logs why and applies what the failure says about the
+    /// session (a silent one is ejected). `None` when it failed.
+    async fn open_on(
+        &self,
+        sid: SessionId,
+        session: &Session,
+        preamble: &Preamble,
+    ) -> Option<YamuxStream> {
+        let service = preamble.service.as_str();
+        lock(&self.core).stream_started(sid);
+        let open_started = Instant::now();
+        match common::open_stream(&session.mux, preamble, self.cfg.timers.open_timeout).await {
+            Ok(stream) => {
+                self.metrics
+                    .stream_open_seconds
+                    .with_label_values(&[service])
+                    .observe(open_started.elapsed().as_secs_f64());
+                lock(&self.core).open_answered(sid);
+                Some(stream)
+            }
+            Err(e) => {
+                warn!(trace = %common::hex(&preamble.trace_id), session = sid, gateway = %session.gateway, reason = e.as_str(), "reverse stream open failed");
+                self.metrics
+                    .stream_open_failures
+                    .with_label_values(&[service, e.as_str()])
+                    .inc();
+                let actions = {
+                    let mut core = lock(&self.core);
+                    core.stream_ended(sid);
+                    match e {
+                        OpenError::Silent => core.open_silent(Instant::now(), sid),
+                        OpenError::Status(_) => {
+                            core.open_answered(sid);
+                            Vec::new()
+                        }
+                        OpenError::Broken => Vec::new(),
+                    }
+                };
+                self.apply(actions);
+                None
+            }
+        }
     }
 
     async fn probe(&self, sid: SessionId, session: Arc<Session>) {

@@ -227,6 +227,81 @@ pub(crate) async fn open_stream(
     }
 }
 
+/// How long a stream open may go unanswered before a second one is raced against it on
+/// another gateway's session: a quarter of `open_timeout`. A gateway that lost power
+/// answers nothing, and its sessions look alive until `dead_after`; waiting the whole
+/// `open_timeout` before trying elsewhere would outlast many clients' patience.
+pub(crate) fn hedge_after(open_timeout: Duration) -> Duration {
+    open_timeout / 4
+}
+
+/// Stream opens for one client, raced. The first goes to `first`. A second goes where
+/// `another` says when the first fails (`hedge` false: any other session will do) or is
+/// still unanswered after `hedge_after` (`hedge` true: only a session of another gateway,
+/// since a silent gateway's other sessions are as silent). At most two per client, as
+/// before hedging. `open` makes one attempt and keeps its session's books; it yields the
+/// stream, or `None` when the attempt failed.
+///
+/// Returns the first stream opened, and the opens still pending then, to be run to their
+/// end in the background: a silent session is still found silent and ejected, and a
+/// stream opened after all is closed and handed to `unused` for the books.
+pub(crate) async fn race_opens<K, Fut>(
+    first: K,
+    mut another: impl FnMut(&K, bool) -> Option<K>,
+    open: impl Fn(K) -> Fut,
+    hedge_after: Duration,
+    unused: impl Fn(K) + Send + 'static,
+) -> (
+    Option<(K, YamuxStream)>,
+    Option<impl std::future::Future<Output = ()> + Send + 'static>,
+)
+where
+    K: Clone + Send + 'static,
+    Fut: std::future::Future<Output = (K, Option<YamuxStream>)> + Send + 'static,
+{
+    use futures::stream::{FuturesUnordered, StreamExt};
+
+    let mut opens = FuturesUnordered::new();
+    opens.push(open(first.clone()));
+    let mut second = false;
+    let hedge = tokio::time::sleep(hedge_after);
+    tokio::pin!(hedge);
+    let won = loop {
+        tokio::select! {
+            done = opens.next() => match done {
+                Some((k, Some(stream))) => break Some((k, stream)),
+                Some((k, None)) => {
+                    if !second {
+                        second = true;
+                        if let Some(next) = another(&k, false) {
+                            opens.push(open(next));
+                        }
+                    }
+                    if opens.is_empty() {
+                        break None;
+                    }
+                }
+                None => break None,
+            },
+            () = &mut hedge, if !second => {
+                second = true;
+                if let Some(next) = another(&first, true) {
+                    opens.push(open(next));
+                }
+            }
+        }
+    };
+    let leftover = (!opens.is_empty()).then_some(async move {
+        while let Some((k, stream)) = opens.next().await {
+            if let Some(stream) = stream {
+                drop(stream);
+                unused(k);
+            }
+        }
+    });
+    (won, leftover)
+}
+
 /// Connects to a server (host:port, resolved now) within `limit`; maps failures to a status.
 pub(crate) async fn connect_server(target: &str, limit: Duration) -> Result<TcpStream, Status> {
     match tokio::time::timeout(limit, TcpStream::connect(target)).await {

@@ -133,7 +133,7 @@ impl Metrics {
             open_retries: counter(
                 &r,
                 "tether_gateway_open_retries_total",
-                "Stream opens retried on another session.",
+                "Second stream opens on another session, after a failed open or one unanswered for a quarter of open_timeout.",
                 &["service"],
             )?,
             clients_rejected: counter(

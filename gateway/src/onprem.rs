@@ -876,69 +876,99 @@ impl Onprem {
             client: Some(peer),
             trace_id: common::trace_id(),
         };
+        let Some(first) = self.pick(service, &[]) else {
+            reject("no_stream");
+            return;
+        };
         let mut tried: Vec<Arc<OnSession>> = Vec::new();
-        for attempt in 0..2 {
-            let Some(session) = self.pick(service, &tried) else {
-                break;
-            };
-            if attempt > 0 {
-                self.metrics
-                    .open_retries
-                    .with_label_values(&[service])
-                    .inc();
+        let another = |session: &Arc<OnSession>, hedge: bool| {
+            tried.push(session.clone());
+            let next = self.pick(service, &tried)?;
+            if hedge && next.node == session.node {
+                return None;
             }
-            session.active.fetch_add(1, Ordering::Relaxed);
-            let open_started = Instant::now();
-            match common::open_stream(&session.mux, &preamble, self.cfg.timers.open_timeout).await {
-                Ok(mut stream) => {
-                    self.metrics
-                        .stream_open_seconds
-                        .with_label_values(&[service])
-                        .observe(open_started.elapsed().as_secs_f64());
-                    self.metrics
-                        .streams
-                        .with_label_values(&[service, "forward", "ok"])
-                        .inc();
-                    let active = self
-                        .metrics
-                        .streams_active
-                        .with_label_values(&[service, "forward"]);
-                    active.inc();
-                    self.streams.fetch_add(1, Ordering::SeqCst);
-                    let kill = self.kill.clone();
-                    let (to_server, to_client) = tokio::select! {
-                        r = common::relay(&mut client, &mut stream) => r,
-                        _ = kill.cancelled() => (0, 0),
-                    };
-                    self.streams.fetch_sub(1, Ordering::SeqCst);
-                    active.dec();
-                    session.active.fetch_sub(1, Ordering::Relaxed);
-                    self.metrics
-                        .bytes
-                        .with_label_values(&[service, "to_server"])
-                        .inc_by(to_server);
-                    self.metrics
-                        .bytes
-                        .with_label_values(&[service, "to_client"])
-                        .inc_by(to_client);
-                    return;
+            self.metrics
+                .open_retries
+                .with_label_values(&[service])
+                .inc();
+            Some(next)
+        };
+        let open = |session: Arc<OnSession>| {
+            let g = self.clone();
+            let preamble = preamble.clone();
+            async move {
+                let stream = g.open_on(&session, &preamble).await;
+                (session, stream)
+            }
+        };
+        let unused = |session: Arc<OnSession>| {
+            session.active.fetch_sub(1, Ordering::Relaxed);
+        };
+        let hedge = common::hedge_after(self.cfg.timers.open_timeout);
+        let (won, leftover) = common::race_opens(first, another, open, hedge, unused).await;
+        if let Some(rest) = leftover {
+            self.tracker.spawn(rest);
+        }
+        let Some((session, mut stream)) = won else {
+            reject("no_stream");
+            return;
+        };
+        self.metrics
+            .streams
+            .with_label_values(&[service, "forward", "ok"])
+            .inc();
+        let active = self
+            .metrics
+            .streams_active
+            .with_label_values(&[service, "forward"]);
+        active.inc();
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        let kill = self.kill.clone();
+        let (to_server, to_client) = tokio::select! {
+            r = common::relay(&mut client, &mut stream) => r,
+            _ = kill.cancelled() => (0, 0),
+        };
+        self.streams.fetch_sub(1, Ordering::SeqCst);
+        active.dec();
+        session.active.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .bytes
+            .with_label_values(&[service, "to_server"])
+            .inc_by(to_server);
+        self.metrics
+            .bytes
+            .with_label_values(&[service, "to_client"])
+            .inc_by(to_client);
+    }
+
+    /// One stream open on `session` for a consumer client: counts the stream on the
+    /// session, and on failure logs why; a silent session is ejected (placement dials a
+    /// replacement). `None` when it failed.
+    async fn open_on(&self, session: &OnSession, preamble: &Preamble) -> Option<YamuxStream> {
+        let service = preamble.service.as_str();
+        session.active.fetch_add(1, Ordering::Relaxed);
+        let open_started = Instant::now();
+        match common::open_stream(&session.mux, preamble, self.cfg.timers.open_timeout).await {
+            Ok(stream) => {
+                self.metrics
+                    .stream_open_seconds
+                    .with_label_values(&[service])
+                    .observe(open_started.elapsed().as_secs_f64());
+                Some(stream)
+            }
+            Err(e) => {
+                session.active.fetch_sub(1, Ordering::Relaxed);
+                warn!(gateway = %self.cfg.id, node = %session.node, %service, reason = e.as_str(), "forward stream open failed");
+                self.metrics
+                    .stream_open_failures
+                    .with_label_values(&[service, e.as_str()])
+                    .inc();
+                if matches!(e, common::OpenError::Silent) {
+                    session.kill.cancel();
                 }
-                Err(e) => {
-                    session.active.fetch_sub(1, Ordering::Relaxed);
-                    warn!(gateway = %self.cfg.id, node = %session.node, %service, reason = e.as_str(), "forward stream open failed");
-                    self.metrics
-                        .stream_open_failures
-                        .with_label_values(&[service, e.as_str()])
-                        .inc();
-                    if matches!(e, common::OpenError::Silent) {
-                        // A silent cloud session is ejected; placement dials a replacement.
-                        session.kill.cancel();
-                    }
-                    tried.push(session);
-                }
+                None
             }
         }
-        reject("no_stream");
     }
 
     async fn drain(self: Arc<Self>) {
