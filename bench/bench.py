@@ -256,7 +256,7 @@ client_timeout = "300s"
 server_timeout = "300s"
 retries = 0
 maxconn = {maxconn}
-splice = {"false" if name == "tether-copy" else "true"}
+{"splice = false" if name == "tether-copy" else "# splice = true: the default (a build older than the key, tether-old, rejects it)"}
 
 [[frontend]]
 name = "bulk"
