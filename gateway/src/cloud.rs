@@ -811,45 +811,24 @@ impl Cloud {
                     .streams
                     .with_label_values(&[&pre.service, "forward", "ok"])
                     .inc();
-                self.relay_counted(&pre.service, "forward", &mut server, &mut s)
-                    .await;
+                common::relay_counted(
+                    &self.metrics,
+                    &self.streams,
+                    &self.kill,
+                    &pre.service,
+                    "forward",
+                    &mut server,
+                    common::TcpEnd::Server,
+                    &mut s,
+                )
+                .await;
             }
         }
     }
 
-    async fn relay_counted(
-        &self,
-        service: &str,
-        direction: &str,
-        server: &mut TcpStream,
-        stream: &mut YamuxStream,
-    ) {
-        let active = self
-            .metrics
-            .streams_active
-            .with_label_values(&[service, direction]);
-        active.inc();
-        self.streams.fetch_add(1, Ordering::SeqCst);
-        let kill = self.kill.clone();
-        let (to_client, to_server) = tokio::select! {
-            r = common::relay(server, stream) => r,
-            _ = kill.cancelled() => (0, 0),
-        };
-        self.streams.fetch_sub(1, Ordering::SeqCst);
-        active.dec();
-        self.metrics
-            .bytes
-            .with_label_values(&[service, "to_server"])
-            .inc_by(to_server);
-        self.metrics
-            .bytes
-            .with_label_values(&[service, "to_client"])
-            .inc_by(to_client);
-    }
-
-    /// A client of a reverse service: open a stream on a session that can serve it, retry
-    /// once on another gateway's session, and never keep the client longer than
-    /// `accept_wait` without a stream.
+    /// A client of a reverse service: open a stream on a session that can serve it, with a
+    /// second open on another gateway's session when the first fails or is slow to answer
+    /// ([`common::race_opens`]), and never wait longer than `accept_wait` for a session.
     async fn serve_client(
         self: Arc<Self>,
         svc: Arc<ReverseService>,
@@ -942,28 +921,17 @@ impl Cloud {
             .with_label_values(&[service, "reverse", "ok"])
             .inc();
         debug!(trace = %common::hex(&trace), session = sid, gateway = %session.gateway, "reverse stream open");
-        let mut client_ref = &mut client;
-        let active = self
-            .metrics
-            .streams_active
-            .with_label_values(&[service, "reverse"]);
-        active.inc();
-        self.streams.fetch_add(1, Ordering::SeqCst);
-        let kill = self.kill.clone();
-        let (to_server, to_client) = tokio::select! {
-            r = common::relay(&mut client_ref, &mut stream) => r,
-            _ = kill.cancelled() => (0, 0),
-        };
-        self.streams.fetch_sub(1, Ordering::SeqCst);
-        active.dec();
-        self.metrics
-            .bytes
-            .with_label_values(&[service, "to_server"])
-            .inc_by(to_server);
-        self.metrics
-            .bytes
-            .with_label_values(&[service, "to_client"])
-            .inc_by(to_client);
+        common::relay_counted(
+            &self.metrics,
+            &self.streams,
+            &self.kill,
+            service,
+            "reverse",
+            &mut client,
+            common::TcpEnd::Client,
+            &mut stream,
+        )
+        .await;
         lock(&self.core).stream_ended(sid);
     }
 

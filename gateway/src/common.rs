@@ -314,6 +314,56 @@ pub(crate) async fn connect_server(target: &str, limit: Duration) -> Result<TcpS
     }
 }
 
+/// Which end of a relayed stream the TCP connection is, for the byte counters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TcpEnd {
+    /// The client: what it sends goes to the server.
+    Client,
+    /// The server: what it sends goes to the client.
+    Server,
+}
+
+/// [`relay`] between a TCP connection and its stream until both directions finish or
+/// `kill`, counted: one more active stream in `streams` (a drain waits for it) and the
+/// `streams_active` gauge while it runs, then its bytes in `bytes`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn relay_counted(
+    metrics: &crate::metrics::Metrics,
+    streams: &std::sync::atomic::AtomicUsize,
+    kill: &CancellationToken,
+    service: &str,
+    direction: &str,
+    tcp: &mut TcpStream,
+    end: TcpEnd,
+    stream: &mut YamuxStream,
+) {
+    use std::sync::atomic::Ordering;
+
+    let active = metrics
+        .streams_active
+        .with_label_values(&[service, direction]);
+    active.inc();
+    streams.fetch_add(1, Ordering::SeqCst);
+    let (from_tcp, to_tcp) = tokio::select! {
+        r = relay(tcp, stream) => r,
+        _ = kill.cancelled() => (0, 0),
+    };
+    streams.fetch_sub(1, Ordering::SeqCst);
+    active.dec();
+    let (to_server, to_client) = match end {
+        TcpEnd::Client => (from_tcp, to_tcp),
+        TcpEnd::Server => (to_tcp, from_tcp),
+    };
+    metrics
+        .bytes
+        .with_label_values(&[service, "to_server"])
+        .inc_by(to_server);
+    metrics
+        .bytes
+        .with_label_values(&[service, "to_client"])
+        .inc_by(to_client);
+}
+
 /// Copies both ways until both directions finished, propagating half-close. Returns bytes
 /// (a→b, b→a).
 pub(crate) async fn relay<A, B>(a: &mut A, b: &mut B) -> (u64, u64)

@@ -781,27 +781,17 @@ impl Onprem {
             .streams
             .with_label_values(&[&pre.service, "reverse", "ok"])
             .inc();
-        let active = self
-            .metrics
-            .streams_active
-            .with_label_values(&[&pre.service, "reverse"]);
-        active.inc();
-        self.streams.fetch_add(1, Ordering::SeqCst);
-        let kill = self.kill.clone();
-        let (to_client, to_server) = tokio::select! {
-            r = common::relay(&mut server, &mut s) => r,
-            _ = kill.cancelled() => (0, 0),
-        };
-        self.streams.fetch_sub(1, Ordering::SeqCst);
-        active.dec();
-        self.metrics
-            .bytes
-            .with_label_values(&[&pre.service, "to_server"])
-            .inc_by(to_server);
-        self.metrics
-            .bytes
-            .with_label_values(&[&pre.service, "to_client"])
-            .inc_by(to_client);
+        common::relay_counted(
+            &self.metrics,
+            &self.streams,
+            &self.kill,
+            &pre.service,
+            "reverse",
+            &mut server,
+            common::TcpEnd::Server,
+            &mut s,
+        )
+        .await;
     }
 
     fn pick(&self, service: &str, exclude: &[Arc<OnSession>]) -> Option<Arc<OnSession>> {
@@ -833,7 +823,9 @@ impl Onprem {
         ties.get(i).map(|s| (*s).clone())
     }
 
-    /// A local client of a consumed service: carry it to a cloud node on a forward stream.
+    /// A local client of a consumed service: carry it to a cloud node on a forward stream,
+    /// with a second open on another node's session when the first fails or is slow to
+    /// answer ([`common::race_opens`]).
     async fn serve_consumer(
         self: Arc<Self>,
         c: Arc<Consume>,
@@ -917,28 +909,18 @@ impl Onprem {
             .streams
             .with_label_values(&[service, "forward", "ok"])
             .inc();
-        let active = self
-            .metrics
-            .streams_active
-            .with_label_values(&[service, "forward"]);
-        active.inc();
-        self.streams.fetch_add(1, Ordering::SeqCst);
-        let kill = self.kill.clone();
-        let (to_server, to_client) = tokio::select! {
-            r = common::relay(&mut client, &mut stream) => r,
-            _ = kill.cancelled() => (0, 0),
-        };
-        self.streams.fetch_sub(1, Ordering::SeqCst);
-        active.dec();
+        common::relay_counted(
+            &self.metrics,
+            &self.streams,
+            &self.kill,
+            service,
+            "forward",
+            &mut client,
+            common::TcpEnd::Client,
+            &mut stream,
+        )
+        .await;
         session.active.fetch_sub(1, Ordering::Relaxed);
-        self.metrics
-            .bytes
-            .with_label_values(&[service, "to_server"])
-            .inc_by(to_server);
-        self.metrics
-            .bytes
-            .with_label_values(&[service, "to_client"])
-            .inc_by(to_client);
     }
 
     /// One stream open on `session` for a consumer client: counts the stream on the
