@@ -840,7 +840,7 @@ impl Cloud {
             return;
         };
         let reject = |reason: &str| {
-            info!(node = %self.cfg.id, service, client = %peer, reason, "client rejected");
+            debug!(node = %self.cfg.id, service, client = %peer, reason, "client rejected");
             self.metrics
                 .clients_rejected
                 .with_label_values(&[service, reason])

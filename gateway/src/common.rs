@@ -263,7 +263,9 @@ where
 
     let mut opens = FuturesUnordered::new();
     opens.push(open(first.clone()));
-    let mut second = false;
+    // A second open was made; the hedge timer fired (whether or not it found a session of
+    // another gateway: a failure may still retry on the same gateway's other session).
+    let (mut second, mut hedged) = (false, false);
     let hedge = tokio::time::sleep(hedge_after);
     tokio::pin!(hedge);
     let won = loop {
@@ -283,9 +285,10 @@ where
                 }
                 None => break None,
             },
-            () = &mut hedge, if !second => {
-                second = true;
+            () = &mut hedge, if !second && !hedged => {
+                hedged = true;
                 if let Some(next) = another(&first, true) {
+                    second = true;
                     opens.push(open(next));
                 }
             }
@@ -519,7 +522,18 @@ fn take_backlog(listener: TcpListener, on_accept: &impl Fn(TcpStream, SocketAddr
                     }
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // What accept(2) reports for one connection (aborted, or a network error of
+            // its own): the rest of the backlog is still there.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::NetworkDown
+                        | std::io::ErrorKind::NetworkUnreachable
+                        | std::io::ErrorKind::HostUnreachable
+                ) => {}
             // EAGAIN (the backlog is empty) or an error that a retry would meet again.
             Err(_) => return,
         }
@@ -588,7 +602,7 @@ pub(crate) fn session_socket_options(tcp: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     fn loopback() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 0))
@@ -636,5 +650,117 @@ mod tests {
             accepted.map_err(|e| e.kind()),
             Err(std::io::ErrorKind::WouldBlock)
         );
+    }
+
+    /// A mux whose streams open at once, for opens that succeed; the accepting side is
+    /// kept alive (and drained) by the returned handles.
+    fn mux() -> (YamuxSession, YamuxSession, mpsc::Receiver<YamuxStream>) {
+        use crate::mux::{MuxTuning, Side};
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (client, _) = YamuxSession::spawn(a, Side::Client, MuxTuning::default());
+        let (server, inbound) = YamuxSession::spawn(b, Side::Server, MuxTuning::default());
+        (client, server, inbound)
+    }
+
+    /// An open that answers after `after`, with a stream when `ok`.
+    fn fake_open(
+        mux: &YamuxSession,
+        plan: &'static [(&'static str, u64, bool)],
+    ) -> impl Fn(&'static str) -> futures::future::BoxFuture<'static, (&'static str, Option<YamuxStream>)>
+    {
+        let mux = mux.clone();
+        move |k| {
+            let mux = mux.clone();
+            let (_, ms, ok) = plan.iter().copied().find(|p| p.0 == k).expect("planned");
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let stream = if ok { mux.open().await.ok() } else { None };
+                (k, stream)
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_open_is_raced_on_another_gateway_and_still_runs_to_its_end() {
+        let (client, _server, _inbound) = mux();
+        // "dead" never answers within the test; "alive" answers at once.
+        let open = fake_open(&client, &[("dead", 60_000, false), ("alive", 1, true)]);
+        let t = tokio::time::Instant::now();
+        let unused = Arc::new(Mutex::new(Vec::new()));
+        let u = unused.clone();
+        let (won, leftover) = race_opens(
+            "dead",
+            |_, hedge| hedge.then_some("alive"),
+            open,
+            Duration::from_millis(250),
+            move |k| u.lock().expect("lock").push(k),
+        )
+        .await;
+        assert_eq!(won.map(|(k, _)| k), Some("alive"));
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+        leftover.expect("the silent open runs on").await;
+        assert!(unused.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_answered_late_is_handed_back_unused() {
+        let (client, _server, _inbound) = mux();
+        let open = fake_open(&client, &[("slow", 500, true), ("fast", 1, true)]);
+        let unused = Arc::new(Mutex::new(Vec::new()));
+        let u = unused.clone();
+        let (won, leftover) = race_opens(
+            "slow",
+            |_, _| Some("fast"),
+            open,
+            Duration::from_millis(100),
+            move |k| u.lock().expect("lock").push(k),
+        )
+        .await;
+        assert_eq!(won.map(|(k, _)| k), Some("fast"));
+        leftover.expect("the slow open runs on").await;
+        assert_eq!(*unused.lock().expect("lock"), vec!["slow"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hedge_with_no_other_gateway_leaves_the_retry_after_a_failure() {
+        let (client, _server, _inbound) = mux();
+        // One gateway only: the hedge finds nobody; the first open then fails, and the
+        // retry on the same gateway's other session serves the client.
+        let open = fake_open(&client, &[("first", 400, false), ("same-gw", 1, true)]);
+        let (won, leftover) = race_opens(
+            "first",
+            |_, hedge| (!hedge).then_some("same-gw"),
+            open,
+            Duration::from_millis(100),
+            |_| {},
+        )
+        .await;
+        assert_eq!(won.map(|(k, _)| k), Some("same-gw"));
+        assert!(leftover.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_failures_leave_the_client_without_a_stream() {
+        let (client, _server, _inbound) = mux();
+        let open = fake_open(&client, &[("a", 1, false), ("b", 1, false)]);
+        let mut asked = 0;
+        let (won, leftover) = race_opens(
+            "a",
+            |_, _| {
+                asked += 1;
+                Some("b")
+            },
+            open,
+            Duration::from_millis(100),
+            |_| {},
+        )
+        .await;
+        assert!(won.is_none());
+        assert!(leftover.is_none());
+        assert_eq!(asked, 1, "at most two opens per client");
     }
 }

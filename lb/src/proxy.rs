@@ -139,14 +139,16 @@ struct Inspected {
     /// The address the client connected to, when a PROXY header named it (otherwise
     /// asked of the socket only when a PROXY header is sent: a system call per connection).
     local: Option<SocketAddr>,
-    /// Bytes already read that the server must get first (a ClientHello).
+    /// Bytes already read that the server must get first (a ClientHello, or with
+    /// `send_proxy` what the client had sent by the poller's first turn).
     replay: Vec<u8>,
     /// The backend chosen by SNI, or the frontend's default.
     backend: Arc<Backend>,
 }
 
 /// Reads the PROXY header (when required) and the ClientHello (when the frontend has SNI
-/// routes), bounded by `inspect_timeout` and a size cap.
+/// routes), bounded by `inspect_timeout` and a size cap. On a plain frontend whose backend
+/// sends a PROXY header, takes what the client has already sent ([`read_ready`]).
 async fn inspect_client(
     client: &TcpStream,
     peer: SocketAddr,

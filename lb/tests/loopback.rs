@@ -199,9 +199,9 @@ async fn half_close_propagates_both_ways() {
 
 #[tokio::test]
 async fn first_bytes_sent_with_a_fin_reach_the_server_whole() {
-    // The balancer takes a client's first bytes before it connects to the server (so they
-    // ride on that handshake's ACK); sizes around its 16 KiB first read, each sent with the
-    // client's FIN right behind, must arrive whole and the FIN after them.
+    // Sizes around the balancer's 16 KiB reads, each sent with the client's FIN right
+    // behind (often before the server connection is up), must arrive whole and the FIN
+    // after them.
     let saddr = read_all_then_reply(|got| {
         let sum: u64 = got.iter().map(|b| u64::from(*b)).sum();
         format!("{} {sum}", got.len())

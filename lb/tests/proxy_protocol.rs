@@ -163,6 +163,23 @@ async fn the_clients_address_travels_through_accept_and_send() {
 }
 
 #[tokio::test]
+async fn a_plain_frontend_sends_the_header_then_the_first_bytes() {
+    // No PROXY header from the client: the balancer writes its own, then what the client
+    // had sent by then (often the whole request, taken before the server connect).
+    let stop = CancellationToken::new();
+    let (server, _) = proxy_reading_server(&stop).await;
+    for version in ["v1", "v2"] {
+        let lb = Lb::start(&proxied_lb(server, version, false)).await;
+        lb.wait_ready().await;
+        for _ in 0..20 {
+            let seen = ask_source(lb.addr, "127.0.0.5", b"").await.unwrap();
+            assert!(seen.starts_with("127.0.0.5:"), "{version}: {seen}");
+        }
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
 async fn a_bad_or_missing_header_closes_only_that_connection() {
     let stop = CancellationToken::new();
     let (server, _) = proxy_reading_server(&stop).await;
