@@ -254,7 +254,11 @@ fn tshark_decodes_tether_adverts_with_good_checksums() {
     ]
     .join("\n");
     lab.start_tether("a", &cfg);
+    // Every instance master before the capture starts: the 1 s v2 one takes about 3.5 s
+    // (three missed adverts plus skew), and a capture begun on the 100 ms ones alone
+    // caught a single v2 advert.
     lab.wait_holders("192.0.2.101", &["a"], V3.timeout).unwrap();
+    lab.wait_holders("192.0.2.100", &["a"], V2.timeout).unwrap();
     let pcap = lab.dir.join("adverts.pcapng");
     let ns = lab.node("c").ns.clone();
     // Bounded capture: 3.5 s of protocol 112 (at least 3 v2 adverts at 1 s).
