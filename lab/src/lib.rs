@@ -274,9 +274,7 @@ impl LabBuilder {
         available()?;
         let dir = match self.dir.clone() {
             Some(d) => d,
-            None => {
-                std::env::temp_dir().join(format!("{}-lab-{}", self.prefix, std::process::id()))
-            }
+            None => default_dir(&self.prefix, std::process::id()),
         };
         std::fs::create_dir_all(&dir)
             .map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
@@ -421,6 +419,11 @@ fn remove_ns(ns: &str) {
         .status();
 }
 
+/// The working directory of the lab `prefix` run by process `pid`, unless one was given.
+fn default_dir(prefix: &str, pid: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("{prefix}-lab-{pid}"))
+}
+
 /// Removes what a lab with this prefix left behind when its process died without cleaning
 /// up (SIGKILL, power cut). Refuses when that process still lives.
 fn reclaim_stale(prefix: &str) -> Result<(), LabError> {
@@ -429,14 +432,18 @@ fn reclaim_stale(prefix: &str) -> Result<(), LabError> {
         return Ok(());
     };
     let mut lines = text.lines();
-    if let Some(pid) = lines.next().and_then(|l| l.trim().parse::<u32>().ok())
+    let owner = lines.next().and_then(|l| l.trim().parse::<u32>().ok());
+    if let Some(pid) = owner
         && pid != std::process::id()
-        && Path::new(&format!("/proc/{pid}")).exists()
     {
-        return Err(LabError::InUse {
-            prefix: prefix.to_string(),
-            pid,
-        });
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(LabError::InUse {
+                prefix: prefix.to_string(),
+                pid,
+            });
+        }
+        // Its working directory, when it had the default one (logs, pid files).
+        let _ = std::fs::remove_dir_all(default_dir(prefix, pid));
     }
     for ns in lines.map(str::trim).filter(|l| !l.is_empty()) {
         // Only names of this prefix: a corrupted manifest must not remove anything else.

@@ -349,15 +349,19 @@ fn after_a_sigkill_processes_die_and_the_next_lab_reclaims_the_namespaces() {
         three_networks(&prefix),
         Err(LabError::InUse { .. })
     ));
+    // The killed lab's working directory (named after its process).
+    let dead_dir = std::env::temp_dir().join(format!("{prefix}-lab-{}", child.id()));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
     assert!(wait_gone(pid), "PR_SET_PDEATHSIG did not stop {pid}");
     // Nothing could clean up after a SIGKILL...
     assert_eq!(existing_namespaces(&prefix).len(), 7);
+    assert!(dead_dir.exists(), "{}", dead_dir.display());
     // ...so the next lab of that name does, then builds afresh.
     let lab = three_networks(&prefix).unwrap();
     assert_eq!(existing_namespaces(&prefix).len(), 7);
+    assert!(!dead_dir.exists(), "{} left behind", dead_dir.display());
     drop(lab);
     assert_eq!(existing_namespaces(&prefix), Vec::<String>::new());
 }
