@@ -42,7 +42,7 @@ else
     echo "building tether (release)" >&2
     cargo build --release --manifest-path "$root/Cargo.toml" -p tether
 fi
-echo "building the load client (release)" >&2
+echo "building the load client and the floor relay (release)" >&2
 cargo build --release --manifest-path "$here/loadgen/Cargo.toml"
 
 # The idle-connection test holds thousands of sockets: raise the soft limit to the hard one.
