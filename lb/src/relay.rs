@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -462,6 +462,9 @@ async fn drain(
     // A bounded number of chunks per wake-up keeps one fast sender from starving the others
     // on this worker thread.
     for _ in 0..16 {
+        // Asked before the read: a FIN reported by then lies behind every byte of the
+        // receive queue, so a short read has taken the last of them.
+        let fin_before = fin_reported(from);
         let (mut n, mut drained) = match read_once(from, buf) {
             Ok(Got::Data { n, drained }) => (n, drained),
             Ok(Got::Eof) => return Ok(Drained::Eof),
@@ -471,10 +474,12 @@ async fn drain(
         };
         bulk |= n == buf.len();
         // When the peer's FIN is already known (a request/response followed by a close),
-        // confirm it now: then the bytes go out with MSG_MORE and the half-close that
-        // follows adds the FIN to the same segment, one packet instead of two.
-        let mut eof = false;
-        if drained && read_closed(from) {
+        // the bytes go out with MSG_MORE and the half-close that follows adds the FIN to
+        // the same segment, one packet instead of two. Known before the read, the end needs
+        // no read of its own (HAProxy skips it too); reported only since (another thread's
+        // poller), one more read confirms it.
+        let mut eof = drained && fin_before;
+        if drained && !eof && read_closed(from) {
             match read_once(from, &mut buf[n..]) {
                 Ok(Got::Eof) => eof = true,
                 Ok(Got::Data { n: more, .. }) => {
@@ -518,6 +523,19 @@ fn read_closed(s: &TcpStream) -> bool {
     // The stored waker (a no-op) is only for `poll_read_ready`'s own slot, which nothing
     // else here uses; the pumps wait with `readable()`.
     s.poll_read_ready(&mut cx).is_ready()
+}
+
+/// Whether the readiness events already received report the peer's FIN, and no error (a
+/// reset's bytes are not a complete stream). No system call.
+fn fin_reported(s: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let ready = std::pin::pin!(s.ready(Interest::READABLE | Interest::ERROR));
+    // Readiness to read is what woke the caller, so this is ready at once; were it not, the
+    // future would only unregister its no-op waker when dropped.
+    match ready.poll(&mut cx) {
+        Poll::Ready(Ok(r)) => r.is_read_closed() && !r.is_error(),
+        _ => false,
+    }
 }
 
 /// [`drain`] without the copy: splices what is ready into `pipe`, and from the pipe into
@@ -731,6 +749,54 @@ mod tests {
     #[tokio::test]
     async fn request_response_close_delivers_everything_copied() {
         request_response_close(false).await;
+    }
+
+    /// Bytes and FIN already in when the relay first reads: the end is taken from the FIN
+    /// reported with the readiness, without a read of its own. Every byte must still go
+    /// through, around the buffer's size too (a full read is not a short one).
+    #[tokio::test]
+    async fn bytes_and_fin_known_before_the_first_read_all_arrive() {
+        for len in [1, 1000, BUF_SIZE - 1, BUF_SIZE, BUF_SIZE + 1] {
+            let (mut client, proxy_in) = pair().await;
+            let (proxy_out, mut server) = pair().await;
+            let data = pattern(len as u64, len);
+            let sent = data.clone();
+            let writer = tokio::spawn(async move {
+                client.write_all(&sent).await.unwrap();
+                client.shutdown().await.unwrap();
+                client
+            });
+            // Until the poller has reported the FIN (bounded: were it never reported, the
+            // relay below must still deliver everything, only by the longer path).
+            for _ in 0..10_000 {
+                if fin_reported(&proxy_in) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            let stop = CancellationToken::new();
+            let relay = async {
+                let t = Duration::from_secs(20);
+                relay_with(&proxy_in, &proxy_out, t, t, &|_| {}, &|_| {}, &stop, false).await
+            };
+            let check = async {
+                let mut got = Vec::new();
+                server.read_to_end(&mut got).await.unwrap();
+                assert!(got == data, "{len} bytes: what arrived differs");
+                drop(server);
+            };
+            let (o, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+                tokio::join!(relay, check)
+            })
+            .await
+            .expect("relay did not end");
+            assert_eq!(
+                (o.end, o.up, o.down),
+                (End::Done, len as u64, 0),
+                "{len} bytes"
+            );
+            drop(writer.await.unwrap());
+        }
     }
 
     /// Many small messages back and forth on one connection (kept-alive traffic): the
