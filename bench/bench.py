@@ -57,7 +57,7 @@ TARGETS = {
     # shows the cost of a second thread more than the headroom it would have elsewhere.
     "tether-w2": (21171, 21172),
     "haproxy-w2": (21181, 21182),
-    # The yardstick: `tfloor` (bench/loadgen/src/bin/floor.rs), a relay that makes only the
+    # The yardstick: `tfloor` (bench/loadgen/src/bin/tfloor.rs), a relay that makes only the
     # system calls relaying needs, with no timeouts, limits, metrics or logs. No proxy with
     # the same behaviour on the wire can cost the kernel less per connection.
     "floor": (21191, 21192),

@@ -1,13 +1,14 @@
 //! `tfloor`: the least a TCP relay can do per connection, as a yardstick for the benchmark.
 //!
 //! Not a proxy anyone should run: no timeouts, no health checks, no limits, no metrics, no
-//! logs, one backend. It makes only the system calls that relaying one connection needs
+//! logs, one backend per listener. It makes only the system calls that relaying one connection needs
 //! (accept, socket, connect, the reads and writes, one `epoll_ctl` per socket, close), with
 //! every trick Tether's relay uses (`TCP_NODELAY` inherited from the listener, a close that
 //! carries the FIN when the other direction has ended, data and FIN in one segment when the
 //! FIN is already known). What the kernel spends on a connection through it is what any
 //! proxy with the same behaviour on the wire spends at the least, so a proxy's CPU per
-//! connection divided by this one's says how much there is left to win.
+//! connection divided by this one's says how much there is left to win. It is a floor for
+//! connections and small requests only: bulk goes through a 64 KiB buffer, not `splice(2)`.
 //!
 //! Usage: `tfloor --listen IP:PORT --to IP:PORT [--listen IP:PORT --to IP:PORT ...]`: each
 //! listener relays to the backend named after it. Runs until killed; a failure of any one
