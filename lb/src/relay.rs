@@ -465,7 +465,7 @@ async fn drain(
         // Asked before the read: a FIN reported by then lies behind every byte of the
         // receive queue, so a short read has taken the last of them.
         let fin_before = fin_reported(from);
-        let (mut n, mut drained) = match read_once(from, buf) {
+        let (n, drained) = match read_once(from, buf) {
             Ok(Got::Data { n, drained }) => (n, drained),
             Ok(Got::Eof) => return Ok(Drained::Eof),
             Ok(Got::WouldBlock) => return Ok(Drained::More { bulk }),
@@ -473,24 +473,11 @@ async fn drain(
             Err(_) => return Err(DrainError::Read),
         };
         bulk |= n == buf.len();
-        // When the peer's FIN is already known (a request/response followed by a close),
-        // the bytes go out with MSG_MORE and the half-close that follows adds the FIN to
-        // the same segment, one packet instead of two. Known before the read, the end needs
-        // no read of its own (HAProxy skips it too); reported only since (another thread's
-        // poller), one more read confirms it.
-        let mut eof = drained && fin_before;
-        if drained && !eof && read_closed(from) {
-            match read_once(from, &mut buf[n..]) {
-                Ok(Got::Eof) => eof = true,
-                Ok(Got::Data { n: more, .. }) => {
-                    n += more;
-                    drained = false;
-                }
-                Ok(Got::WouldBlock) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => drained = false,
-                Err(_) => return Err(DrainError::Read),
-            }
-        }
+        // The peer's FIN was known before a read that emptied the queue (a request or a
+        // response followed by a close): the end needs no read of its own (HAProxy skips it
+        // too), and the bytes go out with MSG_MORE so that the half-close that follows adds
+        // the FIN to the same segment, one packet instead of two.
+        let eof = drained && fin_before;
         let flags = libc::MSG_NOSIGNAL | if eof { libc::MSG_MORE } else { 0 };
         let sock = socket2::SockRef::from(to);
         let mut off = 0;
@@ -513,16 +500,6 @@ async fn drain(
         }
     }
     Ok(Drained::More { bulk })
-}
-
-/// Whether the socket's peer has closed its sending side, as far as the readiness events
-/// already received tell (no system call). tokio never clears the read-closed state, so
-/// after [`read_once`] cleared plain readability, "ready" means exactly that.
-fn read_closed(s: &TcpStream) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    // The stored waker (a no-op) is only for `poll_read_ready`'s own slot, which nothing
-    // else here uses; the pumps wait with `readable()`.
-    s.poll_read_ready(&mut cx).is_ready()
 }
 
 /// Whether the readiness events already received report the peer's FIN, and no error (a
