@@ -459,12 +459,13 @@ async fn drain(
     state: &AtomicU8,
 ) -> Result<Drained, DrainError> {
     let mut bulk = false;
+    // Asked once, before the first read: a FIN reported by then lies behind every byte of
+    // the receive queue, so any short read of this wake-up has taken the last of them. (A
+    // FIN reported only later is read as an end on the next wake-up.)
+    let fin_before = fin_reported(from);
     // A bounded number of chunks per wake-up keeps one fast sender from starving the others
     // on this worker thread.
     for _ in 0..16 {
-        // Asked before the read: a FIN reported by then lies behind every byte of the
-        // receive queue, so a short read has taken the last of them.
-        let fin_before = fin_reported(from);
         let (n, drained) = match read_once(from, buf) {
             Ok(Got::Data { n, drained }) => (n, drained),
             Ok(Got::Eof) => return Ok(Drained::Eof),
