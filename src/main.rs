@@ -1,6 +1,7 @@
 //! The `tether` binary: parses the command line, sets up logging and signals, and hands a
 //! validated configuration to the daemon's crate. Everything else lives in the crates.
 
+mod cmd_dr_server;
 mod cmd_gateway;
 mod cmd_lb;
 mod cmd_tools;
@@ -35,6 +36,9 @@ enum Command {
     Vrrp(cmd_vrrp::VrrpArgs),
     /// Run a cloud or on-prem gateway (prepared reverse connections), or make test certificates.
     Gateway(cmd_gateway::GatewayArgs),
+    /// Prepare this host as a server behind `mode = "dr"` frontends (VIPs on lo, ARP
+    /// restricted) until stopped.
+    DrServer(cmd_dr_server::DrServerArgs),
     /// Run a small echo server (tests, demo, compose).
     Echo(cmd_tools::EchoArgs),
     /// Open a new connection every interval and report failures and the longest gap.
@@ -69,6 +73,10 @@ fn main() -> std::process::ExitCode {
         Command::Gateway(args) => {
             init_logging(cli.log_format, "info");
             cmd_gateway::main(args)
+        }
+        Command::DrServer(args) => {
+            init_logging(cli.log_format, "info");
+            cmd_dr_server::main(args)
         }
         Command::Echo(args) => {
             init_logging(cli.log_format, "info");

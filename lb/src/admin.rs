@@ -24,7 +24,9 @@ pub fn router(lb: &Arc<Lb>) -> Router {
         if ready.draining.load(Ordering::SeqCst) {
             return Err("shutting down".into());
         }
-        ready.state().readiness()
+        let state = ready.state();
+        state.readiness()?;
+        ready.dr.readiness(&state)
     });
     let extra = Router::new()
         .route("/api/state", get(api_state))
@@ -32,11 +34,32 @@ pub fn router(lb: &Arc<Lb>) -> Router {
         .route("/api/reload", post(reload))
         .route("/stats", get(stats))
         .with_state(lb.clone());
-    tether_health::admin::router(lb.metrics.registry.clone(), readiness).merge(extra)
+    let fresh = lb.clone();
+    tether_health::admin::router(lb.metrics.registry.clone(), readiness)
+        .merge(extra)
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let lb = fresh.clone();
+                async move {
+                    // The kernel counts what dr frontends forward; read it when asked.
+                    if req.uri().path() == "/metrics" {
+                        lb.dr.refresh_stats(&lb.metrics).await;
+                    }
+                    next.run(req).await
+                }
+            },
+        ))
 }
 
 async fn api_state(AxState(lb): AxState<Arc<Lb>>) -> impl IntoResponse {
-    axum::Json(lb.state().view())
+    let state = lb.state();
+    let mut view = state.view();
+    for (v, f) in view.frontends.iter_mut().zip(&state.frontends) {
+        if let Some(dr) = &f.cfg.dr {
+            v.dr = Some(lb.dr.view(&f.cfg.name, &dr.interface));
+        }
+    }
+    axum::Json(view)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

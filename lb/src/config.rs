@@ -82,6 +82,10 @@ pub struct RawDefaults {
     pub inspect_timeout: Option<Duration>,
     /// Whether bulk transfers move with `splice(2)` (HAProxy's `option splice-auto`).
     pub splice: Option<bool>,
+    /// How long a stopping balancer keeps its dr frontends forwarding after `/readyz` turned
+    /// 503, so VRRP or BGP moves the VIP's traffic away first (HAProxy's `grace`).
+    #[serde(default, with = "humantime_serde")]
+    pub stop_delay: Option<Duration>,
 }
 
 /// `[[frontend]]`.
@@ -108,6 +112,35 @@ pub struct RawFrontend {
     /// TLS passthrough routes by server name; the first match wins.
     #[serde(default)]
     pub route: Vec<RawRoute>,
+    /// `proxy` (terminate TCP and relay) or `dr` (forward packets in the kernel).
+    #[serde(default)]
+    pub mode: Mode,
+    /// `dr`: the link the VIP's packets arrive on and the servers are on.
+    pub interface: Option<String>,
+    /// `dr`: how long an idle flow keeps its server.
+    #[serde(default, with = "humantime_serde")]
+    pub flow_timeout: Option<Duration>,
+}
+
+/// How a frontend carries connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Accept, pick a server, connect and relay (HAProxy `mode tcp`).
+    #[default]
+    Proxy,
+    /// Direct server return: the kernel forwards each packet to the chosen server's MAC and
+    /// the server answers the client itself (LVS-DR, Maglev).
+    Dr,
+}
+
+/// The settings of a `mode = "dr"` frontend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrConfig {
+    /// The link the VIP's packets arrive on and the servers are on.
+    pub interface: String,
+    /// How long an idle flow keeps its server (IPVS's established timeout by default).
+    pub flow_timeout: Duration,
 }
 
 /// `[[frontend.route]]`.
@@ -260,6 +293,8 @@ pub struct Config {
     pub nameservers: Vec<SocketAddr>,
     /// How long `SIGTERM` waits for open connections.
     pub grace_period: Duration,
+    /// How long `SIGTERM` keeps dr frontends forwarding after `/readyz` turned 503.
+    pub stop_delay: Duration,
     /// The listeners.
     pub frontends: Vec<FrontendConfig>,
     /// The server pools.
@@ -285,6 +320,8 @@ pub struct FrontendConfig {
     pub accept_proxy: bool,
     /// SNI routes, in order.
     pub routes: Vec<Route>,
+    /// `Some` for a `mode = "dr"` frontend, which the kernel serves: no listener.
+    pub dr: Option<DrConfig>,
 }
 
 /// A validated SNI route.
@@ -432,6 +469,8 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 const DEFAULT_RETRIES: i64 = 2;
 const DEFAULT_MAXCONN: i64 = 10_000;
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// Long enough for a VRRP peer tracking `/readyz` every 100-500 ms to take the VIP.
+const DEFAULT_STOP_DELAY: Duration = Duration::from_secs(2);
 
 impl Config {
     /// Reads, parses and validates a file.
@@ -745,6 +784,7 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
                 ),
             ));
         }
+        let dr = crate::dr::validate::frontend(f, fi, raw, src, &mut errs);
         frontends.push(FrontendConfig {
             name: f.name.clone(),
             binds,
@@ -760,6 +800,7 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
                 .unwrap_or(Duration::from_secs(3)),
             accept_proxy: f.accept_proxy,
             routes,
+            dr,
         });
     }
 
@@ -769,6 +810,7 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
             admin_token: raw.admin.as_ref().and_then(|a| a.token.clone()),
             nameservers,
             grace_period: d.grace_period.unwrap_or(DEFAULT_GRACE),
+            stop_delay: d.stop_delay.unwrap_or(DEFAULT_STOP_DELAY),
             frontends,
             backends,
         })

@@ -4,12 +4,14 @@
 //! - [`balance`]: the balancing algorithms, sans-IO.
 //! - [`state`]: live frontends, backends and servers shared by the data path and the API.
 //! - [`relay`]: the bidirectional copy with half-close and idle timeouts.
+//! - [`dr`]: the forwarding tier (`mode = "dr"`): direct server return in the kernel.
 //! - [`start`] / [`run`]: the daemon, with shutdown injected so tests run it in-process.
 #![warn(missing_docs)]
 
 mod admin;
 pub mod balance;
 pub mod config;
+pub mod dr;
 mod health;
 pub mod inspect;
 mod listener;
@@ -54,6 +56,9 @@ pub enum LbError {
         /// Why.
         source: std::io::Error,
     },
+    /// A `mode = "dr"` frontend could not be put into the kernel.
+    #[error("mode = \"dr\": {0}")]
+    Dr(String),
     /// A TLS health check's CA file could not be used.
     #[error("backend \"{backend}\": health ca {path}: {reason}")]
     Ca {
@@ -142,9 +147,28 @@ pub async fn start(
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let grace = config.grace_period;
+    let stop_delay = config.stop_delay;
     let report = lb.apply(config).await?;
+    let has_dr = lb.state().frontends.iter().any(|f| f.cfg.dr.is_some());
+    // The kernel keeps forwarding until the very end of the stop, after the proxy's drain.
+    let dr_stop = CancellationToken::new();
+    let mut controller = dr::core::Controller::new();
+    if has_dr {
+        dr::first_apply(&lb.state(), &lb.dr, &mut controller, &lb.metrics)
+            .await
+            .map_err(LbError::Dr)?;
+    }
+    // Also without dr frontends now: a reload may add one.
+    let dr_task = tokio::spawn(dr::run(lb.clone(), controller, dr_stop.clone()));
     for f in &lb.state().frontends {
-        tracing::info!(frontend = %f.cfg.name, bind = ?f.bound, backend = %f.backend.cfg.name, "listening");
+        match &f.cfg.dr {
+            None => {
+                tracing::info!(frontend = %f.cfg.name, bind = ?f.bound, backend = %f.backend.cfg.name, "listening")
+            }
+            Some(dr) => {
+                tracing::info!(frontend = %f.cfg.name, vip = ?f.bound, backend = %f.backend.cfg.name, interface = %dr.interface, "forwarding (mode = dr)")
+            }
+        }
     }
     tracing::debug!(report = ?report, "started");
     if let Some(listener) = admin_listener {
@@ -160,6 +184,7 @@ pub async fn start(
     let task = tokio::spawn(async move {
         shutdown.cancelled().await;
         core.draining.store(true, Ordering::SeqCst);
+        let forwarding_until = tokio::time::Instant::now() + stop_delay;
         core.accepting.cancel();
         // Every listening socket is closed once its accept loop has returned.
         core.accept_tasks.close();
@@ -179,6 +204,13 @@ pub async fn start(
             ctx.hard_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), ctx.tracker.wait()).await;
         }
+        if core.state().frontends.iter().any(|f| f.cfg.dr.is_some()) {
+            // `/readyz` says 503 from the start of the stop; frames still arriving until the
+            // VIP has moved are forwarded, not answered with resets by this host.
+            tokio::time::sleep_until(forwarding_until).await;
+        }
+        dr_stop.cancel();
+        let _ = dr_task.await;
         core.background.cancel();
         tracing::info!("stopped");
     });

@@ -63,6 +63,20 @@ pub struct Metrics {
     pub resolve_changes: IntCounter,
     /// Reloads refused because the new configuration was invalid.
     pub reload_failures: IntCounter,
+    /// dr: packets the kernel forwarded to a server.
+    pub dr_packets: IntCounterVec,
+    /// dr: bytes the kernel forwarded to a server.
+    pub dr_bytes: IntCounterVec,
+    /// dr: flows a frontend's flow map holds for a server.
+    pub dr_flows: IntGaugeVec,
+    /// dr: slots of a frontend's table a server holds.
+    pub dr_slots: IntGaugeVec,
+    /// dr: forwarding table changes applied, by frontend.
+    pub dr_table_changes: IntCounterVec,
+    /// dr: forwarding table changes the kernel refused, by frontend.
+    pub dr_apply_failures: IntCounterVec,
+    /// dr: packets dropped because no server was live, by frontend.
+    pub dr_no_server: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -255,6 +269,48 @@ impl Metrics {
                 "tether_lb_connections_ended_total",
                 "Finished client connections, by how they ended.",
                 &["frontend", "end"],
+            ),
+            dr_packets: counter(
+                &r,
+                "tether_lb_dr_forwarded_packets_total",
+                "mode = dr: packets the kernel forwarded to the server (client to server only).",
+                srv,
+            ),
+            dr_bytes: counter(
+                &r,
+                "tether_lb_dr_forwarded_bytes_total",
+                "mode = dr: bytes the kernel forwarded to the server (client to server only).",
+                srv,
+            ),
+            dr_flows: gauge(
+                &r,
+                "tether_lb_dr_flows",
+                "mode = dr: flows the frontend's flow map holds for the server.",
+                &["frontend", "backend", "server"],
+            ),
+            dr_slots: gauge(
+                &r,
+                "tether_lb_dr_slots",
+                "mode = dr: slots of the frontend's consistent table the server holds (new flows).",
+                &["frontend", "backend", "server"],
+            ),
+            dr_table_changes: counter(
+                &r,
+                "tether_lb_dr_table_changes_total",
+                "mode = dr: forwarding rule changes applied to the kernel.",
+                fe,
+            ),
+            dr_apply_failures: counter(
+                &r,
+                "tether_lb_dr_apply_failures_total",
+                "mode = dr: forwarding rule changes the kernel refused (the previous rules keep serving).",
+                fe,
+            ),
+            dr_no_server: counter(
+                &r,
+                "tether_lb_dr_no_server_packets_total",
+                "mode = dr: packets dropped because no server was live.",
+                fe,
             ),
             reloads,
             active_total,

@@ -98,6 +98,8 @@ pub struct Lb {
     /// Parent of monitors, the resolver and the admin server: cancelled at the very end.
     pub(crate) background: CancellationToken,
     resolver: Option<hickory_resolver::TokioResolver>,
+    /// The forwarding tier's status and change signal.
+    pub dr: crate::dr::Dr,
 }
 
 impl Lb {
@@ -134,6 +136,7 @@ impl Lb {
             accept_tasks: tokio_util::task::TaskTracker::new(),
             background: CancellationToken::new(),
             resolver,
+            dr: crate::dr::Dr::default(),
         })
     }
 
@@ -186,10 +189,11 @@ impl Lb {
     ) -> Result<ReloadReport, LbError> {
         let mut report = ReloadReport::default();
 
-        // 1. New listeners, all or nothing.
+        // 1. New listeners, all or nothing. The kernel serves dr frontends: no socket.
         let wanted: Vec<(SocketAddr, &str)> = config
             .frontends
             .iter()
+            .filter(|f| f.dr.is_none())
             .flat_map(|f| f.binds.iter().map(move |b| (*b, f.name.as_str())))
             .collect();
         let mut fresh: Vec<(SocketAddr, Vec<std::net::TcpListener>)> = Vec::new();
@@ -228,9 +232,11 @@ impl Lb {
             &self.metrics,
             &bound,
             &mut report,
+            &self.dr.changed,
         );
         let state = Arc::new(state);
         self.state.store(state.clone());
+        self.dr.changed.notify_one();
 
         // 3. Listeners: retire the ones no frontend wants, start the new ones.
         let wanted_set: HashSet<SocketAddr> = wanted.iter().map(|(b, _)| *b).collect();
@@ -404,6 +410,7 @@ fn build_state(
     metrics: &Metrics,
     bound: &HashMap<SocketAddr, SocketAddr>,
     report: &mut ReloadReport,
+    changed: &Arc<tokio::sync::Notify>,
 ) -> State {
     let mut backends = Vec::new();
     let mut present = HashSet::new();
@@ -421,7 +428,7 @@ fn build_state(
                         p.clone()
                     }
                     Some(p) => {
-                        let n = Arc::new(Server::new(&b.name, cfg, addr, metrics));
+                        let n = Arc::new(Server::new(&b.name, cfg, addr, metrics, changed.clone()));
                         n.carry_from(p);
                         n
                     }
@@ -429,7 +436,7 @@ fn build_state(
                         report
                             .servers_added
                             .push(format!("{}/{}", b.name, cfg.name));
-                        Arc::new(Server::new(&b.name, cfg, addr, metrics))
+                        Arc::new(Server::new(&b.name, cfg, addr, metrics, changed.clone()))
                     }
                 };
                 servers.push(server);

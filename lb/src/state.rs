@@ -114,6 +114,8 @@ pub struct Server {
     last_change: Mutex<f64>,
     /// Metric children.
     pub m: ServerMetrics,
+    /// Told when health, operator state or weight change (the forwarding tier follows).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// A snapshot of a server for `/api/state`.
@@ -153,7 +155,14 @@ pub struct ServerView {
 
 impl Server {
     /// Builds a live server from its configuration and resolved address.
-    pub fn new(backend: &str, cfg: ServerConfig, addr: SocketAddr, metrics: &Metrics) -> Self {
+    /// `changed` is notified whenever what decides its share of new connections changes.
+    pub fn new(
+        backend: &str,
+        cfg: ServerConfig,
+        addr: SocketAddr,
+        metrics: &Metrics,
+        changed: Arc<tokio::sync::Notify>,
+    ) -> Self {
         let l = &[backend, cfg.name.as_str()];
         let m = ServerMetrics {
             connections: metrics.srv_connections.with_label_values(l),
@@ -193,6 +202,7 @@ impl Server {
             last_change: Mutex::new(unix_now()),
             m,
             cfg,
+            changed,
         };
         s.refresh_up_gauge();
         s
@@ -224,6 +234,7 @@ impl Server {
         let old = self.health.swap(health_to_u8(h), Ordering::Relaxed);
         if old != health_to_u8(h) {
             self.touch();
+            self.changed.notify_one();
         }
         self.refresh_up_gauge();
     }
@@ -271,6 +282,7 @@ impl Server {
         };
         if self.admin.swap(v, Ordering::Relaxed) != v {
             self.touch();
+            self.changed.notify_one();
         }
         self.refresh_up_gauge();
     }
@@ -293,7 +305,9 @@ impl Server {
 
     /// Sets the weight (1..=256, enforced by the caller).
     pub fn set_weight(&self, w: u32) {
-        self.weight.store(w, Ordering::Relaxed);
+        if self.weight.swap(w, Ordering::Relaxed) != w {
+            self.changed.notify_one();
+        }
     }
 
     fn touch(&self) {
@@ -490,6 +504,11 @@ pub struct FrontendView {
     pub active: i64,
     /// Connections accepted.
     pub total: u64,
+    /// `proxy` or `dr`.
+    pub mode: crate::config::Mode,
+    /// The forwarding tier's view, for a dr frontend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dr: Option<crate::dr::DrView>,
 }
 
 /// A backend in `/api/state`.
@@ -543,6 +562,12 @@ impl State {
                     backend: f.backend.cfg.name.clone(),
                     active: f.active.get(),
                     total: f.connections.get(),
+                    mode: if f.cfg.dr.is_some() {
+                        crate::config::Mode::Dr
+                    } else {
+                        crate::config::Mode::Proxy
+                    },
+                    dr: None,
                 })
                 .collect(),
             backends: self

@@ -1,0 +1,232 @@
+//! From the live state to the kernel program: which servers of each dr frontend keep their
+//! flows, which take new ones, and the slot table over those.
+//!
+//! - A server known down loses its flows (they are re-hashed to a live server).
+//! - A server drained or in maintenance keeps its flows but takes no new ones.
+//! - Backup servers take new flows only when no other server can.
+//! - A server that is not on the frontend's link cannot be forwarded to: it is left out and
+//!   reported.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use tether_health::check::Health;
+
+use super::rules::{Desired, FrontendRules, ServerRule};
+use super::table::{self, Member};
+use crate::state::{AdminState, State};
+
+/// A frontend's size of flow map: beyond it, new flows are forwarded by their hash alone.
+pub const FLOW_MAP_SIZE: u32 = 262_144;
+
+/// The program for a state, and what the shell needs beside it.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// The program.
+    pub desired: Desired,
+    /// Mark to `(backend, server)`, for metrics and the API.
+    pub marks: HashMap<u32, (String, String)>,
+    /// Servers or frontends that could not be programmed, and why.
+    pub errors: Vec<String>,
+}
+
+impl Plan {
+    /// Who holds how many slots, per frontend, for the log: `svc: be/s1=512 be/s2=512`.
+    pub fn summary(&self) -> String {
+        let mut out = Vec::new();
+        for f in &self.desired.frontends {
+            let mut held: BTreeMap<String, usize> = BTreeMap::new();
+            for m in &f.slots {
+                if let Some((b, s)) = self.marks.get(m) {
+                    *held.entry(format!("{b}/{s}")).or_insert(0) += 1;
+                }
+            }
+            let held: Vec<String> = held.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            out.push(format!("{}: {}", f.name, held.join(" ")));
+        }
+        out.join("; ")
+    }
+}
+
+/// The addresses and prefixes of the host's links, by link name.
+pub type Links = HashMap<String, Vec<(IpAddr, u8)>>;
+
+/// Reads the links of this network namespace.
+pub fn links() -> Links {
+    let mut out: Links = HashMap::new();
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
+    for a in addrs {
+        let entry = out.entry(a.interface_name.clone()).or_default();
+        let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
+            continue;
+        };
+        if let (Some(ip), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
+            entry.push((IpAddr::V4(ip.ip()), u32::from(m.ip()).count_ones() as u8));
+        } else if let (Some(ip), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+            let bits: u32 = m.ip().octets().iter().map(|b| b.count_ones()).sum();
+            entry.push((IpAddr::V6(ip.ip()), bits as u8));
+        }
+    }
+    out
+}
+
+/// Whether `ip` is inside one of `prefixes`.
+pub fn on_link(ip: IpAddr, prefixes: &[(IpAddr, u8)]) -> bool {
+    prefixes.iter().any(|(net, len)| match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let shift = 32 - u32::from((*len).min(32));
+            shift == 32 || (u32::from(a) >> shift) == (u32::from(*n) >> shift)
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let shift = 128 - u32::from((*len).min(128));
+            shift == 128 || (u128::from(a) >> shift) == (u128::from(*n) >> shift)
+        }
+        _ => false,
+    })
+}
+
+/// The program for the dr frontends of `state`, with the host's links read now.
+pub fn plan(state: &State, table_name: &str) -> Plan {
+    plan_with(state, table_name, &links())
+}
+
+/// The program for the dr frontends of `state` on a host with `links`.
+pub fn plan_with(state: &State, table_name: &str, links: &Links) -> Plan {
+    let mut p = Plan {
+        desired: Desired {
+            table: table_name.to_string(),
+            frontends: Vec::new(),
+        },
+        ..Plan::default()
+    };
+    let marks = assign_marks(state);
+    for f in &state.frontends {
+        let Some(dr) = &f.cfg.dr else {
+            continue;
+        };
+        let Some(prefixes) = links.get(&dr.interface) else {
+            p.errors.push(format!(
+                "frontend \"{}\": interface \"{}\" does not exist; its rules wait for it",
+                f.cfg.name, dr.interface
+            ));
+            continue;
+        };
+        let v6 = f.cfg.binds.first().is_some_and(|b| b.is_ipv6());
+        let mut live = Vec::new();
+        let mut primaries = Vec::new();
+        let mut backups = Vec::new();
+        for s in &f.backend.servers {
+            let ip = s.addr.ip();
+            let who = format!("{}/{}", f.backend.cfg.name, s.cfg.name);
+            if ip.is_ipv6() != v6 || s.addr.port() != f.cfg.binds[0].port() {
+                p.errors.push(format!(
+                    "frontend \"{}\": server {who} at {} is not of the VIP's family and port; left out",
+                    f.cfg.name, s.addr
+                ));
+                continue;
+            }
+            if !on_link(ip, prefixes) {
+                p.errors.push(format!(
+                    "frontend \"{}\": server {who} at {ip} is not on the link of interface \"{}\"; direct server return needs the servers on that link; left out",
+                    f.cfg.name, dr.interface
+                ));
+                continue;
+            }
+            let Some(&mark) = marks.get(&(f.backend.cfg.name.clone(), ip)) else {
+                continue;
+            };
+            if live.iter().any(|l: &ServerRule| l.mark == mark) {
+                p.errors.push(format!(
+                    "frontend \"{}\": server {who} repeats the address {ip}; left out",
+                    f.cfg.name
+                ));
+                continue;
+            }
+            p.marks
+                .insert(mark, (f.backend.cfg.name.clone(), s.cfg.name.clone()));
+            if s.health() == Health::Down {
+                continue;
+            }
+            live.push(ServerRule { mark, addr: ip });
+            if s.usable() && s.admin_state() == AdminState::Ready {
+                let m = (
+                    Member {
+                        addr: ip,
+                        weight: s.view().weight.max(1),
+                    },
+                    mark,
+                );
+                if s.cfg.backup {
+                    backups.push(m);
+                } else {
+                    primaries.push(m);
+                }
+            }
+        }
+        let takers = if primaries.is_empty() {
+            backups
+        } else {
+            primaries
+        };
+        let members: Vec<Member> = takers.iter().map(|(m, _)| m.clone()).collect();
+        let slots = table::build(&members)
+            .into_iter()
+            .map(|i| takers[i].1)
+            .collect();
+        p.desired.frontends.push(FrontendRules {
+            name: f.cfg.name.clone(),
+            interface: dr.interface.clone(),
+            binds: f.cfg.binds.clone(),
+            v6,
+            flow_timeout: dr.flow_timeout,
+            flow_size: FLOW_MAP_SIZE,
+            live,
+            slots,
+        });
+    }
+    p
+}
+
+/// A nonzero mark per (backend, address) of the servers of dr frontends: a hash, so it
+/// stays the same across reloads; a collision (two in four billion) moves the later
+/// address, in address order, to the next free value.
+fn assign_marks(state: &State) -> HashMap<(String, IpAddr), u32> {
+    let mut keys: BTreeMap<(String, IpAddr), ()> = BTreeMap::new();
+    for f in state.frontends.iter().filter(|f| f.cfg.dr.is_some()) {
+        for s in &f.backend.servers {
+            keys.insert((f.backend.cfg.name.clone(), s.addr.ip()), ());
+        }
+    }
+    let mut taken = std::collections::HashSet::new();
+    let mut out = HashMap::new();
+    for (k, ()) in keys {
+        let mut mark = super::rules::hash32(&format!("{}/{}", k.0, k.1));
+        while mark == 0 || !taken.insert(mark) {
+            mark = mark.wrapping_add(1);
+        }
+        out.insert(k, mark);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_decide_what_is_on_the_link() {
+        let p = [("192.0.2.11".parse().unwrap(), 24)];
+        assert!(on_link("192.0.2.21".parse().unwrap(), &p));
+        assert!(!on_link("198.51.100.21".parse().unwrap(), &p));
+        assert!(!on_link("2001:db8::21".parse().unwrap(), &p));
+        let p6 = [("2001:db8::11".parse().unwrap(), 64)];
+        assert!(on_link("2001:db8::21".parse().unwrap(), &p6));
+        assert!(!on_link("2001:db8:1::21".parse().unwrap(), &p6));
+        assert!(on_link(
+            "203.0.113.9".parse().unwrap(),
+            &[("0.0.0.0".parse().unwrap(), 0)]
+        ));
+    }
+}

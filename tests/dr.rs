@@ -1,0 +1,596 @@
+//! `tether lb` with `mode = "dr"` in a namespace lab (root): balancers forward packets in the
+//! kernel, servers answer the client directly from the VIP on their loopback
+//! (`tether dr-server`), and a balancer's death costs a retransmission, not a connection.
+//!
+//! One bridge: balancers lb1 (.11) and lb2 (.12), servers s1..s3 (.21..23), client c (.50),
+//! VIP 192.0.2.100 (2001:db8::100 for IPv6).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tether_lab::{Lab, ProcSpec, Sig};
+
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+const VIP: &str = "192.0.2.100";
+const PORT: u16 = 5551;
+const T: Duration = Duration::from_secs(15);
+
+fn can_run() -> bool {
+    match tether_lab::available() {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(!nix::unistd::geteuid().is_root(), "running as root but {e}");
+            eprintln!("SKIP: {e}");
+            false
+        }
+    }
+}
+
+fn lab(tag: &str) -> Lab {
+    Lab::builder(&Lab::unique_prefix(tag))
+        .network("lan", "192.0.2.0/24")
+        .host("lb1", &[("lan", 11)])
+        .host("lb2", &[("lan", 12)])
+        .host("s1", &[("lan", 21)])
+        .host("s2", &[("lan", 22)])
+        .host("s3", &[("lan", 23)])
+        .host("c", &[("lan", 50)])
+        .build()
+        .expect("building the lab")
+}
+
+/// Follows a process's log file: `tail -F` feeds lines to a channel, so waiting for a line
+/// blocks on the channel instead of re-reading the file.
+struct Follow {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Follow {
+    fn new(lab: &Lab, name: &str) -> Follow {
+        let mut child = Command::new("tail")
+            .args(["-n", "+1", "-F"])
+            .arg(lab.log_path(name))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tail");
+        let out = child.stdout.take().expect("tail stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { return };
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Follow { child, lines }
+    }
+
+    /// Waits for a line containing every one of `needles`.
+    fn wait(&self, needles: &[&str]) -> Result<String, String> {
+        self.wait_for(&format!("{needles:?}"), |l| {
+            needles.iter().all(|n| l.contains(n))
+        })
+    }
+
+    /// Waits for the forwarding table to be applied with `holders` holding slots, and no
+    /// other server.
+    fn wait_table(&self, holders: &[&str]) -> Result<String, String> {
+        self.wait_for(&format!("a table held by {holders:?}"), |l| {
+            l.contains("forwarding table applied")
+                && ["s1", "s2", "s3"]
+                    .iter()
+                    .all(|s| l.contains(&format!("be/{s}=")) == holders.contains(s))
+        })
+    }
+
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> Result<String, String> {
+        let end = Instant::now() + T;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if ok(&l) => return Ok(l),
+                Ok(_) => {}
+                Err(_) => return Err(format!("no line with {what} within {T:?}")),
+            }
+        }
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write(lab: &Lab, name: &str, text: &str) -> String {
+    let p = lab.dir().join(name);
+    std::fs::write(&p, text).expect("writing a lab file");
+    p.to_string_lossy().to_string()
+}
+
+fn start(lab: &Lab, name: &str, host: &str, args: &[&str]) -> Follow {
+    lab.start(ProcSpec::new(name, host, PathBuf::from(TETHER)).args(args.iter().copied()))
+        .expect("starting a process");
+    Follow::new(lab, name)
+}
+
+/// A server: the VIPs on lo, and an echo server that names itself first.
+fn start_server(lab: &Lab, host: &str, vips: &[&str], listen: &str) {
+    let mut args = vec!["dr-server"];
+    for v in vips {
+        args.extend(["--vip", v]);
+    }
+    let f = start(lab, &format!("dr-{host}"), host, &args);
+    f.wait(&["VIPs on lo"]).expect("dr-server ready");
+    start_echo(lab, host, listen);
+}
+
+fn start_echo(lab: &Lab, host: &str, listen: &str) {
+    let f = start(
+        lab,
+        &format!("echo-{host}"),
+        host,
+        &["echo", "--listen", listen, "--banner", host],
+    );
+    f.wait(&["echo server ready"]).expect("echo listening");
+}
+
+fn lb_config(vip: &str, servers: &[(&str, &str)], extra_backend: &str) -> String {
+    let mut s = format!(
+        "[admin]\nlisten = \"127.0.0.1:9090\"\n\n[defaults]\nstop_delay = \"1s\"\n\n[[frontend]]\nname = \"svc\"\nmode = \"dr\"\nbind = [\"{vip}\"]\ninterface = \"eth0\"\nbackend = \"be\"\n\n[[backend]]\nname = \"be\"\n{extra_backend}\n[backend.health]\nkind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 2\nfall = 2\n"
+    );
+    for (name, addr) in servers {
+        s.push_str(&format!(
+            "\n[[backend.server]]\nname = \"{name}\"\naddress = \"{addr}\"\n"
+        ));
+    }
+    s
+}
+
+fn three_servers() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("s1", "192.0.2.21:5551"),
+        ("s2", "192.0.2.22:5551"),
+        ("s3", "192.0.2.23:5551"),
+    ]
+}
+
+/// A client connection that knows which server answered.
+struct Conn {
+    s: TcpStream,
+    server: String,
+    n: u64,
+}
+
+impl Conn {
+    fn open(lab: &Lab, to: SocketAddr, patience: Duration) -> Result<Conn, String> {
+        let s = lab
+            .connect("c", to, patience)
+            .map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while b[0] != b'\n' {
+            (&s).read_exact(&mut b)
+                .map_err(|e| format!("reading the banner: {e}"))?;
+            line.push(b[0]);
+        }
+        let server = String::from_utf8_lossy(&line).trim().to_string();
+        Ok(Conn { s, server, n: 0 })
+    }
+
+    /// Sends a numbered message and reads exactly it back.
+    fn exchange(&mut self) -> Result<(), String> {
+        self.n += 1;
+        let msg = format!("{:>12}|{:<16}\n", self.n, self.server);
+        (&self.s)
+            .write_all(msg.as_bytes())
+            .map_err(|e| format!("{}: write: {e}", self.server))?;
+        let mut back = vec![0u8; msg.len()];
+        (&self.s)
+            .read_exact(&mut back)
+            .map_err(|e| format!("{}: read: {e}", self.server))?;
+        if back != msg.as_bytes() {
+            return Err(format!("{}: bytes differ", self.server));
+        }
+        Ok(())
+    }
+}
+
+fn open_many(lab: &Lab, to: SocketAddr, n: usize) -> Vec<Conn> {
+    (0..n)
+        .map(|i| {
+            Conn::open(lab, to, Duration::from_secs(3))
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect()
+}
+
+fn all_exchange(conns: &mut [Conn]) -> Result<(), String> {
+    for c in conns.iter_mut() {
+        c.exchange()?;
+    }
+    Ok(())
+}
+
+fn servers(conns: &[Conn]) -> Vec<String> {
+    let mut s: Vec<String> = conns.iter().map(|c| c.server.clone()).collect();
+    s.sort();
+    s.dedup();
+    s
+}
+
+/// `POST` to the balancer's admin API from inside its host.
+fn admin_post(lab: &Lab, host: &str, path: &str, json: &str) -> String {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    );
+    admin(lab, host, &req)
+}
+
+fn admin_get(lab: &Lab, host: &str, path: &str) -> String {
+    admin(
+        lab,
+        host,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn admin(lab: &Lab, host: &str, req: &str) -> String {
+    let mut s = lab
+        .connect(host, "127.0.0.1:9090".parse().unwrap(), T)
+        .expect("admin connect");
+    s.write_all(req.as_bytes()).expect("admin write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("admin read");
+    out
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The machine's own namespace has no table of ours (tests program only their namespaces).
+fn assert_host_untouched() {
+    let out = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("tether_lb"),
+        "a tether_lb table in the machine's own namespace: {text}"
+    );
+}
+
+fn tables_in(lab: &Lab, host: &str) -> String {
+    let out = lab.exec(host, &["nft", "list", "tables"]).expect("nft");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The client reaches the VIP through `via` as a router would send it (the balancer does not
+/// hold the VIP): what a BGP-announced tier looks like to a balancer.
+fn route_vip_via(lab: &Lab, vip: &str, via: &str) {
+    let out = lab
+        .exec("c", &["ip", "route", "replace", vip, "via", via])
+        .expect("ip route");
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn vip_holder_dying_with_its_port_up_cuts_no_connection() {
+    if !can_run() {
+        return;
+    }
+    let lab = lab("drha");
+    for s in ["s1", "s2", "s3"] {
+        start_server(&lab, s, &[VIP], "0.0.0.0:5551");
+    }
+    let to: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+    let lb_cfg = write(
+        &lab,
+        "lb.toml",
+        &lb_config(&format!("{VIP}:{PORT}"), &three_servers(), ""),
+    );
+    let vrrp = |prio: u8| {
+        format!(
+            "[[instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 51\npriority = {prio}\nversion = 3\nadvert_interval = \"100ms\"\nvirtual_addresses = [\"{VIP}/24\"]\n\n[[instance.track]]\nkind = \"http\"\nurl = \"http://127.0.0.1:9090/readyz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nfall = 2\nrise = 2\nweight = 0\n"
+        )
+    };
+    let mut lbs = Vec::new();
+    for (host, prio) in [("lb1", 150), ("lb2", 100)] {
+        let l = start(
+            &lab,
+            &format!("lb-{host}"),
+            host,
+            &["lb", "--config", &lb_cfg],
+        );
+        l.wait(&["forwarding table applied"])
+            .expect("rules applied");
+        let v = write(&lab, &format!("vrrp-{host}.toml"), &vrrp(prio));
+        let f = start(
+            &lab,
+            &format!("vrrp-{host}"),
+            host,
+            &["vrrp", "--config", &v],
+        );
+        lbs.push((l, f));
+    }
+    lbs[0].1.wait(&["-> MASTER"]).expect("lb1 master");
+    // Backups keep the table installed: the takeover needs nothing but the VIP move.
+    assert!(tables_in(&lab, "lb2").contains("tether_lb"));
+
+    let mut conns = open_many(&lab, to, 8);
+    all_exchange(&mut conns).unwrap();
+    eprintln!("FIGURE dr: 8 connections on servers {:?}", servers(&conns));
+
+    // Exchanges on the 8 connections and new connections run through the failure.
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let exchanger = std::thread::spawn(move || {
+        let mut longest = Duration::ZERO;
+        let mut rounds = 0;
+        loop {
+            let t = Instant::now();
+            if let Err(e) = all_exchange(&mut conns) {
+                return Err(format!("after {rounds} rounds: {e}"));
+            }
+            longest = longest.max(t.elapsed());
+            rounds += 1;
+            match done_rx.recv_timeout(Duration::from_millis(20)) {
+                Err(mpsc::RecvTimeoutError::Timeout) if rounds < 2_000 => {}
+                _ => return Ok((rounds, longest, conns)),
+            }
+        }
+    });
+    let lab = std::sync::Arc::new(lab);
+    let prober_lab = lab.clone();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let prober = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, Vec::new());
+        for _ in 0..400 {
+            match Conn::open(&prober_lab, to, Duration::from_secs(3)).and_then(|mut c| c.exchange())
+            {
+                Ok(()) => ok += 1,
+                Err(e) => failed.push(e),
+            }
+            if stop_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
+                break;
+            }
+        }
+        (ok, failed)
+    });
+
+    // lb1 dies with its port up: every frame to and from it is dropped, its daemons die.
+    let dead = write(
+        &lab,
+        "dead.nft",
+        "table netdev dead {\n chain in { type filter hook ingress device \"eth0\" priority -500; drop; }\n chain out { type filter hook egress device \"eth0\" priority -500; drop; }\n}\n",
+    );
+    let out = lab.exec("lb1", &["nft", "-f", &dead]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    lab.signal("lb-lb1", Sig::Kill).unwrap();
+    lab.signal("vrrp-lb1", Sig::Kill).unwrap();
+    lbs[1].1.wait(&["-> MASTER"]).expect("lb2 takes over");
+
+    // Keep going a little after the takeover, then stop both loops.
+    let _ = Conn::open(&lab, to, Duration::from_secs(3)).and_then(|mut c| c.exchange());
+    let _ = done_tx.send(());
+    let _ = stop_tx.send(());
+    let (rounds, longest, conns) = exchanger.join().unwrap().expect("long-lived connections");
+    let (ok, failed) = prober.join().unwrap();
+    eprintln!(
+        "FIGURE dr: VIP holder died with its port up: 8 of 8 connections kept ({rounds} rounds, longest stall {longest:?}); new connections {ok} ok, {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "new connections failed: {failed:?}");
+    assert_eq!(conns.len(), 8);
+    drop(lbs);
+    let lab = std::sync::Arc::try_unwrap(lab).unwrap_or_else(|_| panic!("lab still shared"));
+    drop(lab);
+    assert_host_untouched();
+}
+
+#[test]
+fn servers_join_die_drain_and_reload_without_cutting_other_flows() {
+    if !can_run() {
+        return;
+    }
+    let lab = lab("drops");
+    // The balancer does not hold the VIP: the client routes it via lb1.
+    route_vip_via(&lab, VIP, "192.0.2.11");
+    let to: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+    start_server(&lab, "s1", &[VIP], "0.0.0.0:5551");
+    start_server(&lab, "s2", &[VIP], "0.0.0.0:5551");
+    // s3 is prepared but its service is not running yet.
+    start(&lab, "dr-s3", "s3", &["dr-server", "--vip", VIP])
+        .wait(&["VIPs on lo"])
+        .unwrap();
+    let cfg = write(
+        &lab,
+        "lb.toml",
+        &lb_config(&format!("{VIP}:{PORT}"), &three_servers(), ""),
+    );
+    let lb = start(&lab, "lb", "lb1", &["lb", "--config", &cfg]);
+    lb.wait_table(&["s1", "s2"]).unwrap();
+
+    let mut first = open_many(&lab, to, 12);
+    all_exchange(&mut first).unwrap();
+    assert!(!servers(&first).contains(&"s3".to_string()));
+
+    // A server joins: it takes only new flows.
+    start_echo(&lab, "s3", "0.0.0.0:5551");
+    lb.wait_table(&["s1", "s2", "s3"]).unwrap();
+    all_exchange(&mut first).expect("a joining server cut a flow");
+    let mut second = open_many(&lab, to, 30);
+    all_exchange(&mut second).unwrap();
+    assert!(
+        servers(&second).contains(&"s3".to_string()),
+        "{:?}",
+        servers(&second)
+    );
+
+    // A server dies: only its flows are cut.
+    lab.stop("echo-s2", Duration::from_secs(2)).unwrap();
+    lb.wait_table(&["s1", "s3"]).unwrap();
+    let (mut on_s2, mut others): (Vec<Conn>, Vec<Conn>) = first
+        .into_iter()
+        .chain(second)
+        .partition(|c| c.server == "s2");
+    all_exchange(&mut others).expect("a dying server cut another server's flow");
+    assert!(on_s2.iter_mut().all(|c| c.exchange().is_err()));
+
+    // Drain: no new flows for s1, its open ones continue.
+    let r = admin_post(&lab, "lb1", "/api/servers/be/s1", r#"{"state":"drain"}"#);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    lb.wait_table(&["s3"]).unwrap();
+    let mut third = open_many(&lab, to, 20);
+    all_exchange(&mut third).unwrap();
+    assert!(!servers(&third).contains(&"s1".to_string()));
+    all_exchange(&mut others).expect("draining cut a flow");
+
+    // Reload (SIGHUP) with new weights: open flows keep their servers.
+    std::fs::write(
+        &cfg,
+        lb_config(
+            &format!("{VIP}:{PORT}"),
+            &three_servers(),
+            "", // the same servers...
+        )
+        .replace(
+            "name = \"s3\"\naddress = \"192.0.2.23:5551\"\n",
+            "name = \"s3\"\naddress = \"192.0.2.23:5551\"\nweight = 3\n",
+        ),
+    )
+    .unwrap();
+    lab.signal("lb", Sig::Hup).unwrap();
+    lb.wait(&["configuration reloaded"]).unwrap();
+    all_exchange(&mut others).expect("a reload cut a flow");
+    all_exchange(&mut third).expect("a reload cut a flow");
+
+    // The kernel's counters and the flow maps reach /metrics and /api/state.
+    let m = admin_get(&lab, "lb1", "/metrics");
+    assert!(
+        metric(
+            &m,
+            "tether_lb_dr_forwarded_packets_total{backend=\"be\",server=\"s1\"}"
+        ) > 0.0,
+        "{m}"
+    );
+    assert!(metric(&m, "tether_lb_dr_flows{") >= 1.0, "{m}");
+    assert!(metric(&m, "tether_lb_dr_table_changes_total") >= 4.0, "{m}");
+    let st = admin_get(&lab, "lb1", "/api/state");
+    assert!(st.contains("\"mode\":\"dr\""), "{st}");
+    assert!(st.contains("\"installed\":true"), "{st}");
+
+    // SIGTERM removes the table.
+    lab.signal("lb", Sig::Term).unwrap();
+    lb.wait(&["forwarding table removed"]).unwrap();
+    lab.wait_exit("lb", T).unwrap();
+    assert!(!tables_in(&lab, "lb1").contains("tether_lb"));
+    drop(lb);
+    drop(lab);
+    assert_host_untouched();
+}
+
+#[test]
+fn ipv6_vip_is_forwarded_with_fwd_ip6() {
+    if !can_run() {
+        return;
+    }
+    let lab = lab("dr6");
+    let vip6 = "2001:db8::100";
+    for (h, a) in [
+        ("lb1", "2001:db8::11"),
+        ("s1", "2001:db8::21"),
+        ("s2", "2001:db8::22"),
+        ("c", "2001:db8::50"),
+    ] {
+        let out = lab
+            .exec(
+                h,
+                &[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{a}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
+            )
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    route_vip_via(&lab, &format!("{vip6}/128"), "2001:db8::11");
+    for s in ["s1", "s2"] {
+        start_server(&lab, s, &[vip6], "[::]:5551");
+    }
+    let cfg = write(
+        &lab,
+        "lb.toml",
+        &lb_config(
+            &format!("[{vip6}]:{PORT}"),
+            &[("s1", "[2001:db8::21]:5551"), ("s2", "[2001:db8::22]:5551")],
+            "",
+        ),
+    );
+    let lb = start(&lab, "lb", "lb1", &["lb", "--config", &cfg]);
+    lb.wait(&["forwarding table applied"]).unwrap();
+    let to: SocketAddr = format!("[{vip6}]:{PORT}").parse().unwrap();
+    let mut conns = open_many(&lab, to, 16);
+    all_exchange(&mut conns).unwrap();
+    assert_eq!(servers(&conns), vec!["s1".to_string(), "s2".to_string()]);
+    drop(lb);
+    drop(lab);
+    assert_host_untouched();
+}
+
+#[test]
+fn start_errors_name_what_is_missing() {
+    if !can_run() {
+        return;
+    }
+    let lab = lab("drerr");
+    let bad_if = write(
+        &lab,
+        "bad-if.toml",
+        &lb_config(&format!("{VIP}:{PORT}"), &three_servers(), "")
+            .replace("interface = \"eth0\"", "interface = \"nope0\""),
+    );
+    let off_link = write(
+        &lab,
+        "off-link.toml",
+        &lb_config(
+            &format!("{VIP}:{PORT}"),
+            &[("far", "198.51.100.7:5551")],
+            "",
+        ),
+    );
+    for (name, cfg, want) in [
+        ("lb-if", &bad_if, "interface \"nope0\" does not exist"),
+        ("lb-off", &off_link, "not on the link of interface \"eth0\""),
+    ] {
+        let f = start(&lab, name, "lb1", &["lb", "--config", cfg]);
+        let st = lab.wait_exit(name, T).unwrap();
+        assert!(!st.is_running(), "{name}: {st}");
+        f.wait(&[want])
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", lab.log(name)));
+        assert!(!tables_in(&lab, "lb1").contains("tether_lb"));
+    }
+    drop(lab);
+    assert_host_untouched();
+}
