@@ -217,3 +217,97 @@ fn every_example_loads_and_validates() {
     }
     assert!(n >= 2, "found only {n} lb examples in {}", dir.display());
 }
+
+const DR: &str = r#"
+[[frontend]]
+name = "svc-a"
+mode = "dr"
+bind = ["192.0.2.100:5551"]
+interface = "eth0"
+backend = "cloud"
+
+[[backend]]
+name = "cloud"
+
+[[backend.server]]
+name = "cloud1"
+address = "192.0.2.21:5551"
+weight = 2
+"#;
+
+#[test]
+fn a_dr_frontend_is_valid_and_gets_its_defaults() {
+    let c = Config::from_source(&Source::from_text("lb.toml", DR)).unwrap();
+    let dr = c.frontends[0].dr.as_ref().unwrap();
+    assert_eq!(dr.interface, "eth0");
+    assert_eq!(dr.flow_timeout.as_secs(), 900);
+    assert!(
+        Config::from_source(&Source::from_text("lb.toml", GOOD))
+            .unwrap()
+            .frontends[0]
+            .dr
+            .is_none()
+    );
+}
+
+#[test]
+fn dr_refuses_what_needs_the_stream_and_says_why() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("interface = \"eth0\"\n", "", "needs interface"),
+        (
+            "backend = \"cloud\"\n",
+            "backend = \"cloud\"\naccept_proxy = true\n",
+            "PROXY header",
+        ),
+        (
+            "backend = \"cloud\"\n",
+            "backend = \"cloud\"\n[[frontend.route]]\nsni = \"a.example\"\nbackend = \"cloud\"\n",
+            "SNI",
+        ),
+        (
+            "name = \"cloud\"\n",
+            "name = \"cloud\"\nsend_proxy = \"v2\"\n",
+            "PROXY header",
+        ),
+        (
+            "192.0.2.21:5551",
+            "192.0.2.21:80",
+            "the ports must be the same",
+        ),
+        (
+            "192.0.2.21:5551",
+            "[2001:db8::21]:5551",
+            "one address family",
+        ),
+        ("192.0.2.100:5551", "0.0.0.0:5551", "binds a VIP and a port"),
+        (
+            "interface = \"eth0\"",
+            "interface = \"a/b\"",
+            "not a link name",
+        ),
+        (
+            "interface = \"eth0\"",
+            "interface = \"eth0\"\nflow_timeout = \"0s\"",
+            "above 0",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let text = DR.replacen(from, to, 1);
+        let errs = errors(&text);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains(want) && e.starts_with("lb.toml:")),
+            "{to:?}: wanted {want:?} in {errs:?}"
+        );
+    }
+    let proxy_with_interface = GOOD.replace(
+        "backend = \"web\"\n",
+        "backend = \"web\"\ninterface = \"eth0\"\n",
+    );
+    let errs = errors(&proxy_with_interface);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("applies only to mode = \"dr\"")),
+        "{errs:?}"
+    );
+}
