@@ -47,7 +47,8 @@ pub fn main(args: DrServerArgs) -> anyhow::Result<ExitCode> {
     let mut added = Vec::new();
     let mut result = Ok(());
     for vip in &args.vips {
-        match ip(&["addr", "add", &prefix(*vip), "dev", "lo"]) {
+        // `replace`, not `add`: a VIP left on lo by a crashed run is adopted, not an error.
+        match ip(&["addr", "replace", &prefix(*vip), "dev", "lo"]) {
             Ok(()) => added.push(*vip),
             Err(e) => {
                 result = Err(e).with_context(|| format!("adding {vip} to lo"));

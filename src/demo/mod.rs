@@ -34,6 +34,11 @@ pub struct DemoArgs {
     /// Namespace prefix: the demo's namespaces are `<prefix>-<box>` (tests use their own).
     #[arg(long, default_value = "tether", hide = true)]
     prefix: String,
+    /// How the balancers forward: `proxy` (terminate TCP and relay) or `dr` (the kernel
+    /// forwards packets to the cloud nodes, which answer directly: a balancer's death cuts
+    /// no connection).
+    #[arg(long, default_value = "proxy", value_parser = ["proxy", "dr"])]
+    lb_mode: String,
     /// Loopback demo: time before an echo server that was killed is started again.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     restart_after: Duration,
@@ -53,7 +58,14 @@ pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         return loopback::main(args.restart_after);
     }
     match tether_lab::available() {
-        Ok(()) => netns::main(&args.prefix),
+        Ok(()) => netns::main(
+            &args.prefix,
+            if args.lb_mode == "dr" {
+                tether_lab::scenario::LbMode::Dr
+            } else {
+                tether_lab::scenario::LbMode::Proxy
+            },
+        ),
         Err(why) => {
             println!(
                 "tether demo: the full scenario needs network namespaces, and {why}.\n\

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::CommandFactory;
 use tether_lab::Sig;
-use tether_lab::scenario::{BOXES, Features, Scenario};
+use tether_lab::scenario::{BOXES, Features, LbMode, Scenario};
 
 /// The daemons this build of `tether` has: the scenario runs what exists.
 fn features() -> Features {
@@ -49,17 +49,18 @@ fn log_tails(sc: &Scenario) -> String {
     out
 }
 
-pub fn main(prefix: &str) -> anyhow::Result<ExitCode> {
+pub fn main(prefix: &str, lb_mode: LbMode) -> anyhow::Result<ExitCode> {
     let features = features();
     let tether = std::env::current_exe().context("finding the tether executable")?;
     println!("tether demo: building the reference scenario in network namespaces {prefix}-* ...");
     // The lab's own signal handling tears everything down on Ctrl-C or SIGTERM.
-    let sc = Scenario::build(prefix, &tether, features, true).map_err(|e| match e {
+    let mut sc = Scenario::build(prefix, &tether, features, true).map_err(|e| match e {
         tether_lab::LabError::InUse { pid, .. } => anyhow::anyhow!(
             "another demo (pid {pid}) is running: use `tether demo --status` or stop it with Ctrl-C"
         ),
         e => anyhow::anyhow!("building the namespaces: {e}"),
     })?;
+    sc.lb_mode = lb_mode;
     let started = Instant::now();
     if let Err(e) = sc.start(Duration::from_secs(30)) {
         eprintln!("{}", log_tails(&sc));
@@ -76,9 +77,15 @@ pub fn main(prefix: &str) -> anyhow::Result<ExitCode> {
         .context("starting the control thread")?;
 
     println!(
-        "\nThe scenario is up ({:.1} s): lb1 and lb2 share VIP 192.0.2.100{}; server A is on-prem \
+        "\nThe scenario is up ({:.1} s): lb1 and lb2 share VIP 192.0.2.100{}{}; server A is on-prem \
          behind a firewall that drops every connection into 198.51.100.0/24.",
         started.elapsed().as_secs_f64(),
+        match lb_mode {
+            LbMode::Proxy => " as proxies",
+            LbMode::Dr => {
+                " forwarding in the kernel (mode = dr: the cloud nodes hold the VIP on lo and answer clients directly)"
+            }
+        },
         if features.vrrp {
             " with tether vrrp"
         } else {

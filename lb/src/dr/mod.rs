@@ -280,7 +280,7 @@ async fn sync(
             }
         }
         st.plan_errors = p.errors.clone();
-        st.marks.extend(p.marks.clone());
+        st.marks = p.marks.clone();
     }
     let summary = p.summary();
     if let Some(a) = controller.want(now, p.desired) {

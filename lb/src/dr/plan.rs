@@ -89,6 +89,9 @@ pub fn on_link(ip: IpAddr, prefixes: &[(IpAddr, u8)]) -> bool {
 
 /// The program for the dr frontends of `state`, with the host's links read now.
 pub fn plan(state: &State, table_name: &str) -> Plan {
+    if state.frontends.iter().all(|f| f.cfg.dr.is_none()) {
+        return plan_with(state, table_name, &Links::new());
+    }
     plan_with(state, table_name, &links())
 }
 
@@ -214,6 +217,133 @@ fn assign_marks(state: &State) -> HashMap<(String, IpAddr), u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use tether_health::config::Source;
+
+    const CONFIG: &str = r#"
+[[frontend]]
+name = "svc"
+mode = "dr"
+bind = ["192.0.2.100:5551"]
+interface = "eth0"
+backend = "be"
+
+[[backend]]
+name = "be"
+[backend.health]
+kind = "none"
+[[backend.server]]
+name = "s1"
+address = "192.0.2.21:5551"
+[[backend.server]]
+name = "s2"
+address = "192.0.2.22:5551"
+weight = 2
+[[backend.server]]
+name = "spare"
+address = "192.0.2.29:5551"
+backup = true
+"#;
+
+    async fn state(text: &str) -> std::sync::Arc<State> {
+        let config = Config::from_source(&Source::from_text("lb.toml", text)).unwrap();
+        let lb = crate::runtime::Lb::new(1, Vec::new(), None, &[]);
+        lb.apply(config).await.unwrap();
+        lb.state()
+    }
+
+    fn eth0() -> Links {
+        Links::from([(
+            "eth0".to_string(),
+            vec![("192.0.2.11".parse().unwrap(), 24)],
+        )])
+    }
+
+    fn holders(p: &Plan) -> Vec<String> {
+        let mut names: Vec<String> = p.desired.frontends[0]
+            .slots
+            .iter()
+            .map(|m| p.marks[m].1.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn live(p: &Plan) -> Vec<String> {
+        p.desired.frontends[0]
+            .live
+            .iter()
+            .map(|s| p.marks[&s.mark].1.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn primaries_take_new_flows_by_weight_and_backups_wait() {
+        let st = state(CONFIG).await;
+        let p = plan_with(&st, "t", &eth0());
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(holders(&p), ["s1", "s2"]);
+        assert_eq!(live(&p), ["s1", "s2", "spare"]);
+        let s2 = p.desired.frontends[0]
+            .slots
+            .iter()
+            .filter(|m| p.marks[m].1 == "s2")
+            .count();
+        assert!(s2 > 600, "weight 2 of 3 holds {s2} of 1024 slots");
+    }
+
+    #[tokio::test]
+    async fn down_loses_its_flows_drain_keeps_them_and_backups_step_in() {
+        let st = state(CONFIG).await;
+        let server = |n: &str| st.server("be", n).unwrap().clone();
+        server("s1").set_health(Health::Down);
+        server("s2").set_admin_state(AdminState::Drain);
+        let p = plan_with(&st, "t", &eth0());
+        assert_eq!(live(&p), ["s2", "spare"]);
+        assert_eq!(holders(&p), ["spare"]);
+        server("s2").set_admin_state(AdminState::Maint);
+        server("spare").set_health(Health::Down);
+        let p = plan_with(&st, "t", &eth0());
+        assert_eq!(live(&p), ["s2"]);
+        assert!(p.desired.frontends[0].slots.is_empty());
+    }
+
+    #[tokio::test]
+    async fn marks_follow_the_address_not_the_order_or_the_name() {
+        let a = plan_with(&*state(CONFIG).await, "t", &eth0());
+        let reordered = CONFIG
+            .replace(
+                "name = \"s1\"\naddress = \"192.0.2.21:5551\"",
+                "name = \"x\"\naddress = \"192.0.2.22:5551\"\nweight = 2",
+            )
+            .replacen(
+                "name = \"s2\"\naddress = \"192.0.2.22:5551\"\nweight = 2",
+                "name = \"y\"\naddress = \"192.0.2.21:5551\"",
+                1,
+            );
+        let b = plan_with(&*state(&reordered).await, "t", &eth0());
+        assert_eq!(a.desired.frontends[0].slots, b.desired.frontends[0].slots);
+    }
+
+    #[tokio::test]
+    async fn servers_off_the_link_and_a_missing_interface_are_reported() {
+        let st = state(&CONFIG.replace("192.0.2.29", "198.51.100.29")).await;
+        let p = plan_with(&st, "t", &eth0());
+        assert_eq!(live(&p), ["s1", "s2"]);
+        assert!(
+            p.errors[0].contains("spare at 198.51.100.29 is not on the link"),
+            "{:?}",
+            p.errors
+        );
+        let p = plan_with(&st, "t", &Links::new());
+        assert!(p.desired.frontends.is_empty());
+        assert!(
+            p.errors[0].contains("interface \"eth0\" does not exist"),
+            "{:?}",
+            p.errors
+        );
+    }
 
     #[test]
     fn prefixes_decide_what_is_on_the_link() {
