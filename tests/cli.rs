@@ -389,3 +389,82 @@ fn running_out_of_file_descriptors_is_counted_and_survived() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `GET path` on the admin listener at `addr`, retried (bounded) while the admin closes
+/// connections beyond its cap.
+fn admin_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = || -> std::io::Result<String> {
+            let mut c = std::net::TcpStream::connect(addr)?;
+            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                c,
+                "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut out = String::new();
+            c.read_to_string(&mut out)?;
+            Ok(out)
+        };
+        match attempt() {
+            Ok(text) if text.starts_with("HTTP/1.1 200") => return text,
+            r => assert!(Instant::now() < deadline, "admin never answered: {r:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn idle_admin_connections_leave_descriptors_for_health_checks() {
+    let (_echo, server) = spawn_echo("e");
+    let dir = tempdir();
+    let cfg = dir.join("lb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n{}[backend.health]\ninterval = \"50ms\"\nfall = 2\n",
+            lb_config(&server, 1)
+        ),
+    )
+    .unwrap();
+    // Soft and hard limit 128 (ours only): raising soft to hard gains nothing here.
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg("ulimit -n 128 && exec \"$0\" \"$@\"")
+        .arg(TETHER);
+    let (mut lb, mut lines, addr) = spawn_lb(sh, &cfg);
+    let admin = wait_log_field(&mut lines, "admin listening", "listen");
+    let ok = "tether_lb_server_checks_total{backend=\"b\",result=\"ok\",server=\"s\"}";
+    let fail = "tether_lb_server_checks_total{backend=\"b\",result=\"fail\",server=\"s\"}";
+    let before = metric_value(&admin_get(&admin, "/metrics"), ok);
+
+    // More idle, unauthenticated admin connections than the process has descriptors.
+    let flood: Vec<_> = (0..200)
+        .filter_map(|_| std::net::TcpStream::connect(&admin).ok())
+        .collect();
+    assert!(flood.len() > 128, "only {} connections made", flood.len());
+    // Ten check intervals under the flood, then the data path must still serve.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(banner_of(&addr), "e");
+    drop(flood);
+
+    let m = admin_get(&admin, "/metrics");
+    assert!(
+        metric_value(&m, ok) >= before + 3.0,
+        "checks did not run:\n{m}"
+    );
+    assert_eq!(metric_value(&m, fail), 0.0, "checks failed:\n{m}");
+    assert!(
+        metric_value(&m, "tether_admin_connections_refused_total") > 0.0,
+        "{m}"
+    );
+    assert!(lb.0.try_wait().unwrap().is_none(), "the balancer died");
+    let _ = std::fs::remove_dir_all(dir);
+}

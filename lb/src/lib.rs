@@ -148,6 +148,9 @@ pub async fn start(
     }
     tracing::debug!(report = ?report, "started");
     if let Some(listener) = admin_listener {
+        if let Some(a) = admin_addr {
+            tracing::info!(listen = %a, "admin listening");
+        }
         tokio::spawn(tether_health::admin::serve(
             listener,
             admin::router(&lb),
