@@ -836,6 +836,12 @@ fn validate_health(
             format!("backend \"{}\": ca applies only to kind = \"tls\"", b.name),
         ));
     }
+    if h.kind == HealthKind::Tls
+        && let Some((key, why)) =
+            crate::health::tls_check_problem(h.ca.as_deref(), h.host.as_deref())
+    {
+        errs.push(src.error(&at(key), format!("backend \"{}\": {why}", b.name)));
+    }
     if let Some(p) = &h.path
         && !p.starts_with('/')
     {

@@ -203,6 +203,28 @@ fn the_same_bind_twice_and_no_servers() {
 }
 
 #[test]
+fn a_tls_check_needs_a_readable_ca_with_a_certificate() {
+    let dir = std::env::temp_dir().join(format!("tether-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let with = |ca: &std::path::Path| {
+        format!(
+            "{GOOD}[backend.health]\nkind = \"tls\"\nca = \"{}\"\n",
+            ca.display()
+        )
+    };
+    let errs = errors(&with(&dir.join("missing.pem")));
+    assert!(
+        errs[0].starts_with("lb.toml:15: backend[0].health.ca: backend \"web\": ca \""),
+        "{errs:?}"
+    );
+    let errs = errors(&with(&empty));
+    assert!(errs[0].contains("no certificate in the file"), "{errs:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn every_example_loads_and_validates() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut n = 0;

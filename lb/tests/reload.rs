@@ -191,6 +191,33 @@ async fn an_invalid_file_is_refused_and_the_running_config_serves_on() {
 }
 
 #[tokio::test]
+async fn a_reload_whose_tls_check_cannot_start_is_refused() {
+    let stop = CancellationToken::new();
+    let a = echo_server("a", &stop).await;
+    let good = config(&[("a", a.addr)], "", 2);
+    let lb = Lb::start_file(&good).await;
+    lb.wait_ready().await;
+    let missing = lb.dir.as_ref().unwrap().path.join("missing-ca.pem");
+    lb.write_config(&good.replace(
+        "interval = \"100ms\"",
+        &format!(
+            "interval = \"100ms\"\nkind = \"tls\"\nca = \"{}\"",
+            missing.display()
+        ),
+    ));
+    let r = lb.post("/api/reload", &[], "").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("backend[0].health.ca"), "{}", r.text());
+    // The TCP check of the running configuration goes on: the server stays up and serves.
+    let m = lb.metrics().await;
+    let ok = "tether_lb_server_checks_total{backend=\"be\",result=\"ok\",server=\"a\"}";
+    lb.wait_metric_at_least(ok, metric(&m, ok) + 2.0).await;
+    lb.wait_health("a", "up").await;
+    assert_eq!(exchange(lb.addr).await, "a");
+    assert_eq!(metric(&lb.metrics().await, "tether_lb_reloads_total"), 0.0);
+}
+
+#[tokio::test]
 async fn health_carries_over_and_removed_servers_finish_their_connections() {
     let stop = CancellationToken::new();
     let a = echo_server("a", &stop).await;
