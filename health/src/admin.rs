@@ -81,6 +81,54 @@ fn metrics_text(registry: &Registry) -> axum::response::Response {
     }
 }
 
+/// The header that marks a write request as sent on purpose by a program (curl, a script),
+/// for requests that carry neither a token nor a JSON body: a browser cannot add it to a
+/// request to another site without that site's consent (a CORS preflight, which the admin
+/// never grants).
+pub const WRITE_HEADER: &str = "x-tether-request";
+
+/// Why a write request must be refused as one a web page on another site could have made a
+/// browser send (CSRF), or `None` to accept it.
+///
+/// A write must carry something a page cannot forge across sites: `Authorization`, a
+/// `Content-Type: application/json` body, or [`WRITE_HEADER`]. Without a token configured
+/// the request must also not come from another origin (`Origin` other than the `Host`).
+pub fn cross_site_write(headers: &axum::http::HeaderMap, token_set: bool) -> Option<String> {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if !token_set && let Some(origin) = headers.get(header::ORIGIN) {
+        let host = text(header::HOST).unwrap_or("");
+        let same = origin.to_str().ok().is_some_and(|o| {
+            o.strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+                .is_some_and(|rest| !host.is_empty() && rest.eq_ignore_ascii_case(host))
+        });
+        if !same {
+            return Some(format!(
+                "a write from another origin ({}) is refused when no admin token is set",
+                String::from_utf8_lossy(origin.as_bytes())
+            ));
+        }
+    }
+    let json = text(header::CONTENT_TYPE)
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+    if json || headers.contains_key(header::AUTHORIZATION) || headers.contains_key(WRITE_HEADER) {
+        return None;
+    }
+    Some(format!(
+        "write requests need Content-Type: application/json, an Authorization header or an {WRITE_HEADER} header"
+    ))
+}
+
+/// A warning for an admin listener on a non-loopback address without a token: anyone who
+/// can reach it may drain servers or reload. `None` when there is nothing to warn about.
+pub fn open_admin_warning(listen: SocketAddr, token_set: bool) -> Option<String> {
+    (!token_set && !listen.ip().is_loopback()).then(|| {
+        format!(
+            "the admin API on {listen} is reachable beyond this host and has no token: anyone who can reach it can change servers and reload; set [admin] token or listen on 127.0.0.1"
+        )
+    })
+}
+
 /// Bounds on the admin listener, so idle or slow clients cannot take the descriptors the
 /// daemon's real work (health checks, the data path) needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,5 +291,64 @@ mod tests {
         assert_eq!(Limits::for_fd_limit(64).max_connections, 8);
         assert_eq!(Limits::for_fd_limit(16).max_connections, 4);
         assert_eq!(Limits::for_fd_limit(1 << 20).max_connections, 256);
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, axum::http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn writes_a_foreign_page_could_send_are_refused() {
+        let host = ("host", "127.0.0.1:9090");
+        // What a form or a no-cors fetch on another site can send.
+        for h in [
+            headers(&[
+                host,
+                ("content-type", "text/plain"),
+                ("origin", "http://evil.example"),
+            ]),
+            headers(&[host, ("content-type", "text/plain")]),
+            headers(&[host, ("content-type", "application/x-www-form-urlencoded")]),
+            headers(&[
+                host,
+                ("content-type", "application/json"),
+                ("origin", "null"),
+            ]),
+        ] {
+            assert!(cross_site_write(&h, false).is_some(), "{h:?}");
+        }
+        for h in [
+            headers(&[host, ("content-type", "application/json")]),
+            headers(&[host, (WRITE_HEADER, "1")]),
+            headers(&[
+                host,
+                (WRITE_HEADER, "1"),
+                ("origin", "http://127.0.0.1:9090"),
+            ]),
+        ] {
+            assert_eq!(cross_site_write(&h, false), None, "{h:?}");
+        }
+        // With a token the bearer header is what proves intent, whatever the origin.
+        let h = headers(&[
+            host,
+            ("authorization", "Bearer x"),
+            ("origin", "http://a.example"),
+        ]);
+        assert_eq!(cross_site_write(&h, true), None);
+    }
+
+    #[test]
+    fn an_open_admin_beyond_loopback_is_warned_about() {
+        let any = "0.0.0.0:9090".parse().unwrap();
+        assert!(open_admin_warning(any, false).is_some());
+        assert_eq!(open_admin_warning(any, true), None);
+        assert_eq!(
+            open_admin_warning("127.0.0.1:9090".parse().unwrap(), false),
+            None
+        );
     }
 }

@@ -141,6 +141,7 @@ pub async fn start(
         None => None,
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    warn_open_admin(&config);
     let grace = config.grace_period;
     let report = lb.apply(config).await?;
     for f in &lb.state().frontends {
@@ -191,6 +192,17 @@ pub async fn start(
         admin_addr,
         task,
     })
+}
+
+/// Warns (at start and on every reload) when the admin API is open beyond loopback with no
+/// token: allowed, for containers and labs, but said loudly.
+fn warn_open_admin(config: &Config) {
+    if let Some(addr) = config.admin
+        && let Some(w) =
+            tether_health::admin::open_admin_warning(addr, config.admin_token.is_some())
+    {
+        tracing::warn!("{w}");
+    }
 }
 
 /// Starts the balancer and waits until it has stopped.

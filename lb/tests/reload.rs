@@ -37,7 +37,9 @@ interval = "100ms"
 }
 
 async fn reload(lb: &Lb) -> serde_json::Value {
-    let r = lb.post("/api/reload", &[], "").await;
+    let r = lb
+        .post("/api/reload", &[("x-tether-request", "1")], "")
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     serde_json::from_slice(&r.body).unwrap()
 }
@@ -177,7 +179,9 @@ async fn an_invalid_file_is_refused_and_the_running_config_serves_on() {
     let lb = Lb::start_file(&good).await;
     lb.wait_ready().await;
     lb.write_config(&good.replace("name = \"a\"", "name = \"a\"\nweight = 0"));
-    let r = lb.post("/api/reload", &[], "").await;
+    let r = lb
+        .post("/api/reload", &[("x-tether-request", "1")], "")
+        .await;
     assert_eq!(r.status, 400);
     assert!(
         r.text().contains("lb.toml:19: backend[0].server[0].weight"),
@@ -205,7 +209,9 @@ async fn a_reload_whose_tls_check_cannot_start_is_refused() {
             missing.display()
         ),
     ));
-    let r = lb.post("/api/reload", &[], "").await;
+    let r = lb
+        .post("/api/reload", &[("x-tether-request", "1")], "")
+        .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("backend[0].health.ca"), "{}", r.text());
     // The TCP check of the running configuration goes on: the server stays up and serves.
