@@ -763,6 +763,9 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
         });
     }
 
+    if let Some(e) = admin.and_then(|a| admin_bind_conflict(a, &seen_binds, src)) {
+        errs.push(e);
+    }
     if errs.is_empty() {
         Ok(Config {
             admin,
@@ -776,6 +779,27 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
         errs.sort_by_key(|e| e.line.unwrap_or(0));
         Err(ConfigErrors(errs))
     }
+}
+
+/// The admin listener on an address a frontend binds (the same port on the same or a
+/// wildcard address) could never start: said at validation, not at start.
+fn admin_bind_conflict(
+    admin: SocketAddr,
+    binds: &[(SocketAddr, &str)],
+    src: &Source,
+) -> Option<ConfigError> {
+    let overlaps = |b: &SocketAddr| {
+        b.port() == admin.port()
+            && admin.port() != 0
+            && (b.ip() == admin.ip() || b.ip().is_unspecified() || admin.ip().is_unspecified())
+    };
+    let (bind, frontend) = binds.iter().find(|(b, _)| overlaps(b))?;
+    Some(src.error(
+        &["admin".into(), "listen".into()],
+        format!(
+            "admin listen {admin} overlaps bind {bind} of frontend \"{frontend}\"; give the admin another port"
+        ),
+    ))
 }
 
 fn validate_health(

@@ -239,3 +239,21 @@ fn every_example_loads_and_validates() {
     }
     assert!(n >= 2, "found only {n} lb examples in {}", dir.display());
 }
+
+#[test]
+fn the_admin_on_a_frontend_address_is_refused() {
+    for listen in ["0.0.0.0:5551", "127.0.0.1:5551", "[::]:5551"] {
+        let errs = errors(&format!("[admin]\nlisten = \"{listen}\"\n{GOOD}"));
+        assert_eq!(
+            errs,
+            [format!(
+                "lb.toml:2: admin.listen: admin listen {listen} overlaps bind 0.0.0.0:5551 of frontend \"svc-a\"; give the admin another port"
+            )]
+        );
+    }
+    Config::from_source(&Source::from_text(
+        "lb.toml",
+        format!("[admin]\nlisten = \"127.0.0.1:5552\"\n{GOOD}"),
+    ))
+    .unwrap();
+}
