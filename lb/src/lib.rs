@@ -14,6 +14,8 @@ mod health;
 pub mod inspect;
 mod listener;
 pub mod metrics;
+mod passive;
+mod peer;
 mod proxy;
 pub mod relay;
 mod resolve;
