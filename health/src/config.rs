@@ -5,7 +5,9 @@
 //! walking a span-keeping parse of the same text.
 
 use std::fmt;
+use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use thiserror::Error;
@@ -88,19 +90,135 @@ pub struct Source {
     pub text: String,
 }
 
+/// The largest configuration file read (and the largest file a configuration names, such
+/// as a CA bundle): far beyond any real one, and a bound on `--config /dev/zero`-like
+/// mistakes.
+pub const MAX_FILE: u64 = 16 * 1024 * 1024;
+
+/// How long [`off_thread`] waits for a load before giving up on it.
+pub const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads a regular file of at most [`MAX_FILE`] bytes. A FIFO, a device or a directory is
+/// refused without blocking: the file is opened non-blocking and checked before any read.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!(
+            "is not a regular file (a {}); give the path of a file",
+            kind_of(&meta.file_type())
+        ));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(format!(
+            "is {} bytes; the limit is {MAX_FILE} (16 MiB)",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // Bounded even if the file grows while it is read.
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(format!(
+            "grew past the limit of {MAX_FILE} bytes (16 MiB) while read"
+        ));
+    }
+    Ok(bytes)
+}
+
+fn kind_of(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+/// Runs `load` (reading and validating a configuration) on a thread of its own, so a file
+/// on a hung mount cannot stall the runtime that serves the admin API, health checks and
+/// connections; gives up after `timeout` (the thread is left to finish or hang alone).
+pub async fn off_thread<T: Send + 'static>(
+    file: &Path,
+    timeout: Duration,
+    load: impl FnOnce() -> Result<T, ConfigErrors> + Send + 'static,
+) -> Result<T, ConfigErrors> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let failed = |message: String| -> ConfigErrors {
+        ConfigError {
+            file: file.display().to_string(),
+            line: None,
+            key: String::new(),
+            message,
+        }
+        .into()
+    };
+    std::thread::Builder::new()
+        .name("tether-config".into())
+        .spawn(move || {
+            let _ = tx.send(load());
+        })
+        .map_err(|e| failed(format!("cannot start a thread to read it: {e}")))?;
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(failed(
+            "reading it failed (the reading thread ended)".into(),
+        )),
+        Err(_) => Err(failed(format!(
+            "reading it took longer than {timeout:?} (a hung mount?); the running configuration is kept"
+        ))),
+    }
+}
+
 impl Source {
-    /// Reads a file.
+    /// Reads a configuration file: a regular file of at most [`MAX_FILE`] bytes of UTF-8.
     pub fn read(path: &Path) -> Result<Self, ConfigErrors> {
         let file = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Source { file, text }),
-            Err(e) => Err(ConfigError {
-                file,
+        let error = |message: String| -> ConfigErrors {
+            ConfigError {
+                file: file.clone(),
                 line: None,
                 key: String::new(),
-                message: format!("cannot read: {e}"),
+                message,
             }
-            .into()),
+            .into()
+        };
+        let bytes = read_file(path).map_err(error)?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(Source { file, text }),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let bytes = e.as_bytes();
+                let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+                let column = at
+                    - bytes[..at]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |i| i + 1)
+                    + 1;
+                Err(ConfigError {
+                    file: file.clone(),
+                    line: Some(line),
+                    key: String::new(),
+                    message: format!(
+                        "invalid UTF-8 at column {column} (byte {at}); the file must be UTF-8 text"
+                    ),
+                }
+                .into())
+            }
         }
     }
 
@@ -309,6 +427,82 @@ weight = 0
             e.message
         );
         assert!(e.message.contains("expected"), "{}", e.message);
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tether-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn a_fifo_a_device_and_a_huge_file_are_refused_without_blocking() {
+        let fifo = temp("fifo.toml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = Source::read(&fifo).unwrap_err().to_string();
+        assert!(
+            err.ends_with("is not a regular file (a FIFO); give the path of a file"),
+            "{err}"
+        );
+
+        let err = Source::read(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "/dev/zero: is not a regular file (a device); give the path of a file"
+        );
+
+        let big = temp("big.toml");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE + 1)
+            .unwrap();
+        let err = Source::read(&big).unwrap_err().to_string();
+        assert!(
+            err.ends_with(": is 16777217 bytes; the limit is 16777216 (16 MiB)"),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(fifo);
+        let _ = std::fs::remove_file(big);
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_with_its_line() {
+        let p = temp("latin1.toml");
+        std::fs::write(&p, b"[admin]\nlisten = \"caf\xe9\"\n").unwrap();
+        let err = Source::read(&p).unwrap_err();
+        assert_eq!(err.0[0].line, Some(2));
+        assert!(
+            err.to_string().contains(":2: invalid UTF-8 at column 14"),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[tokio::test]
+    async fn a_load_that_hangs_gives_up_after_the_timeout() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let err = off_thread(
+            Path::new("slow.toml"),
+            Duration::from_millis(50),
+            move || {
+                let _ = rx.recv();
+                Ok(())
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("slow.toml: reading it took longer than 50ms"),
+            "{err}"
+        );
+        drop(tx);
     }
 
     #[test]

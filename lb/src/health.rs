@@ -95,7 +95,8 @@ fn check_kind(h: &HealthConfig, s: &Server, backend: &str) -> Result<CheckKind, 
 /// a TLS check could not start with.
 pub(crate) fn load_roots(path: &str) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| e.to_string())?;
+    let pem = tether_health::config::read_file(std::path::Path::new(path))?;
+    let certs = CertificateDer::pem_slice_iter(&pem);
     for c in certs {
         let c = c.map_err(|e| e.to_string())?;
         roots.add(c).map_err(|e| e.to_string())?;

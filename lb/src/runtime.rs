@@ -144,8 +144,8 @@ impl Lb {
 
     /// Reads the configuration file again and applies it.
     pub async fn reload(self: &Arc<Self>) -> Result<ReloadReport, ReloadError> {
-        let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
-        let config = Config::load(path)?;
+        let path = self.config_path.clone().ok_or(ReloadError::NoFile)?;
+        let config = load_off_thread(path).await?;
         let report = self.apply(config).await?;
         self.metrics.reloads.inc();
         tracing::info!(report = ?report, "configuration reloaded");
@@ -395,6 +395,16 @@ impl Lb {
             }
         }
     }
+}
+
+/// Reads and validates the file away from the runtime that serves the admin API, health
+/// checks and connections, bounded in time (a FIFO or a hung mount cannot freeze them).
+async fn load_off_thread(path: PathBuf) -> Result<Config, ConfigErrors> {
+    let file = path.clone();
+    tether_health::config::off_thread(&file, tether_health::config::LOAD_TIMEOUT, move || {
+        Config::load(&path)
+    })
+    .await
 }
 
 fn build_state(

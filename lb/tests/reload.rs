@@ -224,6 +224,29 @@ async fn a_reload_whose_tls_check_cannot_start_is_refused() {
 }
 
 #[tokio::test]
+async fn a_config_path_that_became_a_fifo_is_refused_without_freezing_anything() {
+    let stop = CancellationToken::new();
+    let a = echo_server("a", &stop).await;
+    let lb = Lb::start_file(&config(&[("a", a.addr)], "", 2)).await;
+    lb.wait_ready().await;
+    let path = lb.dir.as_ref().unwrap().path.join("lb.toml");
+    std::fs::remove_file(&path).unwrap();
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Opening a FIFO nobody writes to blocks: this reload used to never answer.
+    let r = lb
+        .post("/api/reload", &[("x-tether-request", "1")], "")
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("is not a regular file (a FIFO)"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(lb.get("/healthz").await.status, 200);
+    assert_eq!(exchange(lb.addr).await, "a");
+}
+
+#[tokio::test]
 async fn health_carries_over_and_removed_servers_finish_their_connections() {
     let stop = CancellationToken::new();
     let a = echo_server("a", &stop).await;
