@@ -198,7 +198,7 @@ pub async fn start(
 
 /// Warns (at start and on every reload) when the admin API is open beyond loopback with no
 /// token: allowed, for containers and labs, but said loudly.
-fn warn_open_admin(config: &Config) {
+pub(crate) fn warn_open_admin(config: &Config) {
     if let Some(addr) = config.admin
         && let Some(w) =
             tether_health::admin::open_admin_warning(addr, config.admin_token.is_some())

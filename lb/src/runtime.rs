@@ -44,6 +44,9 @@ pub struct ReloadReport {
     pub servers_removed: Vec<String>,
     /// Servers carried over unchanged (health, counters, connections).
     pub servers_kept: usize,
+    /// Settings the file changed that a reload cannot apply (the running value stays until
+    /// a restart), e.g. `admin.listen changed from ... to ...: needs a restart`.
+    pub needs_restart: Vec<String>,
 }
 
 /// Why a reload was refused; the running configuration keeps serving.
@@ -145,11 +148,53 @@ impl Lb {
     /// Reads the configuration file again and applies it.
     pub async fn reload(self: &Arc<Self>) -> Result<ReloadReport, ReloadError> {
         let path = self.config_path.clone().ok_or(ReloadError::NoFile)?;
-        let config = load_off_thread(path).await?;
-        let report = self.apply(config).await?;
+        let mut config = load_off_thread(path).await?;
+        crate::warn_open_admin(&config);
+        let needs_restart = self.keep_running_values(&mut config).await;
+        let mut report = self.apply(config).await?;
+        report.needs_restart = needs_restart;
         self.metrics.reloads.inc();
         tracing::info!(report = ?report, "configuration reloaded");
         Ok(report)
+    }
+
+    /// Puts back into `config` the settings only a restart applies (the admin listener, the
+    /// name servers, the grace period, all set up at start) and says which ones the file
+    /// changed, in the log and for the reload's answer. Kept in the stored configuration, so
+    /// the next reload compares with what really runs.
+    async fn keep_running_values(&self, config: &mut Config) -> Vec<String> {
+        let control = self.control.lock().await;
+        let Some(running) = control.config.as_ref() else {
+            return Vec::new();
+        };
+        let mut notes = Vec::new();
+        let mut note = |key: &str, from: String, to: String| {
+            let msg = format!("{key} changed from {from} to {to}: needs a restart");
+            tracing::warn!("{msg}; {key} stays {from}");
+            notes.push(msg);
+        };
+        let show = |a: Option<SocketAddr>| a.map_or("none".to_string(), |a| a.to_string());
+        if config.admin != running.admin {
+            note("admin.listen", show(running.admin), show(config.admin));
+            config.admin = running.admin;
+        }
+        if config.nameservers != running.nameservers {
+            note(
+                "resolver.nameservers",
+                format!("{:?}", running.nameservers),
+                format!("{:?}", config.nameservers),
+            );
+            config.nameservers = running.nameservers.clone();
+        }
+        if config.grace_period != running.grace_period {
+            note(
+                "defaults.grace_period",
+                format!("{:?}", running.grace_period),
+                format!("{:?}", config.grace_period),
+            );
+            config.grace_period = running.grace_period;
+        }
+        notes
     }
 
     /// Puts `config` in place: binds new listeners first (so a bind failure changes

@@ -247,6 +247,33 @@ async fn a_config_path_that_became_a_fifo_is_refused_without_freezing_anything()
 }
 
 #[tokio::test]
+async fn a_changed_admin_listen_is_reported_as_needing_a_restart() {
+    let stop = CancellationToken::new();
+    let a = echo_server("a", &stop).await;
+    let good = config(&[("a", a.addr)], "", 2);
+    let lb = Lb::start_file(&good).await;
+    lb.wait_ready().await;
+    let port = free_port("127.0.0.1");
+    lb.write_config(&good.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    ));
+    for _ in 0..2 {
+        let report = reload(&lb).await;
+        assert_eq!(
+            report["needs_restart"],
+            serde_json::json!([format!(
+                "admin.listen changed from 127.0.0.1:0 to 127.0.0.1:{port}: needs a restart"
+            )])
+        );
+    }
+    // The admin API is still where it was.
+    assert_eq!(lb.get("/healthz").await.status, 200);
+    lb.write_config(&good);
+    assert_eq!(reload(&lb).await["needs_restart"], serde_json::json!([]));
+}
+
+#[tokio::test]
 async fn health_carries_over_and_removed_servers_finish_their_connections() {
     let stop = CancellationToken::new();
     let a = echo_server("a", &stop).await;
