@@ -963,7 +963,15 @@ fn valid_hostname(host: &str) -> bool {
 /// Parses `ip:port`, `[v6]:port` or `host:port`.
 pub fn parse_server_address(s: &str) -> Result<ServerAddress, &'static str> {
     if let Ok(a) = s.parse::<SocketAddr>() {
+        if a.port() == 0 {
+            return Err("has port 0; the port must be 1..=65535");
+        }
         return Ok(ServerAddress::Ip(a));
+    }
+    if looks_like_ipv4(s) {
+        return Err(
+            "is not a valid IPv4 address and port (each of the four numbers must be 0..=255)",
+        );
     }
     let Some((host, port)) = s.rsplit_once(':') else {
         return Err("has no port; write ip:port or host:port");
@@ -976,4 +984,13 @@ pub fn parse_server_address(s: &str) -> Result<ServerAddress, &'static str> {
         return Err("is neither an ip:port nor a valid host:port");
     }
     Ok(ServerAddress::Host(host.to_string(), port))
+}
+
+/// A host whose last label is all digits is meant as an IPv4 address (as URL parsers
+/// decide), never a DNS name: `999.1.1.1:80` is a typo to report, not a name to resolve.
+fn looks_like_ipv4(s: &str) -> bool {
+    let host = s.rsplit_once(':').map_or(s, |(h, _)| h);
+    host.rsplit('.')
+        .next()
+        .is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
 }

@@ -148,6 +148,24 @@ fn addresses_that_do_not_parse() {
             "lb.toml:12: backend[0].server[0].address: backend \"web\": server \"a\": address \"web server:80\" is neither an ip:port nor a valid host:port",
         ]
     );
+    for (address, why) in [
+        ("127.0.0.1:0", "has port 0; the port must be 1..=65535"),
+        (
+            "999.1.1.1:80",
+            "is not a valid IPv4 address and port (each of the four numbers must be 0..=255)",
+        ),
+        (
+            "10.0.0:80",
+            "is not a valid IPv4 address and port (each of the four numbers must be 0..=255)",
+        ),
+    ] {
+        assert_eq!(
+            errors(&GOOD.replace("127.0.0.1:6001", address)),
+            [format!(
+                "lb.toml:12: backend[0].server[0].address: backend \"web\": server \"a\": address \"{address}\" {why}"
+            )]
+        );
+    }
     let text = GOOD.replace("127.0.0.1:6001", "db.example.com:99999");
     assert_eq!(
         errors(&text),
