@@ -232,19 +232,49 @@ impl Source {
 
     /// Deserializes the text, turning a parse error into a located [`ConfigError`].
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigErrors> {
+        self.parse_with_hints(|_| None)
+    }
+
+    /// [`Self::parse`], adding to an error at a known key what the daemon allows there:
+    /// `hint` gets the key's path (e.g. `backend[0].server[1].weight` as segments) and may
+    /// answer e.g. `an integer 1..=256`, which serde cannot know.
+    pub fn parse_with_hints<T: DeserializeOwned>(
+        &self,
+        hint: impl Fn(&[Seg]) -> Option<&'static str>,
+    ) -> Result<T, ConfigErrors> {
         toml::from_str(&self.text).map_err(|e| {
+            let mut message = e.message().trim().to_string();
             let (line, key) = match e.span() {
-                Some(span) => (Some(self.line_of(span.start)), self.key_on_line(span.start)),
+                Some(span) => {
+                    let key = match self.path_at(span.start) {
+                        Some(path) => {
+                            if let (Some(Seg::Key(k)), Some(allowed)) = (path.last(), hint(&path)) {
+                                message = format!("{message}; {k} must be {allowed}");
+                            }
+                            dotted(&path)
+                        }
+                        None => self.key_on_line(span.start),
+                    };
+                    (Some(self.line_of(span.start)), key)
+                }
                 None => (None, String::new()),
             };
             ConfigError {
                 file: self.file.clone(),
                 line,
                 key,
-                message: e.message().trim().to_string(),
+                message,
             }
             .into()
         })
+    }
+
+    /// The path of the value written at `offset`, e.g. `backend[0].retries`; `None` when the
+    /// text does not parse as TOML or no value is there.
+    fn path_at(&self, offset: usize) -> Option<Vec<Seg>> {
+        let doc = toml_edit::Document::parse(self.text.as_str()).ok()?;
+        let mut path = Vec::new();
+        path_in_table(doc.as_table(), offset, &mut path).then_some(path)
     }
 
     /// An error about the key at `path`, located to its line when the key is in the text.
@@ -327,6 +357,52 @@ impl Source {
             .count()
             + 1
     }
+}
+
+fn path_in_table(t: &dyn toml_edit::TableLike, offset: usize, path: &mut Vec<Seg>) -> bool {
+    for (k, item) in t.iter() {
+        path.push(Seg::Key(k.to_string()));
+        let found = match item {
+            toml_edit::Item::Value(v) => path_in_value(v, offset, path),
+            toml_edit::Item::Table(t) => path_in_table(t, offset, path),
+            toml_edit::Item::ArrayOfTables(a) => a.iter().enumerate().any(|(i, t)| {
+                path.push(Seg::Index(i));
+                let found = path_in_table(t, offset, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            toml_edit::Item::None => false,
+        };
+        if found {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+fn path_in_value(v: &toml_edit::Value, offset: usize, path: &mut Vec<Seg>) -> bool {
+    if !v.span().is_some_and(|s| s.contains(&offset)) {
+        return false;
+    }
+    match v {
+        toml_edit::Value::Array(a) => {
+            for (i, e) in a.iter().enumerate() {
+                path.push(Seg::Index(i));
+                if path_in_value(e, offset, path) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        toml_edit::Value::InlineTable(t) => {
+            path_in_table(t, offset, path);
+        }
+        _ => {}
+    }
+    true
 }
 
 fn dotted(path: &[Seg]) -> String {

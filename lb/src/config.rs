@@ -441,9 +441,38 @@ impl Config {
 
     /// Parses and validates text (embedded configurations, tests).
     pub fn from_source(src: &Source) -> Result<Config, ConfigErrors> {
-        let raw: RawConfig = src.parse()?;
+        let raw: RawConfig = src.parse_with_hints(allowed)?;
         validate(&raw, src)
     }
+}
+
+/// What a key allows, added to serde's type errors (which know only the Rust type).
+fn allowed(path: &[Seg]) -> Option<&'static str> {
+    let Some(Seg::Key(key)) = path.last() else {
+        return None;
+    };
+    let in_frontend = matches!(path.first(), Some(Seg::Key(k)) if k == "frontend");
+    Some(match key.as_str() {
+        "weight" => "an integer 1..=256",
+        "retries" => "an integer 0..=100",
+        "maxconn" if in_frontend || path.len() == 2 => "an integer 1..=10000000",
+        "maxconn" | "maxqueue" => "an integer 0..=10000000",
+        "rise" | "fall" => "an integer 1..=1000",
+        "port" | "check_port" => "an integer 1..=65535",
+        "expect_status" => "an integer 100..=599",
+        "connect_timeout" | "client_timeout" | "server_timeout" | "queue_timeout"
+        | "grace_period" | "resolve_interval" | "inspect_timeout" | "interval" | "timeout" => {
+            "a duration such as \"500ms\", \"2s\" or \"1m\""
+        }
+        "splice" | "backup" | "accept_proxy" => "true or false",
+        "send_proxy" if path.len() > 3 => "true or false",
+        "send_proxy" => "\"v1\" or \"v2\"",
+        "name" | "address" | "listen" | "token" | "backend" | "sni" | "path" | "host" | "ca" => {
+            "a string"
+        }
+        "bind" | "nameservers" => "a list of \"ip:port\" strings",
+        _ => return None,
+    })
 }
 
 /// Checks everything serde cannot, collecting every error rather than stopping at the first.

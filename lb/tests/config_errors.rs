@@ -179,13 +179,38 @@ fn addresses_that_do_not_parse() {
 fn a_bad_duration_and_a_wrong_type() {
     let text = format!("[defaults]\nconnect_timeout = \"soon\"\n{GOOD}");
     let e = errors(&text);
-    assert!(e[0].starts_with("lb.toml:2: "), "{}", e[0]);
-    let text = GOOD.replace("name = \"web\"", "name = \"web\"\nretries = \"two\"");
-    let e = errors(&text);
     assert!(
-        e[0].starts_with("lb.toml:9: retries: invalid type: string \"two\", expected i64"),
+        e[0].starts_with("lb.toml:2: defaults.connect_timeout: "),
         "{}",
         e[0]
+    );
+    assert!(
+        e[0].ends_with("; connect_timeout must be a duration such as \"500ms\", \"2s\" or \"1m\""),
+        "{}",
+        e[0]
+    );
+    let text = GOOD.replace("name = \"web\"", "name = \"web\"\nretries = \"two\"");
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:9: backend[0].retries: invalid type: string \"two\", expected i64; retries must be an integer 0..=100"
+        ]
+    );
+    // Deep in arrays of tables, the path names every index.
+    let text = GOOD.replace(
+        "address = \"127.0.0.1:6001\"",
+        "address = \"127.0.0.1:6001\"\nweight = 2.5",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:13: backend[0].server[0].weight: invalid type: floating point `2.5`, expected i64; weight must be an integer 1..=256"
+        ]
+    );
+    let text = GOOD.replace("\"[::]:5551\"", "5551");
+    assert_eq!(
+        errors(&text),
+        ["lb.toml:4: frontend[0].bind[1]: invalid type: integer `5551`, expected a string"]
     );
 }
 
