@@ -83,7 +83,10 @@ fn wait_log_field(lines: &mut impl Iterator<Item = String>, message: &str, field
 
 /// Starts `tether lb` (through `cmd`, which runs `TETHER` or wraps it) with JSON logs on
 /// `cfg`; returns the process, its log lines and the address its frontend listens on.
-fn spawn_lb(cmd: Command, cfg: &std::path::Path) -> (Proc, impl Iterator<Item = String>, String) {
+fn spawn_lb(
+    cmd: Command,
+    cfg: &std::path::Path,
+) -> (Proc, impl Iterator<Item = String> + use<>, String) {
     spawn_lb_workers(cmd, cfg, 1)
 }
 
@@ -92,7 +95,7 @@ fn spawn_lb_workers(
     mut cmd: Command,
     cfg: &std::path::Path,
     workers: usize,
-) -> (Proc, impl Iterator<Item = String>, String) {
+) -> (Proc, impl Iterator<Item = String> + use<>, String) {
     let mut lb = Proc(
         cmd.args(["--log-format", "json", "lb", "--workers"])
             .arg(workers.to_string())
@@ -347,25 +350,43 @@ fn sighup_reloads_in_place_and_refuses_a_bad_file() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn running_out_of_file_descriptors_is_counted_and_survived() {
-    let (_echo, server) = spawn_echo("e");
+/// An echo server, and `tether lb` in front of it with an admin listener and `extra` at the
+/// end of its file, run with a descriptor limit of `nofile` (soft and hard, ours only,
+/// through the shell's ulimit). Returns the echo, the balancer, its log lines, its
+/// frontend's address and the directory of its file.
+fn spawn_lb_with_fd_limit(
+    nofile: u32,
+    extra: &str,
+) -> (
+    Proc,
+    Proc,
+    impl Iterator<Item = String> + use<>,
+    String,
+    std::path::PathBuf,
+) {
+    let (echo, server) = spawn_echo("e");
     let dir = tempdir();
     let cfg = dir.join("lb.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+            "[admin]\nlisten = \"127.0.0.1:0\"\n{}{extra}",
             lb_config(&server, 1)
         ),
     )
     .unwrap();
-    // A tiny descriptor limit (ours only, through the shell's ulimit) so accept(2) hits EMFILE.
     let mut sh = Command::new("sh");
     sh.arg("-c")
-        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
         .arg(TETHER);
-    let (mut lb, mut lines, addr) = spawn_lb(sh, &cfg);
+    let (lb, lines, addr) = spawn_lb(sh, &cfg);
+    (echo, lb, lines, addr, dir)
+}
+
+#[test]
+fn running_out_of_file_descriptors_is_counted_and_survived() {
+    // A tiny descriptor limit so accept(2) hits EMFILE.
+    let (_echo, mut lb, mut lines, addr, dir) = spawn_lb_with_fd_limit(64, "");
     // Each proxied connection costs the balancer two descriptors: 60 clients exhaust 64.
     let mut held = Vec::new();
     for _ in 0..60 {
@@ -423,23 +444,9 @@ fn metric_value(text: &str, series: &str) -> f64 {
 
 #[test]
 fn idle_admin_connections_leave_descriptors_for_health_checks() {
-    let (_echo, server) = spawn_echo("e");
-    let dir = tempdir();
-    let cfg = dir.join("lb.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n{}[backend.health]\ninterval = \"50ms\"\nfall = 2\n",
-            lb_config(&server, 1)
-        ),
-    )
-    .unwrap();
-    // Soft and hard limit 128 (ours only): raising soft to hard gains nothing here.
-    let mut sh = Command::new("sh");
-    sh.arg("-c")
-        .arg("ulimit -n 128 && exec \"$0\" \"$@\"")
-        .arg(TETHER);
-    let (mut lb, mut lines, addr) = spawn_lb(sh, &cfg);
+    // Soft and hard limit 128: raising soft to hard at start gains nothing here.
+    let (_echo, mut lb, mut lines, addr, dir) =
+        spawn_lb_with_fd_limit(128, "[backend.health]\ninterval = \"50ms\"\nfall = 2\n");
     let admin = wait_log_field(&mut lines, "admin listening", "listen");
     let ok = "tether_lb_server_checks_total{backend=\"b\",result=\"ok\",server=\"s\"}";
     let fail = "tether_lb_server_checks_total{backend=\"b\",result=\"fail\",server=\"s\"}";

@@ -171,13 +171,20 @@ async fn try_exchange(addr: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::test]
-async fn an_invalid_file_is_refused_and_the_running_config_serves_on() {
-    let stop = CancellationToken::new();
-    let a = echo_server("a", &stop).await;
+/// A balancer started from a file, ready, with one echo server `a` (stopped by `stop`);
+/// returns it and the file's text.
+async fn one_server(stop: &CancellationToken) -> (Lb, String) {
+    let a = echo_server("a", stop).await;
     let good = config(&[("a", a.addr)], "", 2);
     let lb = Lb::start_file(&good).await;
     lb.wait_ready().await;
+    (lb, good)
+}
+
+#[tokio::test]
+async fn an_invalid_file_is_refused_and_the_running_config_serves_on() {
+    let stop = CancellationToken::new();
+    let (lb, good) = one_server(&stop).await;
     lb.write_config(&good.replace("name = \"a\"", "name = \"a\"\nweight = 0"));
     let r = lb
         .post("/api/reload", &[("x-tether-request", "1")], "")
@@ -197,10 +204,7 @@ async fn an_invalid_file_is_refused_and_the_running_config_serves_on() {
 #[tokio::test]
 async fn a_reload_whose_tls_check_cannot_start_is_refused() {
     let stop = CancellationToken::new();
-    let a = echo_server("a", &stop).await;
-    let good = config(&[("a", a.addr)], "", 2);
-    let lb = Lb::start_file(&good).await;
-    lb.wait_ready().await;
+    let (lb, good) = one_server(&stop).await;
     let missing = lb.dir.as_ref().unwrap().path.join("missing-ca.pem");
     lb.write_config(&good.replace(
         "interval = \"100ms\"",
@@ -226,9 +230,7 @@ async fn a_reload_whose_tls_check_cannot_start_is_refused() {
 #[tokio::test]
 async fn a_config_path_that_became_a_fifo_is_refused_without_freezing_anything() {
     let stop = CancellationToken::new();
-    let a = echo_server("a", &stop).await;
-    let lb = Lb::start_file(&config(&[("a", a.addr)], "", 2)).await;
-    lb.wait_ready().await;
+    let (lb, _) = one_server(&stop).await;
     let path = lb.dir.as_ref().unwrap().path.join("lb.toml");
     std::fs::remove_file(&path).unwrap();
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
@@ -249,10 +251,7 @@ async fn a_config_path_that_became_a_fifo_is_refused_without_freezing_anything()
 #[tokio::test]
 async fn a_changed_admin_listen_is_reported_as_needing_a_restart() {
     let stop = CancellationToken::new();
-    let a = echo_server("a", &stop).await;
-    let good = config(&[("a", a.addr)], "", 2);
-    let lb = Lb::start_file(&good).await;
-    lb.wait_ready().await;
+    let (lb, good) = one_server(&stop).await;
     let port = free_port("127.0.0.1");
     lb.write_config(&good.replace(
         "listen = \"127.0.0.1:0\"",
