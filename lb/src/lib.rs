@@ -18,6 +18,7 @@ mod passive;
 mod peer;
 mod proxy;
 pub mod relay;
+mod reload;
 mod resolve;
 pub mod runtime;
 pub mod state;

@@ -148,53 +148,17 @@ impl Lb {
     /// Reads the configuration file again and applies it.
     pub async fn reload(self: &Arc<Self>) -> Result<ReloadReport, ReloadError> {
         let path = self.config_path.clone().ok_or(ReloadError::NoFile)?;
-        let mut config = load_off_thread(path).await?;
+        let mut config = crate::reload::load_off_thread(path).await?;
         crate::warn_open_admin(&config);
-        let needs_restart = self.keep_running_values(&mut config).await;
+        let needs_restart = match &self.control.lock().await.config {
+            Some(running) => crate::reload::keep_running_values(running, &mut config),
+            None => Vec::new(),
+        };
         let mut report = self.apply(config).await?;
         report.needs_restart = needs_restart;
         self.metrics.reloads.inc();
         tracing::info!(report = ?report, "configuration reloaded");
         Ok(report)
-    }
-
-    /// Puts back into `config` the settings only a restart applies (the admin listener, the
-    /// name servers, the grace period, all set up at start) and says which ones the file
-    /// changed, in the log and for the reload's answer. Kept in the stored configuration, so
-    /// the next reload compares with what really runs.
-    async fn keep_running_values(&self, config: &mut Config) -> Vec<String> {
-        let control = self.control.lock().await;
-        let Some(running) = control.config.as_ref() else {
-            return Vec::new();
-        };
-        let mut notes = Vec::new();
-        let mut note = |key: &str, from: String, to: String| {
-            let msg = format!("{key} changed from {from} to {to}: needs a restart");
-            tracing::warn!("{msg}; {key} stays {from}");
-            notes.push(msg);
-        };
-        let show = |a: Option<SocketAddr>| a.map_or("none".to_string(), |a| a.to_string());
-        if config.admin != running.admin {
-            note("admin.listen", show(running.admin), show(config.admin));
-            config.admin = running.admin;
-        }
-        if config.nameservers != running.nameservers {
-            note(
-                "resolver.nameservers",
-                format!("{:?}", running.nameservers),
-                format!("{:?}", config.nameservers),
-            );
-            config.nameservers = running.nameservers.clone();
-        }
-        if config.grace_period != running.grace_period {
-            note(
-                "defaults.grace_period",
-                format!("{:?}", running.grace_period),
-                format!("{:?}", config.grace_period),
-            );
-            config.grace_period = running.grace_period;
-        }
-        notes
     }
 
     /// Puts `config` in place: binds new listeners first (so a bind failure changes
@@ -440,16 +404,6 @@ impl Lb {
             }
         }
     }
-}
-
-/// Reads and validates the file away from the runtime that serves the admin API, health
-/// checks and connections, bounded in time (a FIFO or a hung mount cannot freeze them).
-async fn load_off_thread(path: PathBuf) -> Result<Config, ConfigErrors> {
-    let file = path.clone();
-    tether_health::config::off_thread(&file, tether_health::config::LOAD_TIMEOUT, move || {
-        Config::load(&path)
-    })
-    .await
 }
 
 fn build_state(
