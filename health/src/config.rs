@@ -414,10 +414,9 @@ weight = 0
         assert!(e.message.contains("expected"), "{}", e.message);
     }
 
+    /// A path in the temporary directory for this test run; the test removes the file.
     fn temp(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("tether-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
+        let p = std::env::temp_dir().join(format!("tether-config-{}-{name}", std::process::id()));
         let _ = std::fs::remove_file(&p);
         p
     }

@@ -1,5 +1,7 @@
 //! Every configuration error names the file, the line and the key, and says what is allowed.
 
+mod common;
+
 use tether_health::config::Source;
 use tether_lb::Config;
 
@@ -247,8 +249,8 @@ fn the_same_bind_twice_and_no_servers() {
 
 #[test]
 fn a_tls_check_needs_a_readable_ca_with_a_certificate() {
-    let dir = std::env::temp_dir().join(format!("tether-ca-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::TempDir::new("ca");
+    let dir = &tmp.path;
     let empty = dir.join("empty.pem");
     std::fs::write(&empty, "not a certificate\n").unwrap();
     let with = |ca: &std::path::Path| {
@@ -264,7 +266,6 @@ fn a_tls_check_needs_a_readable_ca_with_a_certificate() {
     );
     let errs = errors(&with(&empty));
     assert!(errs[0].contains("no certificate in the file"), "{errs:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
