@@ -59,19 +59,31 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     }
 }
 
+/// Daemons take the hard descriptor limit as their soft one, so the admin listener's cap
+/// (an eighth of it) leaves a large reserve for health checks and the data path.
+fn raise_fd_limit() {
+    match tether_health::admin::raise_fd_limit() {
+        Ok(n) => tracing::debug!(limit = n, "descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Lb(args) => {
             init_logging(cli.log_format, "info");
+            raise_fd_limit();
             cmd_lb::main(args)
         }
         Command::Vrrp(args) => {
             init_logging(cli.log_format, "info");
+            raise_fd_limit();
             cmd_vrrp::main(args)
         }
         Command::Gateway(args) => {
             init_logging(cli.log_format, "info");
+            raise_fd_limit();
             cmd_gateway::main(args)
         }
         Command::DrServer(args) => {

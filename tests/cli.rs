@@ -83,7 +83,10 @@ fn wait_log_field(lines: &mut impl Iterator<Item = String>, message: &str, field
 
 /// Starts `tether lb` (through `cmd`, which runs `TETHER` or wraps it) with JSON logs on
 /// `cfg`; returns the process, its log lines and the address its frontend listens on.
-fn spawn_lb(cmd: Command, cfg: &std::path::Path) -> (Proc, impl Iterator<Item = String>, String) {
+fn spawn_lb(
+    cmd: Command,
+    cfg: &std::path::Path,
+) -> (Proc, impl Iterator<Item = String> + use<>, String) {
     spawn_lb_workers(cmd, cfg, 1)
 }
 
@@ -92,7 +95,7 @@ fn spawn_lb_workers(
     mut cmd: Command,
     cfg: &std::path::Path,
     workers: usize,
-) -> (Proc, impl Iterator<Item = String>, String) {
+) -> (Proc, impl Iterator<Item = String> + use<>, String) {
     let mut lb = Proc(
         cmd.args(["--log-format", "json", "lb", "--workers"])
             .arg(workers.to_string())
@@ -347,25 +350,43 @@ fn sighup_reloads_in_place_and_refuses_a_bad_file() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn running_out_of_file_descriptors_is_counted_and_survived() {
-    let (_echo, server) = spawn_echo("e");
+/// An echo server, and `tether lb` in front of it with an admin listener and `extra` at the
+/// end of its file, run with a descriptor limit of `nofile` (soft and hard, ours only,
+/// through the shell's ulimit). Returns the echo, the balancer, its log lines, its
+/// frontend's address and the directory of its file.
+fn spawn_lb_with_fd_limit(
+    nofile: u32,
+    extra: &str,
+) -> (
+    Proc,
+    Proc,
+    impl Iterator<Item = String> + use<>,
+    String,
+    std::path::PathBuf,
+) {
+    let (echo, server) = spawn_echo("e");
     let dir = tempdir();
     let cfg = dir.join("lb.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+            "[admin]\nlisten = \"127.0.0.1:0\"\n{}{extra}",
             lb_config(&server, 1)
         ),
     )
     .unwrap();
-    // A tiny descriptor limit (ours only, through the shell's ulimit) so accept(2) hits EMFILE.
     let mut sh = Command::new("sh");
     sh.arg("-c")
-        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
         .arg(TETHER);
-    let (mut lb, mut lines, addr) = spawn_lb(sh, &cfg);
+    let (lb, lines, addr) = spawn_lb(sh, &cfg);
+    (echo, lb, lines, addr, dir)
+}
+
+#[test]
+fn running_out_of_file_descriptors_is_counted_and_survived() {
+    // A tiny descriptor limit so accept(2) hits EMFILE.
+    let (_echo, mut lb, mut lines, addr, dir) = spawn_lb_with_fd_limit(64, "");
     // Each proxied connection costs the balancer two descriptors: 60 clients exhaust 64.
     let mut held = Vec::new();
     for _ in 0..60 {
@@ -387,5 +408,70 @@ fn running_out_of_file_descriptors_is_counted_and_survived() {
         assert!(Instant::now() < deadline, "never served again");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `GET path` on the admin listener at `addr`, retried (bounded) while the admin closes
+/// connections beyond its cap.
+fn admin_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = || -> std::io::Result<String> {
+            let mut c = std::net::TcpStream::connect(addr)?;
+            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                c,
+                "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut out = String::new();
+            c.read_to_string(&mut out)?;
+            Ok(out)
+        };
+        match attempt() {
+            Ok(text) if text.starts_with("HTTP/1.1 200") => return text,
+            r => assert!(Instant::now() < deadline, "admin never answered: {r:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn idle_admin_connections_leave_descriptors_for_health_checks() {
+    // Soft and hard limit 128: raising soft to hard at start gains nothing here.
+    let (_echo, mut lb, mut lines, addr, dir) =
+        spawn_lb_with_fd_limit(128, "[backend.health]\ninterval = \"50ms\"\nfall = 2\n");
+    let admin = wait_log_field(&mut lines, "admin listening", "listen");
+    let ok = "tether_lb_server_checks_total{backend=\"b\",result=\"ok\",server=\"s\"}";
+    let fail = "tether_lb_server_checks_total{backend=\"b\",result=\"fail\",server=\"s\"}";
+    let before = metric_value(&admin_get(&admin, "/metrics"), ok);
+
+    // More idle, unauthenticated admin connections than the process has descriptors.
+    let flood: Vec<_> = (0..200)
+        .filter_map(|_| std::net::TcpStream::connect(&admin).ok())
+        .collect();
+    assert!(flood.len() > 128, "only {} connections made", flood.len());
+    // Ten check intervals under the flood, then the data path must still serve.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(banner_of(&addr), "e");
+    drop(flood);
+
+    let m = admin_get(&admin, "/metrics");
+    assert!(
+        metric_value(&m, ok) >= before + 3.0,
+        "checks did not run:\n{m}"
+    );
+    assert_eq!(metric_value(&m, fail), 0.0, "checks failed:\n{m}");
+    assert!(
+        metric_value(&m, "tether_admin_connections_refused_total") > 0.0,
+        "{m}"
+    );
+    assert!(lb.0.try_wait().unwrap().is_none(), "the balancer died");
     let _ = std::fs::remove_dir_all(dir);
 }

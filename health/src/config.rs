@@ -4,8 +4,12 @@
 //! of each daemon reports a key path, and [`Source::error`] turns that path into a line by
 //! walking a span-keeping parse of the same text.
 
+mod read;
+
 use std::fmt;
 use std::path::Path;
+
+pub use read::{LOAD_TIMEOUT, MAX_FILE, off_thread, read_file};
 
 use serde::de::DeserializeOwned;
 use thiserror::Error;
@@ -89,18 +93,41 @@ pub struct Source {
 }
 
 impl Source {
-    /// Reads a file.
+    /// Reads a configuration file: a regular file of at most [`MAX_FILE`] bytes of UTF-8.
     pub fn read(path: &Path) -> Result<Self, ConfigErrors> {
         let file = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Source { file, text }),
-            Err(e) => Err(ConfigError {
-                file,
+        let error = |message: String| -> ConfigErrors {
+            ConfigError {
+                file: file.clone(),
                 line: None,
                 key: String::new(),
-                message: format!("cannot read: {e}"),
+                message,
             }
-            .into()),
+            .into()
+        };
+        let bytes = read_file(path).map_err(error)?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(Source { file, text }),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let bytes = e.as_bytes();
+                let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+                let column = at
+                    - bytes[..at]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |i| i + 1)
+                    + 1;
+                Err(ConfigError {
+                    file: file.clone(),
+                    line: Some(line),
+                    key: String::new(),
+                    message: format!(
+                        "invalid UTF-8 at column {column} (byte {at}); the file must be UTF-8 text"
+                    ),
+                }
+                .into())
+            }
         }
     }
 
@@ -114,19 +141,49 @@ impl Source {
 
     /// Deserializes the text, turning a parse error into a located [`ConfigError`].
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigErrors> {
+        self.parse_with_hints(|_| None)
+    }
+
+    /// [`Self::parse`], adding to an error at a known key what the daemon allows there:
+    /// `hint` gets the key's path (e.g. `backend[0].server[1].weight` as segments) and may
+    /// answer e.g. `an integer 1..=256`, which serde cannot know.
+    pub fn parse_with_hints<T: DeserializeOwned>(
+        &self,
+        hint: impl Fn(&[Seg]) -> Option<&'static str>,
+    ) -> Result<T, ConfigErrors> {
         toml::from_str(&self.text).map_err(|e| {
+            let mut message = e.message().trim().to_string();
             let (line, key) = match e.span() {
-                Some(span) => (Some(self.line_of(span.start)), self.key_on_line(span.start)),
+                Some(span) => {
+                    let key = match self.path_at(span.start) {
+                        Some(path) => {
+                            if let (Some(Seg::Key(k)), Some(allowed)) = (path.last(), hint(&path)) {
+                                message = format!("{message}; {k} must be {allowed}");
+                            }
+                            dotted(&path)
+                        }
+                        None => self.key_on_line(span.start),
+                    };
+                    (Some(self.line_of(span.start)), key)
+                }
                 None => (None, String::new()),
             };
             ConfigError {
                 file: self.file.clone(),
                 line,
                 key,
-                message: e.message().trim().to_string(),
+                message,
             }
             .into()
         })
+    }
+
+    /// The path of the value written at `offset`, e.g. `backend[0].retries`; `None` when the
+    /// text does not parse as TOML or no value is there.
+    fn path_at(&self, offset: usize) -> Option<Vec<Seg>> {
+        let doc = toml_edit::Document::parse(self.text.as_str()).ok()?;
+        let mut path = Vec::new();
+        path_in_table(doc.as_table(), offset, &mut path).then_some(path)
     }
 
     /// An error about the key at `path`, located to its line when the key is in the text.
@@ -209,6 +266,52 @@ impl Source {
             .count()
             + 1
     }
+}
+
+fn path_in_table(t: &dyn toml_edit::TableLike, offset: usize, path: &mut Vec<Seg>) -> bool {
+    for (k, item) in t.iter() {
+        path.push(Seg::Key(k.to_string()));
+        let found = match item {
+            toml_edit::Item::Value(v) => path_in_value(v, offset, path),
+            toml_edit::Item::Table(t) => path_in_table(t, offset, path),
+            toml_edit::Item::ArrayOfTables(a) => a.iter().enumerate().any(|(i, t)| {
+                path.push(Seg::Index(i));
+                let found = path_in_table(t, offset, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            toml_edit::Item::None => false,
+        };
+        if found {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+fn path_in_value(v: &toml_edit::Value, offset: usize, path: &mut Vec<Seg>) -> bool {
+    if !v.span().is_some_and(|s| s.contains(&offset)) {
+        return false;
+    }
+    match v {
+        toml_edit::Value::Array(a) => {
+            for (i, e) in a.iter().enumerate() {
+                path.push(Seg::Index(i));
+                if path_in_value(e, offset, path) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        toml_edit::Value::InlineTable(t) => {
+            path_in_table(t, offset, path);
+        }
+        _ => {}
+    }
+    true
 }
 
 fn dotted(path: &[Seg]) -> String {
@@ -309,6 +412,60 @@ weight = 0
             e.message
         );
         assert!(e.message.contains("expected"), "{}", e.message);
+    }
+
+    /// A path in the temporary directory for this test run; the test removes the file.
+    fn temp(name: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("tether-config-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn a_fifo_a_device_and_a_huge_file_are_refused_without_blocking() {
+        let fifo = temp("fifo.toml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = Source::read(&fifo).unwrap_err().to_string();
+        assert!(
+            err.ends_with("is not a regular file (a FIFO); give the path of a file"),
+            "{err}"
+        );
+
+        let err = Source::read(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "/dev/zero: is not a regular file (a device); give the path of a file"
+        );
+
+        let big = temp("big.toml");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE + 1)
+            .unwrap();
+        let err = Source::read(&big).unwrap_err().to_string();
+        assert!(
+            err.ends_with(": is 16777217 bytes; the limit is 16777216 (16 MiB)"),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(fifo);
+        let _ = std::fs::remove_file(big);
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_with_its_line() {
+        let p = temp("latin1.toml");
+        std::fs::write(&p, b"[admin]\nlisten = \"caf\xe9\"\n").unwrap();
+        let err = Source::read(&p).unwrap_err();
+        assert_eq!(err.0[0].line, Some(2));
+        assert!(
+            err.to_string().contains(":2: invalid UTF-8 at column 14"),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(p);
     }
 
     #[test]

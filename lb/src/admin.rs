@@ -67,10 +67,14 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Checks `Authorization: Bearer <token>` when a token is configured; the refusal to send
-/// when it does not match.
+/// Checks `Authorization: Bearer <token>` when a token is configured, and without one that
+/// the request is not one a page on another site could send; the refusal to send, if any.
 fn refuse_unauthorized(lb: &Lb, headers: &HeaderMap) -> Option<Response> {
-    let token = lb.token.load_full()?;
+    let Some(token) = lb.token.load_full() else {
+        // No token: what stands between a web page on another site and this API.
+        return tether_health::admin::cross_site_write(headers, false)
+            .map(|why| error(StatusCode::FORBIDDEN, why));
+    };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

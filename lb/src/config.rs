@@ -480,9 +480,38 @@ impl Config {
 
     /// Parses and validates text (embedded configurations, tests).
     pub fn from_source(src: &Source) -> Result<Config, ConfigErrors> {
-        let raw: RawConfig = src.parse()?;
+        let raw: RawConfig = src.parse_with_hints(allowed)?;
         validate(&raw, src)
     }
+}
+
+/// What a key allows, added to serde's type errors (which know only the Rust type).
+fn allowed(path: &[Seg]) -> Option<&'static str> {
+    let Some(Seg::Key(key)) = path.last() else {
+        return None;
+    };
+    let in_frontend = matches!(path.first(), Some(Seg::Key(k)) if k == "frontend");
+    Some(match key.as_str() {
+        "weight" => "an integer 1..=256",
+        "retries" => "an integer 0..=100",
+        "maxconn" if in_frontend || path.len() == 2 => "an integer 1..=10000000",
+        "maxconn" | "maxqueue" => "an integer 0..=10000000",
+        "rise" | "fall" => "an integer 1..=1000",
+        "port" | "check_port" => "an integer 1..=65535",
+        "expect_status" => "an integer 100..=599",
+        "connect_timeout" | "client_timeout" | "server_timeout" | "queue_timeout"
+        | "grace_period" | "resolve_interval" | "inspect_timeout" | "interval" | "timeout" => {
+            "a duration such as \"500ms\", \"2s\" or \"1m\""
+        }
+        "splice" | "backup" | "accept_proxy" => "true or false",
+        "send_proxy" if path.len() > 3 => "true or false",
+        "send_proxy" => "\"v1\" or \"v2\"",
+        "name" | "address" | "listen" | "token" | "backend" | "sni" | "path" | "host" | "ca" => {
+            "a string"
+        }
+        "bind" | "nameservers" => "a list of \"ip:port\" strings",
+        _ => return None,
+    })
 }
 
 /// Checks everything serde cannot, collecting every error rather than stopping at the first.
@@ -804,6 +833,9 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
         });
     }
 
+    if let Some(e) = admin.and_then(|a| admin_bind_conflict(a, &seen_binds, src)) {
+        errs.push(e);
+    }
     if errs.is_empty() {
         Ok(Config {
             admin,
@@ -818,6 +850,27 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
         errs.sort_by_key(|e| e.line.unwrap_or(0));
         Err(ConfigErrors(errs))
     }
+}
+
+/// The admin listener on an address a frontend binds (the same port on the same or a
+/// wildcard address) could never start: said at validation, not at start.
+fn admin_bind_conflict(
+    admin: SocketAddr,
+    binds: &[(SocketAddr, &str)],
+    src: &Source,
+) -> Option<ConfigError> {
+    let overlaps = |b: &SocketAddr| {
+        b.port() == admin.port()
+            && admin.port() != 0
+            && (b.ip() == admin.ip() || b.ip().is_unspecified() || admin.ip().is_unspecified())
+    };
+    let (bind, frontend) = binds.iter().find(|(b, _)| overlaps(b))?;
+    Some(src.error(
+        &["admin".into(), "listen".into()],
+        format!(
+            "admin listen {admin} overlaps bind {bind} of frontend \"{frontend}\"; give the admin another port"
+        ),
+    ))
 }
 
 fn validate_health(
@@ -877,6 +930,12 @@ fn validate_health(
             &at("ca"),
             format!("backend \"{}\": ca applies only to kind = \"tls\"", b.name),
         ));
+    }
+    if h.kind == HealthKind::Tls
+        && let Some((key, why)) =
+            crate::health::tls_check_problem(h.ca.as_deref(), h.host.as_deref())
+    {
+        errs.push(src.error(&at(key), format!("backend \"{}\": {why}", b.name)));
     }
     if let Some(p) = &h.path
         && !p.starts_with('/')
@@ -975,7 +1034,15 @@ fn valid_hostname(host: &str) -> bool {
 /// Parses `ip:port`, `[v6]:port` or `host:port`.
 pub fn parse_server_address(s: &str) -> Result<ServerAddress, &'static str> {
     if let Ok(a) = s.parse::<SocketAddr>() {
+        if a.port() == 0 {
+            return Err("has port 0; the port must be 1..=65535");
+        }
         return Ok(ServerAddress::Ip(a));
+    }
+    if looks_like_ipv4(s) {
+        return Err(
+            "is not a valid IPv4 address and port (each of the four numbers must be 0..=255)",
+        );
     }
     let Some((host, port)) = s.rsplit_once(':') else {
         return Err("has no port; write ip:port or host:port");
@@ -988,4 +1055,13 @@ pub fn parse_server_address(s: &str) -> Result<ServerAddress, &'static str> {
         return Err("is neither an ip:port nor a valid host:port");
     }
     Ok(ServerAddress::Host(host.to_string(), port))
+}
+
+/// A host whose last label is all digits is meant as an IPv4 address (as URL parsers
+/// decide), never a DNS name: `999.1.1.1:80` is a typo to report, not a name to resolve.
+fn looks_like_ipv4(s: &str) -> bool {
+    let host = s.rsplit_once(':').map_or(s, |(h, _)| h);
+    host.rsplit('.')
+        .next()
+        .is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
 }

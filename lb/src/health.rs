@@ -82,19 +82,47 @@ fn check_kind(h: &HealthConfig, s: &Server, backend: &str) -> Result<CheckKind, 
             match &h.ca {
                 None => CheckKind::tls_with_webpki_roots(server_name),
                 Some(path) => {
-                    let mut roots = rustls::RootCertStore::empty();
-                    let certs = CertificateDer::pem_file_iter(path)
-                        .map_err(|e| ca_err(path, e.to_string()))?;
-                    for c in certs {
-                        let c = c.map_err(|e| ca_err(path, e.to_string()))?;
-                        roots.add(c).map_err(|e| ca_err(path, e.to_string()))?;
-                    }
-                    if roots.is_empty() {
-                        return Err(ca_err(path, "no certificate in the file".into()));
-                    }
+                    let roots = load_roots(path).map_err(|e| ca_err(path, e))?;
                     CheckKind::tls_with_roots(server_name, roots)
                 }
             }
         }
     })
+}
+
+/// Reads a PEM file of CA certificates: it must be readable and hold at least one
+/// certificate that parses. Validation calls it too, so `--check` and a reload refuse a CA
+/// a TLS check could not start with.
+pub(crate) fn load_roots(path: &str) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = tether_health::config::read_file(std::path::Path::new(path))?;
+    let certs = CertificateDer::pem_slice_iter(&pem);
+    for c in certs {
+        let c = c.map_err(|e| e.to_string())?;
+        roots.add(c).map_err(|e| e.to_string())?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in the file".into());
+    }
+    Ok(roots)
+}
+
+/// What would keep a TLS check from starting, found at validation: the CA file and the
+/// server name to verify. `None` when the check can start.
+pub(crate) fn tls_check_problem(
+    ca: Option<&str>,
+    host: Option<&str>,
+) -> Option<(&'static str, String)> {
+    if let Some(host) = host
+        && let Err(e) = ServerName::try_from(host.to_string())
+    {
+        return Some((
+            "host",
+            format!("host \"{host}\" is not a TLS server name: {e}"),
+        ));
+    }
+    let path = ca?;
+    load_roots(path)
+        .err()
+        .map(|e| ("ca", format!("ca \"{path}\" cannot be used: {e}")))
 }

@@ -103,7 +103,7 @@ pub fn proxy_header(buf: &[u8]) -> Inspect<ProxiedAddrs> {
                 // UNIX sockets and datagrams have no meaning in front of a TCP balancer.
                 _ => return Inspect::Invalid("bad_proxy_header"),
             };
-            if h.protocol == ppp::v2::Protocol::Datagram {
+            if h.protocol == ppp::v2::Protocol::Datagram || !tlvs_fit(&h) {
                 return Inspect::Invalid("bad_proxy_header");
             }
             Inspect::Done {
@@ -115,6 +115,12 @@ pub fn proxy_header(buf: &[u8]) -> Inspect<ProxiedAddrs> {
             Inspect::Invalid("bad_proxy_header")
         }
     }
+}
+
+/// Whether every TLV of a v2 header lies within the header's length: `ppp` parses TLVs only
+/// when asked, so one that claims more bytes than the header holds would pass unnoticed.
+fn tlvs_fit(h: &ppp::v2::Header<'_>) -> bool {
+    h.tlvs().all(|t| t.is_ok())
 }
 
 fn v1_addrs(a: &ppp::v1::Addresses) -> ProxiedAddrs {
@@ -355,6 +361,23 @@ mod tests {
             assert_eq!(consumed, bytes.len());
             assert_eq!(value.source, None);
         }
+    }
+
+    #[test]
+    fn a_v2_tlv_that_overruns_the_header_is_invalid() {
+        let mut bytes = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        bytes.extend_from_slice(&[0x21, 0x11, 0, 12 + 5]);
+        bytes.extend_from_slice(&[192, 0, 2, 1, 192, 0, 2, 2, 0x13, 0x88, 0x00, 0x50]);
+        // Type 0x04 (NOOP) claiming 16 bytes; 2 follow, and the header ends there.
+        bytes.extend_from_slice(&[0x04, 0x00, 0x10, 0xaa, 0xbb]);
+        bytes.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        assert_eq!(proxy_header(&bytes), Inspect::Invalid("bad_proxy_header"));
+        // The same TLV with its true length is fine.
+        bytes[12 + 4 + 12 + 2] = 0x02;
+        assert!(matches!(
+            proxy_header(&bytes),
+            Inspect::Done { consumed: 33, .. }
+        ));
     }
 
     #[test]

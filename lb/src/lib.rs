@@ -16,8 +16,11 @@ mod health;
 pub mod inspect;
 mod listener;
 pub mod metrics;
+mod passive;
+mod peer;
 mod proxy;
 pub mod relay;
+mod reload;
 mod resolve;
 pub mod runtime;
 pub mod state;
@@ -146,6 +149,7 @@ pub async fn start(
         None => None,
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    warn_open_admin(&config);
     let grace = config.grace_period;
     let stop_delay = config.stop_delay;
     let report = lb.apply(config).await?;
@@ -172,6 +176,9 @@ pub async fn start(
     }
     tracing::debug!(report = ?report, "started");
     if let Some(listener) = admin_listener {
+        if let Some(a) = admin_addr {
+            tracing::info!(listen = %a, "admin listening");
+        }
         tokio::spawn(tether_health::admin::serve(
             listener,
             admin::router(&lb),
@@ -220,6 +227,17 @@ pub async fn start(
         admin_addr,
         task,
     })
+}
+
+/// Warns (at start and on every reload) when the admin API is open beyond loopback with no
+/// token: allowed, for containers and labs, but said loudly.
+pub(crate) fn warn_open_admin(config: &Config) {
+    if let Some(addr) = config.admin
+        && let Some(w) =
+            tether_health::admin::open_admin_warning(addr, config.admin_token.is_some())
+    {
+        tracing::warn!("{w}");
+    }
 }
 
 /// Starts the balancer and waits until it has stopped.

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::inspect::{self, Inspect};
 use crate::metrics::Metrics;
+use crate::peer::{self, Peer};
 use crate::relay::{self, End};
 use crate::runtime::Lb;
 use crate::state::{ActiveGuard, Backend, Frontend, Server};
@@ -102,6 +103,10 @@ enum NoConnect {
     QueueTimeout,
     ConnectFailed,
     Shutdown,
+    /// The client reset or closed before a server was chosen.
+    ClientGone,
+    /// A PROXY header and then a close or reset: the health check of a balancer in front.
+    ProxyCheck,
 }
 
 impl NoConnect {
@@ -111,6 +116,8 @@ impl NoConnect {
             NoConnect::QueueTimeout => "queue_timeout",
             NoConnect::ConnectFailed => "connect_failed",
             NoConnect::Shutdown => "shutdown",
+            NoConnect::ClientGone => "client_gone",
+            NoConnect::ProxyCheck => "proxy_check",
         }
     }
 }
@@ -317,13 +324,19 @@ async fn handle(
     let backend = &inspected.backend;
     let client_addr = inspected.client;
 
-    let connected = tokio::select! {
-        c = connect_with_retries(backend, client_addr) => c,
-        _ = hard.cancelled() => Err(NoConnect::Shutdown),
+    let connected = match not_worth_connecting(&client, &fe, &inspected.replay).await {
+        Some(why) => Err(why),
+        None => tokio::select! {
+            c = connect_with_retries(backend, client_addr) => c,
+            _ = hard.cancelled() => Err(NoConnect::Shutdown),
+        },
     };
     match connected {
         Err(why) => {
-            if !matches!(why, NoConnect::Shutdown) {
+            if matches!(
+                why,
+                NoConnect::NoServer | NoConnect::QueueTimeout | NoConnect::ConnectFailed
+            ) {
                 backend.no_server.inc();
             }
             metrics
@@ -423,6 +436,27 @@ async fn handle(
     }
 }
 
+/// Why a client that is gone, or only a balancer's check, gets no server connection; `None`
+/// to connect. Only a reset counts as gone in general: a client that closed its sending
+/// side may still wait for what a server says first. After a PROXY header and nothing else,
+/// a close is a check (HAProxy's `check send-proxy`), which one poller turn lets arrive.
+async fn not_worth_connecting(
+    client: &TcpStream,
+    fe: &Frontend,
+    replay: &[u8],
+) -> Option<NoConnect> {
+    let header_only = fe.cfg.accept_proxy && replay.is_empty();
+    if header_only {
+        tokio::task::yield_now().await;
+    }
+    match (peer::peer_state(client), header_only) {
+        (Peer::Here, _) => None,
+        (_, true) => Some(NoConnect::ProxyCheck),
+        (Peer::Gone, false) => Some(NoConnect::ClientGone),
+        (Peer::Finished, false) => None,
+    }
+}
+
 /// Writes the PROXY header and replayed bytes before relaying.
 async fn write_first(stream: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::Result<()> {
     while !bytes.is_empty() {
@@ -496,11 +530,12 @@ async fn connect_with_retries(backend: &Backend, peer: SocketAddr) -> Result<Con
             result => {
                 server.m.connect_failures.inc();
                 // Failed connects count toward `fall` like failed checks, so a server that
-                // stops answering is out after a few clients rather than a few intervals.
+                // stops answering is out after a few clients rather than a few intervals;
+                // connects that were in flight together count once (`passive.rs`).
                 // Errors of our own (out of descriptors, buffers, ports) are not the
                 // server's fault and do not count.
                 let ours = matches!(&result, Ok(Err(e)) if is_local_error(e));
-                if !ours && let Some(t) = server.observe(false) {
+                if !ours && let Some(t) = server.connect_failed(t0) {
                     tracing::warn!(backend = %backend.cfg.name, server = %server.cfg.name, from = t.from.as_str(), "server down after failed connects");
                 }
                 let why = match result {

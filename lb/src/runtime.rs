@@ -44,6 +44,9 @@ pub struct ReloadReport {
     pub servers_removed: Vec<String>,
     /// Servers carried over unchanged (health, counters, connections).
     pub servers_kept: usize,
+    /// Settings the file changed that a reload cannot apply (the running value stays until
+    /// a restart), e.g. `admin.listen changed from ... to ...: needs a restart`.
+    pub needs_restart: Vec<String>,
 }
 
 /// Why a reload was refused; the running configuration keeps serving.
@@ -147,9 +150,15 @@ impl Lb {
 
     /// Reads the configuration file again and applies it.
     pub async fn reload(self: &Arc<Self>) -> Result<ReloadReport, ReloadError> {
-        let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
-        let config = Config::load(path)?;
-        let report = self.apply(config).await?;
+        let path = self.config_path.clone().ok_or(ReloadError::NoFile)?;
+        let mut config = crate::reload::load_off_thread(path).await?;
+        crate::warn_open_admin(&config);
+        let needs_restart = match &self.control.lock().await.config {
+            Some(running) => crate::reload::keep_running_values(running, &mut config),
+            None => Vec::new(),
+        };
+        let mut report = self.apply(config).await?;
+        report.needs_restart = needs_restart;
         self.metrics.reloads.inc();
         tracing::info!(report = ?report, "configuration reloaded");
         Ok(report)

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::{Histogram, IntCounter, IntGauge};
 use serde::Serialize;
@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use crate::balance::{Balancer, Candidate, hash_bytes};
 use crate::config::{BackendConfig, FrontendConfig, ServerConfig};
 use crate::metrics::Metrics;
+use crate::passive::FailureGate;
 
 /// An operator's say over a server, independent of its health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -100,6 +101,7 @@ pub struct Server {
     /// Rise/fall over both active checks and failed connects (HAProxy's `observe layer4`),
     /// so a server that stops answering is taken out after `fall` failures of either kind.
     judge: Mutex<Option<RiseFall>>,
+    failure_gate: Mutex<FailureGate>,
     admin: AtomicU8,
     weight: AtomicU32,
     /// Connections open or opening.
@@ -190,6 +192,7 @@ impl Server {
             addr,
             health: AtomicU8::new(health_to_u8(Health::Unknown)),
             judge: Mutex::new(None),
+            failure_gate: Mutex::new(FailureGate::default()),
             admin: AtomicU8::new(0),
             weight: AtomicU32::new(cfg.weight),
             active: AtomicU32::new(0),
@@ -253,6 +256,17 @@ impl Server {
         let t = self.judge.lock().ok()?.as_mut()?.observe(ok)?;
         self.set_health(t.to);
         Some(t)
+    }
+
+    /// A connect of the data path started at `started` failed: judged like a failed check
+    /// when it counts (see [`FailureGate`]); the transition it caused, if any.
+    pub fn connect_failed(&self, started: Instant) -> Option<Transition> {
+        let counts = self
+            .failure_gate
+            .lock()
+            .ok()?
+            .counts(started, Instant::now());
+        if counts { self.observe(false) } else { None }
     }
 
     /// A connect succeeded: clears a failure streak of a server that is up. It never raises

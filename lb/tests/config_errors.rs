@@ -1,5 +1,7 @@
 //! Every configuration error names the file, the line and the key, and says what is allowed.
 
+mod common;
+
 use tether_health::config::Source;
 use tether_lb::Config;
 
@@ -148,6 +150,24 @@ fn addresses_that_do_not_parse() {
             "lb.toml:12: backend[0].server[0].address: backend \"web\": server \"a\": address \"web server:80\" is neither an ip:port nor a valid host:port",
         ]
     );
+    for (address, why) in [
+        ("127.0.0.1:0", "has port 0; the port must be 1..=65535"),
+        (
+            "999.1.1.1:80",
+            "is not a valid IPv4 address and port (each of the four numbers must be 0..=255)",
+        ),
+        (
+            "10.0.0:80",
+            "is not a valid IPv4 address and port (each of the four numbers must be 0..=255)",
+        ),
+    ] {
+        assert_eq!(
+            errors(&GOOD.replace("127.0.0.1:6001", address)),
+            [format!(
+                "lb.toml:12: backend[0].server[0].address: backend \"web\": server \"a\": address \"{address}\" {why}"
+            )]
+        );
+    }
     let text = GOOD.replace("127.0.0.1:6001", "db.example.com:99999");
     assert_eq!(
         errors(&text),
@@ -161,13 +181,38 @@ fn addresses_that_do_not_parse() {
 fn a_bad_duration_and_a_wrong_type() {
     let text = format!("[defaults]\nconnect_timeout = \"soon\"\n{GOOD}");
     let e = errors(&text);
-    assert!(e[0].starts_with("lb.toml:2: "), "{}", e[0]);
-    let text = GOOD.replace("name = \"web\"", "name = \"web\"\nretries = \"two\"");
-    let e = errors(&text);
     assert!(
-        e[0].starts_with("lb.toml:9: retries: invalid type: string \"two\", expected i64"),
+        e[0].starts_with("lb.toml:2: defaults.connect_timeout: "),
         "{}",
         e[0]
+    );
+    assert!(
+        e[0].ends_with("; connect_timeout must be a duration such as \"500ms\", \"2s\" or \"1m\""),
+        "{}",
+        e[0]
+    );
+    let text = GOOD.replace("name = \"web\"", "name = \"web\"\nretries = \"two\"");
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:9: backend[0].retries: invalid type: string \"two\", expected i64; retries must be an integer 0..=100"
+        ]
+    );
+    // Deep in arrays of tables, the path names every index.
+    let text = GOOD.replace(
+        "address = \"127.0.0.1:6001\"",
+        "address = \"127.0.0.1:6001\"\nweight = 2.5",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:13: backend[0].server[0].weight: invalid type: floating point `2.5`, expected i64; weight must be an integer 1..=256"
+        ]
+    );
+    let text = GOOD.replace("\"[::]:5551\"", "5551");
+    assert_eq!(
+        errors(&text),
+        ["lb.toml:4: frontend[0].bind[1]: invalid type: integer `5551`, expected a string"]
     );
 }
 
@@ -200,6 +245,27 @@ fn the_same_bind_twice_and_no_servers() {
             "lb.toml:18: backend[1].server: backend \"empty\" has no server; add at least one [[backend.server]]",
         ]
     );
+}
+
+#[test]
+fn a_tls_check_needs_a_readable_ca_with_a_certificate() {
+    let tmp = common::TempDir::new("ca");
+    let dir = &tmp.path;
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let with = |ca: &std::path::Path| {
+        format!(
+            "{GOOD}[backend.health]\nkind = \"tls\"\nca = \"{}\"\n",
+            ca.display()
+        )
+    };
+    let errs = errors(&with(&dir.join("missing.pem")));
+    assert!(
+        errs[0].starts_with("lb.toml:15: backend[0].health.ca: backend \"web\": ca \""),
+        "{errs:?}"
+    );
+    let errs = errors(&with(&empty));
+    assert!(errs[0].contains("no certificate in the file"), "{errs:?}");
 }
 
 #[test]
@@ -310,4 +376,22 @@ fn dr_refuses_what_needs_the_stream_and_says_why() {
             .any(|e| e.contains("applies only to mode = \"dr\"")),
         "{errs:?}"
     );
+}
+
+#[test]
+fn the_admin_on_a_frontend_address_is_refused() {
+    for listen in ["0.0.0.0:5551", "127.0.0.1:5551", "[::]:5551"] {
+        let errs = errors(&format!("[admin]\nlisten = \"{listen}\"\n{GOOD}"));
+        assert_eq!(
+            errs,
+            [format!(
+                "lb.toml:2: admin.listen: admin listen {listen} overlaps bind 0.0.0.0:5551 of frontend \"svc-a\"; give the admin another port"
+            )]
+        );
+    }
+    Config::from_source(&Source::from_text(
+        "lb.toml",
+        format!("[admin]\nlisten = \"127.0.0.1:5552\"\n{GOOD}"),
+    ))
+    .unwrap();
 }

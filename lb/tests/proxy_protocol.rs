@@ -231,6 +231,50 @@ async fn a_bad_or_missing_header_closes_only_that_connection() {
     );
 }
 
+#[tokio::test]
+async fn a_header_then_a_close_is_a_check_and_opens_no_server_connection() {
+    let stop = CancellationToken::new();
+    let (server, _) = proxy_reading_server(&stop).await;
+    let lb = Lb::start(&proxied_lb(server, "v2", true)).await;
+    lb.wait_ready().await;
+    // What a balancer's check with send-proxy does: the header, then a close.
+    let v1 = inspect::encode_proxy_header(
+        ProxyVersion::V1,
+        "198.51.100.1:1000".parse().unwrap(),
+        lb.addr,
+    );
+    for header in [inspect::encode_local_header(ProxyVersion::V2), v1] {
+        let mut c = TcpStream::connect(lb.addr).await.unwrap();
+        c.write_all(&header).await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(T, c.read_to_end(&mut rest))
+            .await
+            .expect("left hanging");
+    }
+    lb.wait_metric(
+        "tether_lb_connections_ended_total{end=\"proxy_check\",frontend=\"fe\"}",
+        2.0,
+    )
+    .await;
+    let m = lb.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "tether_lb_server_connections_total{backend=\"be\",server=\"s\"}"
+        ),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_opt(
+            &m,
+            "tether_lb_connections_ended_total{end=\"client_error\",frontend=\"fe\"}"
+        ),
+        None
+    );
+}
+
 fn haproxy_config(bind: SocketAddr, accept_proxy: bool, server: SocketAddr, send: &str) -> String {
     format!(
         "global\n  maxconn 100\n\

@@ -37,7 +37,9 @@ interval = "100ms"
 }
 
 async fn reload(lb: &Lb) -> serde_json::Value {
-    let r = lb.post("/api/reload", &[], "").await;
+    let r = lb
+        .post("/api/reload", &[("x-tether-request", "1")], "")
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     serde_json::from_slice(&r.body).unwrap()
 }
@@ -169,15 +171,24 @@ async fn try_exchange(addr: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::test]
-async fn an_invalid_file_is_refused_and_the_running_config_serves_on() {
-    let stop = CancellationToken::new();
-    let a = echo_server("a", &stop).await;
+/// A balancer started from a file, ready, with one echo server `a` (stopped by `stop`);
+/// returns it and the file's text.
+async fn one_server(stop: &CancellationToken) -> (Lb, String) {
+    let a = echo_server("a", stop).await;
     let good = config(&[("a", a.addr)], "", 2);
     let lb = Lb::start_file(&good).await;
     lb.wait_ready().await;
+    (lb, good)
+}
+
+#[tokio::test]
+async fn an_invalid_file_is_refused_and_the_running_config_serves_on() {
+    let stop = CancellationToken::new();
+    let (lb, good) = one_server(&stop).await;
     lb.write_config(&good.replace("name = \"a\"", "name = \"a\"\nweight = 0"));
-    let r = lb.post("/api/reload", &[], "").await;
+    let r = lb
+        .post("/api/reload", &[("x-tether-request", "1")], "")
+        .await;
     assert_eq!(r.status, 400);
     assert!(
         r.text().contains("lb.toml:19: backend[0].server[0].weight"),
@@ -188,6 +199,77 @@ async fn an_invalid_file_is_refused_and_the_running_config_serves_on() {
     let m = lb.metrics().await;
     assert_eq!(metric(&m, "tether_lb_reload_failures_total"), 1.0);
     assert_eq!(metric(&m, "tether_lb_reloads_total"), 0.0);
+}
+
+#[tokio::test]
+async fn a_reload_whose_tls_check_cannot_start_is_refused() {
+    let stop = CancellationToken::new();
+    let (lb, good) = one_server(&stop).await;
+    let missing = lb.dir.as_ref().unwrap().path.join("missing-ca.pem");
+    lb.write_config(&good.replace(
+        "interval = \"100ms\"",
+        &format!(
+            "interval = \"100ms\"\nkind = \"tls\"\nca = \"{}\"",
+            missing.display()
+        ),
+    ));
+    let r = lb
+        .post("/api/reload", &[("x-tether-request", "1")], "")
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("backend[0].health.ca"), "{}", r.text());
+    // The TCP check of the running configuration goes on: the server stays up and serves.
+    let m = lb.metrics().await;
+    let ok = "tether_lb_server_checks_total{backend=\"be\",result=\"ok\",server=\"a\"}";
+    lb.wait_metric_at_least(ok, metric(&m, ok) + 2.0).await;
+    lb.wait_health("a", "up").await;
+    assert_eq!(exchange(lb.addr).await, "a");
+    assert_eq!(metric(&lb.metrics().await, "tether_lb_reloads_total"), 0.0);
+}
+
+#[tokio::test]
+async fn a_config_path_that_became_a_fifo_is_refused_without_freezing_anything() {
+    let stop = CancellationToken::new();
+    let (lb, _) = one_server(&stop).await;
+    let path = lb.dir.as_ref().unwrap().path.join("lb.toml");
+    std::fs::remove_file(&path).unwrap();
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Opening a FIFO nobody writes to blocks: this reload used to never answer.
+    let r = lb
+        .post("/api/reload", &[("x-tether-request", "1")], "")
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("is not a regular file (a FIFO)"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(lb.get("/healthz").await.status, 200);
+    assert_eq!(exchange(lb.addr).await, "a");
+}
+
+#[tokio::test]
+async fn a_changed_admin_listen_is_reported_as_needing_a_restart() {
+    let stop = CancellationToken::new();
+    let (lb, good) = one_server(&stop).await;
+    let port = free_port("127.0.0.1");
+    lb.write_config(&good.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    ));
+    for _ in 0..2 {
+        let report = reload(&lb).await;
+        assert_eq!(
+            report["needs_restart"],
+            serde_json::json!([format!(
+                "admin.listen changed from 127.0.0.1:0 to 127.0.0.1:{port}: needs a restart"
+            )])
+        );
+    }
+    // The admin API is still where it was.
+    assert_eq!(lb.get("/healthz").await.status, 200);
+    lb.write_config(&good);
+    assert_eq!(reload(&lb).await["needs_restart"], serde_json::json!([]));
 }
 
 #[tokio::test]

@@ -170,3 +170,49 @@ async fn maint_reports_down_and_weight_changes_the_share() {
     let bs = seen.iter().filter(|s| *s == "b").count();
     assert_eq!(bs, 30, "weight 3 against 1 gives b 3 of every 4: {seen:?}");
 }
+
+#[tokio::test]
+async fn a_page_on_another_site_cannot_drain_or_reload_without_a_token() {
+    let stop = CancellationToken::new();
+    let a = echo_server("a", &stop).await;
+    let lb = Lb::start(&base(
+        "",
+        "[backend.health]\ninterval = \"100ms\"",
+        &servers_toml(&[("a", a.addr)], ""),
+    ))
+    .await;
+    lb.wait_ready().await;
+    // What a form or a no-cors fetch on any web page can make a browser send.
+    let evil = ("origin", "http://evil.example");
+    for (headers, body) in [
+        (vec![("content-type", "text/plain"), evil], "state=drain"),
+        (vec![("content-type", "text/plain")], "state=drain"),
+        (
+            vec![("content-type", "application/x-www-form-urlencoded")],
+            "state=drain",
+        ),
+        (
+            vec![("content-type", "application/json"), evil],
+            "{\"state\":\"drain\"}",
+        ),
+    ] {
+        let r = lb.post("/api/servers/be/a", &headers, body).await;
+        assert_eq!(r.status, 403, "{headers:?}: {}", r.text());
+    }
+    let r = lb.post("/api/reload", &[evil], "").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(
+        lb.state().await["backends"][0]["servers"][0]["state"],
+        "ready"
+    );
+
+    // A program says so with a JSON body or the header.
+    let json = [("content-type", "application/json")];
+    let r = lb
+        .post("/api/servers/be/a", &json, "{\"state\":\"drain\"}")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let form = [("x-tether-request", "1")];
+    let r = lb.post("/api/servers/be/a", &form, "state=ready").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -37,7 +37,10 @@ async fn the_stats_page_shows_every_server_and_its_state_in_a_browser() {
     let r = lb
         .post(
             "/api/servers/be/bravo",
-            &[("content-type", "application/x-www-form-urlencoded")],
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-tether-request", "1"),
+            ],
             "state=drain",
         )
         .await;
