@@ -377,6 +377,56 @@ fn v3_interval_is_not_checked() {
     assert_eq!(check(&rx, &want), Ok(()));
 }
 
+/// Max Adver Int 0 is malformed: adopting it would make a v3 backup's Master_Down
+/// interval zero and one forged packet would hand it the VIP at once.
+#[test]
+fn interval_zero_is_dropped_as_malformed() {
+    let zero = |version| Advert {
+        version,
+        vrid: 51,
+        priority: 200,
+        interval_field: 0,
+        addrs: vec![v4("192.0.2.101")],
+        auth: Auth::None,
+    };
+    let src = v4("192.0.2.2");
+    for version in [Version::V3, Version::V2] {
+        let bytes = zero(version).encode(src, mcast4(), ChecksumMode::PseudoHeader);
+        assert_eq!(
+            decode_vrrp(&bytes, src, mcast4(), 255),
+            Err(DropReason::BadInterval),
+            "{version:?}"
+        );
+    }
+    let mut one = zero(Version::V3);
+    one.interval_field = 1;
+    let bytes = one.encode(src, mcast4(), ChecksumMode::PseudoHeader);
+    assert!(decode_vrrp(&bytes, src, mcast4(), 255).is_ok());
+}
+
+/// RFC 5798 5.1.2.2: a multicast v3 advert over IPv6 comes from a link-local address.
+#[test]
+fn ipv6_multicast_advert_from_a_global_source_is_dropped() {
+    let ad = Advert {
+        version: Version::V3,
+        vrid: 53,
+        priority: 100,
+        interval_field: 10,
+        addrs: vec![v6("2001:db8::101")],
+        auth: Auth::None,
+    };
+    let global = v6("2001:db8::2");
+    let bytes = ad.encode(global, mcast6(), ChecksumMode::PseudoHeader);
+    assert_eq!(
+        decode_vrrp(&bytes, global, mcast6(), 255),
+        Err(DropReason::SourceNotLinkLocal)
+    );
+    // Unicast peers may use a global source (keepalived's unicast_src).
+    let peer = v6("2001:db8::1");
+    let bytes = ad.encode(global, peer, ChecksumMode::PseudoHeader);
+    assert!(decode_vrrp(&bytes, global, peer, 255).is_ok());
+}
+
 #[test]
 fn drop_labels_are_unique() {
     let mut l: Vec<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
