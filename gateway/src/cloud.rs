@@ -19,10 +19,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::common::{self, End, GatewayError, OpenError};
 use crate::config::{CloudConfig, ReverseService, WhenNotReady};
+use crate::duplicate::{self, Admission, DuplicateIds};
 use crate::metrics::Metrics;
 use crate::mux::{Mux, MuxTuning, Side, YamuxSession, YamuxStream};
 use crate::proto::{
@@ -38,6 +39,8 @@ const MAX_SESSIONS_PER_GATEWAY: usize = 32;
 
 struct Session {
     gateway: String,
+    /// The gateway's address, to name it when another process claims its id.
+    peer: SocketAddr,
     mux: YamuxSession,
     consumes: BTreeSet<String>,
     control: mpsc::Sender<Control>,
@@ -49,6 +52,7 @@ struct Cloud {
     boot_epoch: u64,
     metrics: Metrics,
     core: Mutex<CloudCore>,
+    duplicates: Mutex<DuplicateIds>,
     sessions: Mutex<BTreeMap<SessionId, Arc<Session>>>,
     ready: BTreeMap<String, watch::Sender<bool>>,
     draining: AtomicBool,
@@ -186,6 +190,7 @@ pub async fn start(
         boot_epoch: rand::random(),
         metrics,
         core: Mutex::new(core),
+        duplicates: Mutex::new(DuplicateIds::new(duplicate::HOLD_DOWN)),
         sessions: Mutex::new(BTreeMap::new()),
         ready,
         draining: AtomicBool::new(false),
@@ -458,6 +463,52 @@ impl Cloud {
         let _ = tokio::time::timeout(Duration::from_secs(1), m.write_to(wr)).await;
     }
 
+    /// Refuses (and reports) a HELLO whose gateway id another live process holds
+    /// ([`DuplicateIds`]); `true` when the session may register.
+    async fn admit_id(
+        &self,
+        wr: &mut (impl tokio::io::AsyncWrite + Unpin),
+        gateway_id: &str,
+        epoch: u64,
+        peer: SocketAddr,
+    ) -> bool {
+        let incumbent_epoch = lock(&self.core).epoch_of(gateway_id);
+        let verdict =
+            lock(&self.duplicates).admit(Instant::now(), gateway_id, epoch, incumbent_epoch);
+        let Admission::Refuse { incumbent, first } = verdict else {
+            return true;
+        };
+        self.metrics
+            .auth_refusals
+            .with_label_values(&["duplicate_id"])
+            .inc();
+        let held_by = lock(&self.sessions)
+            .values()
+            .find(|s| s.gateway == gateway_id)
+            .map_or_else(|| "an earlier session".to_string(), |s| s.peer.to_string());
+        if first {
+            error!(
+                gateway = %gateway_id, incumbent = %held_by, newcomer = %peer,
+                "two on-prem gateways use the id {gateway_id:?} (from {held_by} and from {peer}): each would \
+                 purge the other's sessions; keeping the one from {held_by} for {}s and refusing the other. \
+                 Give every gateway its own id and certificate",
+                duplicate::HOLD_DOWN.as_secs()
+            );
+        } else {
+            debug!(gateway = %gateway_id, newcomer = %peer, "duplicate gateway id refused again");
+        }
+        self.reject(
+            wr,
+            RejectCode::Auth,
+            format!(
+                "gateway id {gateway_id:?} is in use by another process (epoch {incumbent:x}, \
+                 connected from {held_by}); two gateways must not share an id"
+            ),
+        )
+        .await;
+        false
+    }
+
     async fn handle_session(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         common::session_socket_options(&tcp);
         let t = &self.cfg.timers;
@@ -599,6 +650,10 @@ impl Cloud {
             mux.close();
             return;
         }
+        if !self.admit_id(&mut wr, &gateway_id, boot_epoch, peer).await {
+            mux.close();
+            return;
+        }
         let mut accepted = Vec::new();
         let mut rejected = Vec::new();
         let mut export_map = BTreeMap::new();
@@ -672,6 +727,7 @@ impl Cloud {
         let (out_tx, out_rx) = mpsc::channel(16);
         let session = Arc::new(Session {
             gateway: gateway_id.clone(),
+            peer,
             mux: mux.clone(),
             consumes: consume_set,
             control: out_tx,

@@ -858,3 +858,62 @@ async fn wedged_session_ejected_by_probe_without_traffic() {
     )
     .await;
 }
+
+/// Two live on-prem processes configured with the same id used to purge each other's
+/// sessions forever (each HELLO looked like a restart). The second process's first HELLO
+/// still purges the first (indistinguishable from a restart), but when the first one's
+/// old epoch comes back the cloud knows there are two: it keeps the incumbent, refuses
+/// the other (counted as `duplicate_id`) and purges nothing more during the hold-down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_with_one_id_do_not_purge_each_other() {
+    let certs = Certs::new();
+    let a1 = echo().await;
+    let cloud = Cloud::start(single_node(cloud_config(
+        &certs,
+        "cloud1",
+        WhenNotReady::Unbind,
+        None,
+    )))
+    .await;
+    let cfg = || onprem_config(&certs, "onprem1", cloud.handle.session_addr, a1.addr, false);
+    let first = Onprem::start(cfg()).await;
+    wait_for(Duration::from_secs(10), "first gateway covered", || {
+        first.covered_one()
+    })
+    .await;
+    let _second = Onprem::start(cfg()).await;
+    let closed = |reason: &str| {
+        counter(
+            cloud.handle.metrics(),
+            "tether_gateway_sessions_closed_total",
+            &[("reason", reason)],
+        )
+    };
+    let refused = || {
+        counter(
+            cloud.handle.metrics(),
+            "tether_gateway_auth_refusals_total",
+            &[("reason", "duplicate_id")],
+        )
+    };
+    wait_for(Duration::from_secs(15), "the duplicate id detected", || {
+        refused() >= 1.0
+    })
+    .await;
+    let purged = closed("stale_epoch");
+    // Both prepared connections of the refused process are refused, then its redials
+    // (after the REJECT back-off) again; meanwhile nothing else is purged.
+    wait_for(Duration::from_secs(30), "refused redials", || {
+        refused() >= 4.0
+    })
+    .await;
+    assert_eq!(closed("stale_epoch"), purged, "sessions purged again");
+    assert!(
+        purged <= 2.0,
+        "{purged} sessions purged before the detection"
+    );
+    assert_eq!(
+        cloud.handle.sessions_by_gateway().get("onprem1").copied(),
+        Some(2)
+    );
+}
