@@ -22,8 +22,8 @@ pub enum GatewayError {
     /// TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// A socket could not be bound.
-    #[error("cannot bind {what} on {addr}: {source}")]
+    /// A socket could not be bound (the cause is the source, printed once by the chain).
+    #[error("cannot bind {what} on {addr}")]
     Bind {
         /// Which listener.
         what: String,

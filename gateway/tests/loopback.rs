@@ -564,7 +564,10 @@ async fn mtls_refusals_are_counted_and_disturb_nothing() {
     // 3. No client certificate at all.
     let roots = {
         let mut r = rustls::RootCertStore::empty();
-        for c in tether_gateway::tls::load_certs(&certs.path("ca.pem")).expect("ca") {
+        for c in
+            tether_gateway::tls::load_certs(tether_gateway::tls::TlsKey::Ca, &certs.path("ca.pem"))
+                .expect("ca")
+        {
             r.add(c).expect("root");
         }
         r
