@@ -17,6 +17,7 @@ pub mod cloud;
 mod common;
 pub mod config;
 pub mod duplicate;
+pub mod loggate;
 pub mod metrics;
 pub mod mux;
 pub mod onprem;

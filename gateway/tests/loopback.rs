@@ -605,6 +605,11 @@ async fn mtls_refusals_are_counted_and_disturb_nothing() {
         auth("identity_mismatch") >= 1.0
     })
     .await;
+    // The REJECT it got is counted by code.
+    wait_for(Duration::from_secs(5), "REJECT counted", || {
+        counter(m, "tether_gateway_rejects_total", &[("code", "auth")]) >= 1.0
+    })
+    .await;
     assert!(liar.handle.coverage().values().all(|n| *n == 0));
     drop(liar);
 
@@ -919,4 +924,61 @@ async fn two_gateways_with_one_id_do_not_purge_each_other() {
         cloud.handle.sessions_by_gateway().get("onprem1").copied(),
         Some(2)
     );
+}
+
+/// A peer with a valid certificate that sends garbage instead of yamux after the TLS
+/// handshake was not counted anywhere. It is now a handshake failure
+/// (`no_control_stream`), and the legitimate session is not disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_after_the_handshake_is_counted() {
+    use tokio::io::AsyncWriteExt;
+    let certs = Certs::new();
+    let cloud = Cloud::start(single_node(cloud_config(
+        &certs,
+        "cloud1",
+        WhenNotReady::Unbind,
+        None,
+    )))
+    .await;
+    let files = certs.files("onprem1");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(
+            tether_gateway::tls::roots(tether_gateway::tls::TlsKey::Ca, &files.ca).expect("ca"),
+        )
+        .with_client_auth_cert(
+            tether_gateway::tls::load_certs(tether_gateway::tls::TlsKey::Cert, &files.cert)
+                .expect("cert"),
+            tether_gateway::tls::load_key(&files.key).expect("key"),
+        )
+        .expect("client auth");
+    client.alpn_protocols = vec![tether_gateway::tls::ALPN.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = TcpStream::connect(cloud.handle.session_addr)
+        .await
+        .expect("tcp");
+    let name = rustls_pki_types::ServerName::try_from(DOMAIN).expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nthis is not yamux at all")
+        .await
+        .expect("write");
+    tls.flush().await.expect("flush");
+    let m = cloud.handle.metrics();
+    wait_for(Duration::from_secs(10), "garbage counted", || {
+        counter(
+            m,
+            "tether_gateway_handshake_failures_total",
+            &[("reason", "no_control_stream")],
+        ) >= 1.0
+    })
+    .await;
+    // The cloud closed it.
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+        .await
+        .expect("closed promptly");
+    assert!(!matches!(r, Ok(n) if n > 0), "{r:?}");
+    assert_eq!(cloud.handle.session_count(), 0);
 }
