@@ -102,18 +102,9 @@ impl Drop for SelfEndingDemo {
 /// It used to panic there, leaving 14 namespaces and the lab directory with the CA key.
 #[test]
 fn demo_piped_into_head_cleans_up_when_head_exits() {
-    if let Err(e) = tether_lab::available() {
-        assert!(!nix::unistd::geteuid().is_root(), "root, but {e}");
-        eprintln!("SKIP: {e}");
+    let Some((mut child, prefix)) = spawn_demo("tp") else {
         return;
-    }
-    let prefix = format!("tp{}", std::process::id() % 100_000);
-    let mut child = Command::new(TETHER)
-        .args(["demo", "--prefix", &prefix])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    };
     let out = child.stdout.take().unwrap();
     let err = child.stderr.take().unwrap();
     let pid = child.id();
@@ -145,18 +136,9 @@ fn demo_piped_into_head_cleans_up_when_head_exits() {
 /// Closing the terminal sends SIGHUP: the demo must remove everything, as on Ctrl-C.
 #[test]
 fn demo_cleans_up_on_sighup() {
-    if let Err(e) = tether_lab::available() {
-        assert!(!nix::unistd::geteuid().is_root(), "root, but {e}");
-        eprintln!("SKIP: {e}");
+    let Some((mut child, prefix)) = spawn_demo("th") else {
         return;
-    }
-    let prefix = format!("th{}", std::process::id() % 100_000);
-    let mut child = Command::new(TETHER)
-        .args(["demo", "--prefix", &prefix])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    };
     let out = child.stdout.take().unwrap();
     let pid = child.id();
     let mut demo = SelfEndingDemo {
@@ -188,6 +170,24 @@ fn demo_cleans_up_on_sighup() {
     let status = demo.exited_within(Duration::from_secs(60));
     assert!(status.is_some(), "the demo ignored SIGHUP");
     assert_eq!(leftovers(&prefix, pid), Vec::<String>::new());
+}
+
+/// Starts `tether demo` with a namespace prefix of its own (`<tag><pid>`), stdout and
+/// stderr piped; `None` (the test is skipped) where namespaces cannot be made.
+fn spawn_demo(tag: &str) -> Option<(Child, String)> {
+    if let Err(e) = tether_lab::available() {
+        assert!(!nix::unistd::geteuid().is_root(), "root, but {e}");
+        eprintln!("SKIP: {e}");
+        return None;
+    }
+    let prefix = format!("{tag}{}", std::process::id() % 100_000);
+    let child = Command::new(TETHER)
+        .args(["demo", "--prefix", &prefix])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Some((child, prefix))
 }
 
 fn demo_cmd(prefix: &str, args: &[&str]) -> (bool, String) {
@@ -229,18 +229,9 @@ fn probe(prefix: &str, host: &str, target: &str, every: &str, dur: &str) -> serd
 
 #[test]
 fn demo_in_namespaces_follows_the_tutorial_survives_a_balancer_loss_and_cleans_up() {
-    if let Err(e) = tether_lab::available() {
-        assert!(!nix::unistd::geteuid().is_root(), "root, but {e}");
-        eprintln!("SKIP: {e}");
+    let Some((mut child, prefix)) = spawn_demo("td") else {
         return;
-    }
-    let prefix = format!("td{}", std::process::id() % 100_000);
-    let mut child = Command::new(TETHER)
-        .args(["demo", "--prefix", &prefix])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    };
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let demo = Demo {

@@ -486,13 +486,7 @@ async fn drain_cloud1_during_connect_loop_zero_failures() {
 async fn mtls_refusals_are_counted_and_disturb_nothing() {
     let certs = Certs::new();
     let a1 = echo().await;
-    let cloud = Cloud::start(single_node(cloud_config(
-        &certs,
-        "cloud1",
-        WhenNotReady::Unbind,
-        None,
-    )))
-    .await;
+    let cloud = lone_cloud(&certs).await;
     let session = cloud.handle.session_addr;
     let good = Onprem::start(onprem_config(&certs, "onprem1", session, a1.addr, false)).await;
     wait_for(Duration::from_secs(10), "legit sessions", || {
@@ -562,27 +556,7 @@ async fn mtls_refusals_are_counted_and_disturb_nothing() {
     drop(expired);
 
     // 3. No client certificate at all.
-    let roots = {
-        let mut r = rustls::RootCertStore::empty();
-        for c in
-            tether_gateway::tls::load_certs(tether_gateway::tls::TlsKey::Ca, &certs.path("ca.pem"))
-                .expect("ca")
-        {
-            r.add(c).expect("root");
-        }
-        r
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls13")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = vec![tether_gateway::tls::ALPN.to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let tcp = TcpStream::connect(session).await.expect("tcp");
-    let name = rustls_pki_types::ServerName::try_from(DOMAIN).expect("name");
-    if let Ok(mut tls) = connector.connect(name, tcp).await {
+    if let Ok(mut tls) = tls_session(&certs, None, session).await {
         // TLS 1.3: the server's refusal arrives on the first read.
         let mut buf = [0u8; 1];
         let r = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
@@ -654,6 +628,17 @@ fn single_node(
 ) -> tether_gateway::config::CloudConfig {
     cfg.roster.retain(|n| n.id == cfg.id);
     cfg
+}
+
+/// cloud1 alone, serving svc-a from whichever gateway exports it.
+async fn lone_cloud(certs: &Certs) -> Cloud {
+    Cloud::start(single_node(cloud_config(
+        certs,
+        "cloud1",
+        WhenNotReady::Unbind,
+        None,
+    )))
+    .await
 }
 
 trait CoveredOne {
@@ -876,13 +861,7 @@ async fn wedged_session_ejected_by_probe_without_traffic() {
 async fn two_gateways_with_one_id_do_not_purge_each_other() {
     let certs = Certs::new();
     let a1 = echo().await;
-    let cloud = Cloud::start(single_node(cloud_config(
-        &certs,
-        "cloud1",
-        WhenNotReady::Unbind,
-        None,
-    )))
-    .await;
+    let cloud = lone_cloud(&certs).await;
     let cfg = || onprem_config(&certs, "onprem1", cloud.handle.session_addr, a1.addr, false);
     let first = Onprem::start(cfg()).await;
     wait_for(Duration::from_secs(10), "first gateway covered", || {
@@ -933,34 +912,10 @@ async fn two_gateways_with_one_id_do_not_purge_each_other() {
 async fn garbage_after_the_handshake_is_counted() {
     use tokio::io::AsyncWriteExt;
     let certs = Certs::new();
-    let cloud = Cloud::start(single_node(cloud_config(
-        &certs,
-        "cloud1",
-        WhenNotReady::Unbind,
-        None,
-    )))
-    .await;
-    let files = certs.files("onprem1");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls13")
-        .with_root_certificates(
-            tether_gateway::tls::roots(tether_gateway::tls::TlsKey::Ca, &files.ca).expect("ca"),
-        )
-        .with_client_auth_cert(
-            tether_gateway::tls::load_certs(tether_gateway::tls::TlsKey::Cert, &files.cert)
-                .expect("cert"),
-            tether_gateway::tls::load_key(&files.key).expect("key"),
-        )
-        .expect("client auth");
-    client.alpn_protocols = vec![tether_gateway::tls::ALPN.to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let tcp = TcpStream::connect(cloud.handle.session_addr)
+    let cloud = lone_cloud(&certs).await;
+    let mut tls = tls_session(&certs, Some("onprem1"), cloud.handle.session_addr)
         .await
-        .expect("tcp");
-    let name = rustls_pki_types::ServerName::try_from(DOMAIN).expect("name");
-    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        .expect("handshake");
     tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nthis is not yamux at all")
         .await
         .expect("write");
