@@ -69,6 +69,8 @@ pub fn main(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
+        // Installed first, so an early SIGHUP cannot kill the process.
+        crate::signals::reload_not_supported("gateway")?;
         let shutdown = crate::signals::shutdown_on_signals()?;
         tether_gateway::run(config, shutdown)
             .await

@@ -35,6 +35,8 @@ pub fn main(args: VrrpArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
+        // Installed first, so an early SIGHUP cannot kill the process.
+        crate::signals::reload_not_supported("vrrp")?;
         let shutdown = crate::signals::shutdown_on_signals()?;
         tether_vrrp::run(config, shutdown)
             .await

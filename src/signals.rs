@@ -19,3 +19,19 @@ pub fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
     });
     Ok(token)
 }
+
+/// Keeps SIGHUP (how keepalived users reload) from killing a daemon that cannot reload
+/// yet: the default action would end the process with no priority 0 and its VIPs still
+/// on the interface. Logs on every SIGHUP that the running configuration stays.
+pub fn reload_not_supported(daemon: &'static str) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::warn!(
+                "SIGHUP: tether {daemon} cannot reload its configuration yet; \
+                 still running the configuration it started with (restart to apply changes)"
+            );
+        }
+    });
+    Ok(())
+}

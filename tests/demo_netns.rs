@@ -39,6 +39,157 @@ impl Drop for Demo {
     }
 }
 
+/// The lab directory (configs, logs, the demo's CA and node keys) of a demo run by `pid`.
+fn lab_dir(prefix: &str, pid: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{prefix}-lab-{pid}"))
+}
+
+/// What a demo left behind: namespaces of its prefix, its lab directory, its control socket.
+fn leftovers(prefix: &str, pid: u32) -> Vec<String> {
+    let mut left = tether_lab::existing_namespaces(prefix);
+    let dir = lab_dir(prefix, pid);
+    let sock = std::path::PathBuf::from(format!("/run/tether-lab/{prefix}-demo.sock"));
+    for p in [dir, sock] {
+        if p.exists() {
+            left.push(p.display().to_string());
+        }
+    }
+    left
+}
+
+/// A demo expected to end by itself. When the test ends (also on failure) it is killed if
+/// still running, and whatever it left is removed after the test has looked at it.
+struct SelfEndingDemo {
+    child: Child,
+    prefix: String,
+}
+
+impl SelfEndingDemo {
+    /// Waits for the demo to exit by itself, at most `limit`.
+    fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for SelfEndingDemo {
+    fn drop(&mut self) {
+        // Our own child, not yet reaped (so its pid is still ours).
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for ns in tether_lab::existing_namespaces(&self.prefix) {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(lab_dir(&self.prefix, self.child.id()));
+        for f in [
+            format!("/run/tether-lab/{}-demo.sock", self.prefix),
+            format!("/run/tether-lab/{}.lab", self.prefix),
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// `tether demo | head -n 5`: head exits after five lines and the demo's stdout breaks.
+/// It used to panic there, leaving 14 namespaces and the lab directory with the CA key.
+#[test]
+fn demo_piped_into_head_cleans_up_when_head_exits() {
+    let Some((mut child, prefix)) = spawn_demo("tp") else {
+        return;
+    };
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let pid = child.id();
+    let mut demo = SelfEndingDemo {
+        child,
+        prefix: prefix.clone(),
+    };
+    let head = Command::new("head")
+        .args(["-n", "5"])
+        .stdin(Stdio::from(out))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&head.stdout).lines().count(), 5);
+    let status = demo.exited_within(Duration::from_secs(120));
+    let mut stderr = String::new();
+    if status.is_some() {
+        use std::io::Read;
+        let _ = BufReader::new(err).read_to_string(&mut stderr);
+    }
+    let left = leftovers(&prefix, pid);
+    assert!(
+        status.is_some(),
+        "the demo kept running with nobody reading it"
+    );
+    assert_eq!(left, Vec::<String>::new(), "left behind; stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Closing the terminal sends SIGHUP: the demo must remove everything, as on Ctrl-C.
+#[test]
+fn demo_cleans_up_on_sighup() {
+    let Some((mut child, prefix)) = spawn_demo("th") else {
+        return;
+    };
+    let out = child.stdout.take().unwrap();
+    let pid = child.id();
+    let mut demo = SelfEndingDemo {
+        child,
+        prefix: prefix.clone(),
+    };
+    // Up when the tutorial is printed; keep reading so stdout never blocks the demo.
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains("Ctrl-C stops everything") => break,
+            Ok(_) => {}
+            Err(_) => panic!("the demo did not come up"),
+        }
+    }
+    assert!(!tether_lab::existing_namespaces(&prefix).is_empty());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let status = demo.exited_within(Duration::from_secs(60));
+    assert!(status.is_some(), "the demo ignored SIGHUP");
+    assert_eq!(leftovers(&prefix, pid), Vec::<String>::new());
+}
+
+/// Starts `tether demo` with a namespace prefix of its own (`<tag><pid>`), stdout and
+/// stderr piped; `None` (the test is skipped) where namespaces cannot be made.
+fn spawn_demo(tag: &str) -> Option<(Child, String)> {
+    if let Err(e) = tether_lab::available() {
+        assert!(!nix::unistd::geteuid().is_root(), "root, but {e}");
+        eprintln!("SKIP: {e}");
+        return None;
+    }
+    let prefix = format!("{tag}{}", std::process::id() % 100_000);
+    let child = Command::new(TETHER)
+        .args(["demo", "--prefix", &prefix])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Some((child, prefix))
+}
+
 fn demo_cmd(prefix: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(TETHER)
         .args(["demo", "--prefix", prefix])
@@ -78,18 +229,9 @@ fn probe(prefix: &str, host: &str, target: &str, every: &str, dur: &str) -> serd
 
 #[test]
 fn demo_in_namespaces_follows_the_tutorial_survives_a_balancer_loss_and_cleans_up() {
-    if let Err(e) = tether_lab::available() {
-        assert!(!nix::unistd::geteuid().is_root(), "root, but {e}");
-        eprintln!("SKIP: {e}");
+    let Some((mut child, prefix)) = spawn_demo("td") else {
         return;
-    }
-    let prefix = format!("td{}", std::process::id() % 100_000);
-    let mut child = Command::new(TETHER)
-        .args(["demo", "--prefix", &prefix])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    };
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let demo = Demo {

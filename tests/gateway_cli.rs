@@ -49,6 +49,15 @@ fn root() -> std::path::PathBuf {
 
 #[test]
 fn check_accepts_every_gateway_example() {
+    // --check reads the certificates the examples name: make them as their comment says.
+    let dir = TempDir::new();
+    let out = Command::new(TETHER)
+        .args(["gateway", "certs", "--out"])
+        .arg(dir.path().join("certs"))
+        .args(["--names", "cloud1,onprem1"])
+        .output()
+        .expect("certs");
+    assert!(out.status.success());
     let mut checked = 0;
     for entry in std::fs::read_dir(root().join("examples")).expect("examples") {
         let path = entry.expect("entry").path();
@@ -56,9 +65,11 @@ fn check_accepts_every_gateway_example() {
         if !(name.starts_with("gateway") && path.extension().is_some_and(|e| e == "toml")) {
             continue;
         }
+        let copy = dir.path().join(name);
+        std::fs::copy(&path, &copy).expect("copy");
         let out = Command::new(TETHER)
             .args(["gateway", "--check", "--config"])
-            .arg(&path)
+            .arg(&copy)
             .output()
             .expect("run");
         assert!(
@@ -230,4 +241,84 @@ fn certs_then_cloud_and_onprem_processes_relay() {
     assert!(exit.success(), "exit status {exit}");
     // Nothing listens on the service port any more.
     assert!(TcpStream::connect(("127.0.0.1", svc)).is_err());
+}
+
+/// SIGHUP was ignored without a word: an operator who edited the file and sent SIGHUP
+/// believed the change was live. Until reload exists the gateway says it is not
+/// supported, and keeps running until SIGTERM stops it cleanly.
+#[test]
+fn sighup_is_logged_as_not_supported_and_the_gateway_keeps_running() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new();
+    let certs = dir.path().join("certs");
+    let out = Command::new(TETHER)
+        .args(["gateway", "certs", "--out"])
+        .arg(&certs)
+        .args(["--names", "cloud1"])
+        .output()
+        .expect("certs");
+    assert!(out.status.success());
+    let (session, admin) = (free_port(), free_port());
+    let cfg = dir.path().join("cloud.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[node]\nrole = \"cloud\"\nid = \"cloud1\"\nsession_listen = \"127.0.0.1:{session}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+             [tls]\ncert = \"certs/cloud1.pem\"\nkey = \"certs/cloud1.key\"\nclient_ca = \"certs/ca.pem\"\n"
+        ),
+    )
+    .expect("write");
+    let mut cloud = Proc(
+        Command::new(TETHER)
+            .args(["gateway", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    // Lines arrive through a channel so a missing line fails the test instead of hanging
+    // it (a gateway that ignores SIGHUP silently prints nothing and keeps running).
+    let stderr = cloud.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let limit = Duration::from_secs(30);
+        let t = Instant::now();
+        while let Some(left) = limit.checked_sub(t.elapsed()) {
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    assert!(
+        wait_for("cloud gateway started").is_some(),
+        "the gateway never started"
+    );
+    let pid = cloud.0.id().to_string();
+    let signal = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+    };
+    assert!(signal("-HUP").success());
+    let logged = wait_for("SIGHUP").expect("no SIGHUP line");
+    assert!(logged.contains("cannot reload"), "{logged}");
+    assert!(
+        cloud.0.try_wait().expect("wait").is_none(),
+        "SIGHUP ended the gateway"
+    );
+    assert!(signal("-TERM").success());
+    let exit = cloud.0.wait().expect("wait");
+    assert!(exit.success(), "exit status {exit}");
 }

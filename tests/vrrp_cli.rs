@@ -49,3 +49,45 @@ fn vrrp_check_accepts_the_example_and_names_file_line_key() {
         "{err}"
     );
 }
+
+/// keepalived users reload with SIGHUP. Until `tether vrrp` can reload, SIGHUP must not
+/// take the default action (exit 129 with the VIPs left on the interface): it logs that
+/// reload is not supported and the daemon keeps running until SIGTERM stops it cleanly.
+#[test]
+fn sighup_is_logged_and_does_not_kill_the_daemon() {
+    use nix::sys::signal::{Signal, kill};
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = std::env::temp_dir().join(format!("tether-vrrp-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("vrrp.toml");
+    // An interface that does not exist: the instance waits for it and logs so, which
+    // tells the test the daemon (and its signal handlers) are up.
+    std::fs::write(
+        &cfg,
+        "[[instance]]\nname = \"VI_1\"\ninterface = \"thupnone0\"\nvrid = 51\nvirtual_addresses = [\"192.0.2.100/24\"]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(TETHER)
+        .args(["vrrp", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut lines = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let mut wait_for = |needle: &str| -> Option<String> { lines.find(|l| l.contains(needle)) };
+    let started = wait_for("thupnone0 not found");
+    kill(pid, Signal::SIGHUP).unwrap();
+    let logged = wait_for("SIGHUP");
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(started.is_some(), "the daemon never reported its instance");
+    let logged = logged.expect("no SIGHUP line before the process ended");
+    assert!(logged.contains("cannot reload"), "{logged}");
+    assert!(status.success(), "SIGTERM after SIGHUP: {status:?}");
+}

@@ -131,8 +131,26 @@ impl TestCa {
     }
 }
 
+/// Writes a file; private keys are created 0600 (readable by their owner only), and an
+/// existing key file is narrowed to 0600 too before the new key goes in.
 fn write(path: PathBuf, text: &str) -> Result<(), CertError> {
-    std::fs::write(&path, text).map_err(|source| CertError::Write { path, source })
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let private = path.extension().is_some_and(|e| e == "key");
+    let mode = if private { 0o600 } else { 0o644 };
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&path)
+        .and_then(|mut f| {
+            if private {
+                f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            }
+            f.write_all(text.as_bytes())
+        });
+    result.map_err(|source| CertError::Write { path, source })
 }
 
 /// Writes `ca.pem`, `ca.key` and `<name>.pem` / `<name>.key` for every name into `out`.
@@ -186,6 +204,26 @@ mod tests {
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
         let key = std::fs::read_to_string(dir.path().join("onprem1.key")).unwrap();
         assert!(key.contains("PRIVATE KEY"));
+    }
+
+    /// Private keys (the CA's included) are for their owner only; certificates are public.
+    #[test]
+    fn keys_are_written_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // A key left world-readable by an earlier run is narrowed as well.
+        let stale = dir.path().join("node1.key");
+        std::fs::write(&stale, "old").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let files = generate(dir.path(), "Test CA", "gw.example.com", &["node1".into()]).unwrap();
+        for f in files {
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            if f.extension().is_some_and(|e| e == "key") {
+                assert_eq!(mode, 0o600, "{}", f.display());
+            } else {
+                assert_eq!(mode & 0o077, 0o044, "{}", f.display());
+            }
+        }
     }
 
     #[test]

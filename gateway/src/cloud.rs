@@ -19,10 +19,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::common::{self, End, GatewayError, OpenError};
 use crate::config::{CloudConfig, ReverseService, WhenNotReady};
+use crate::duplicate::{self, Admission, DuplicateIds};
+use crate::loggate::LogGate;
 use crate::metrics::Metrics;
 use crate::mux::{Mux, MuxTuning, Side, YamuxSession, YamuxStream};
 use crate::proto::{
@@ -36,8 +38,13 @@ use crate::tls;
 /// (16 is the highest `prepared_connections`, plus room for re-dials and surplus).
 const MAX_SESSIONS_PER_GATEWAY: usize = 32;
 
+/// Interval of the log gate for sessions failing before their HELLO is accepted.
+const UNAUTHENTICATED_LOG_EVERY: Duration = Duration::from_secs(10);
+
 struct Session {
     gateway: String,
+    /// The gateway's address, to name it when another process claims its id.
+    peer: SocketAddr,
     mux: YamuxSession,
     consumes: BTreeSet<String>,
     control: mpsc::Sender<Control>,
@@ -49,6 +56,8 @@ struct Cloud {
     boot_epoch: u64,
     metrics: Metrics,
     core: Mutex<CloudCore>,
+    duplicates: Mutex<DuplicateIds>,
+    unauth_log: Mutex<LogGate>,
     sessions: Mutex<BTreeMap<SessionId, Arc<Session>>>,
     ready: BTreeMap<String, watch::Sender<bool>>,
     draining: AtomicBool,
@@ -186,6 +195,8 @@ pub async fn start(
         boot_epoch: rand::random(),
         metrics,
         core: Mutex::new(core),
+        duplicates: Mutex::new(DuplicateIds::new(duplicate::HOLD_DOWN)),
+        unauth_log: Mutex::new(LogGate::new(UNAUTHENTICATED_LOG_EVERY)),
         sessions: Mutex::new(BTreeMap::new()),
         ready,
         draining: AtomicBool::new(false),
@@ -371,6 +382,15 @@ async fn service_readyz(
     (status, Json(body))
 }
 
+fn reject_label(code: RejectCode) -> &'static str {
+    match code {
+        RejectCode::Auth => "auth",
+        RejectCode::Draining => "draining",
+        RejectCode::Version => "version",
+        RejectCode::OverQuota => "over_quota",
+    }
+}
+
 fn handshake_reason(e: &std::io::Error) -> &'static str {
     use rustls::CertificateError as C;
     let Some(tls) = e
@@ -445,6 +465,10 @@ impl Cloud {
         code: RejectCode,
         message: String,
     ) {
+        self.metrics
+            .rejects
+            .with_label_values(&[reject_label(code)])
+            .inc();
         let m = Control::Reject {
             code,
             message,
@@ -458,6 +482,70 @@ impl Cloud {
         let _ = tokio::time::timeout(Duration::from_secs(1), m.write_to(wr)).await;
     }
 
+    /// Refuses (and reports) a HELLO whose gateway id another live process holds
+    /// ([`DuplicateIds`]); `true` when the session may register.
+    async fn admit_id(
+        &self,
+        wr: &mut (impl tokio::io::AsyncWrite + Unpin),
+        gateway_id: &str,
+        epoch: u64,
+        peer: SocketAddr,
+    ) -> bool {
+        let incumbent_epoch = lock(&self.core).epoch_of(gateway_id);
+        let verdict =
+            lock(&self.duplicates).admit(Instant::now(), gateway_id, epoch, incumbent_epoch);
+        let Admission::Refuse { incumbent, first } = verdict else {
+            return true;
+        };
+        self.metrics
+            .auth_refusals
+            .with_label_values(&["duplicate_id"])
+            .inc();
+        let held_by = lock(&self.sessions)
+            .values()
+            .find(|s| s.gateway == gateway_id)
+            .map_or_else(|| "an earlier session".to_string(), |s| s.peer.to_string());
+        if first {
+            error!(
+                gateway = %gateway_id, incumbent = %held_by, newcomer = %peer,
+                "two on-prem gateways use the id {gateway_id:?} (from {held_by} and from {peer}): each would \
+                 purge the other's sessions; keeping the one from {held_by} for {}s and refusing the other. \
+                 Give every gateway its own id and certificate",
+                duplicate::HOLD_DOWN.as_secs()
+            );
+        } else {
+            debug!(gateway = %gateway_id, newcomer = %peer, "duplicate gateway id refused again");
+        }
+        self.reject(
+            wr,
+            RejectCode::Auth,
+            format!(
+                "gateway id {gateway_id:?} is in use by another process (epoch {incumbent:x}, \
+                 connected from {held_by}); two gateways must not share an id"
+            ),
+        )
+        .await;
+        false
+    }
+
+    /// A session that failed before its HELLO was accepted: counted by `reason`, logged
+    /// through a gate (at most one line per [`UNAUTHENTICATED_LOG_EVERY`]) because such
+    /// peers need no credentials and could otherwise flood the log.
+    fn unauthenticated(&self, peer: SocketAddr, reason: &str, what: &str) {
+        self.metrics
+            .handshake_failures
+            .with_label_values(&[reason])
+            .inc();
+        if let Some(held) = lock(&self.unauth_log).pass(Instant::now()) {
+            warn!(
+                %peer, reason, suppressed = held,
+                "{what} (such lines are logged at most every {}s; all are counted in \
+                 tether_gateway_handshake_failures_total)",
+                UNAUTHENTICATED_LOG_EVERY.as_secs()
+            );
+        }
+    }
+
     async fn handle_session(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         common::session_socket_options(&tcp);
         let t = &self.cfg.timers;
@@ -465,19 +553,11 @@ impl Cloud {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let reason = handshake_reason(&e);
-                warn!(%peer, reason, error = %e, "session TLS handshake refused");
-                self.metrics
-                    .handshake_failures
-                    .with_label_values(&[reason])
-                    .inc();
+                self.unauthenticated(peer, reason, &format!("session TLS handshake refused: {e}"));
                 return;
             }
             Err(_) => {
-                warn!(%peer, "session TLS handshake timed out");
-                self.metrics
-                    .handshake_failures
-                    .with_label_values(&["timeout"])
-                    .inc();
+                self.unauthenticated(peer, "timeout", "session TLS handshake timed out");
                 return;
             }
         };
@@ -489,17 +569,24 @@ impl Cloud {
             .cloned();
         let Some(cert) = cert else {
             // The verifier requires one; keep the check anyway.
-            self.metrics
-                .handshake_failures
-                .with_label_values(&["no_certificate"])
-                .inc();
+            self.unauthenticated(
+                peer,
+                "no_certificate",
+                "session without a client certificate",
+            );
             return;
         };
+        // Authenticated by TLS, not yet by HELLO: what follows is still counted and gated,
+        // as any holder of a certificate of the CA could send it.
         let (mux, mut inbound) = YamuxSession::spawn(tls, Side::Server, MuxTuning::default());
         let ctrl = match tokio::time::timeout(t.handshake_timeout, inbound.recv()).await {
             Ok(Some(s)) => s,
             _ => {
-                warn!(%peer, "no control stream; closing session");
+                self.unauthenticated(
+                    peer,
+                    "no_control_stream",
+                    "no control stream; closing session",
+                );
                 mux.close();
                 return;
             }
@@ -508,8 +595,13 @@ impl Cloud {
         let hello =
             match tokio::time::timeout(t.handshake_timeout, Control::read_from(&mut rd)).await {
                 Ok(Ok(Some(m))) => m,
+                Ok(Err(_)) => {
+                    self.unauthenticated(peer, "bad_hello", "malformed HELLO; closing session");
+                    mux.close();
+                    return;
+                }
                 _ => {
-                    warn!(%peer, "no HELLO; closing session");
+                    self.unauthenticated(peer, "no_hello", "no HELLO; closing session");
                     mux.close();
                     return;
                 }
@@ -524,6 +616,11 @@ impl Cloud {
             ..
         } = hello
         else {
+            self.unauthenticated(
+                peer,
+                "not_hello",
+                "first control message is not HELLO; closing session",
+            );
             mux.close();
             return;
         };
@@ -596,6 +693,10 @@ impl Cloud {
                 format!("{gateway_id:?} already holds {held} sessions on this node"),
             )
             .await;
+            mux.close();
+            return;
+        }
+        if !self.admit_id(&mut wr, &gateway_id, boot_epoch, peer).await {
             mux.close();
             return;
         }
@@ -672,6 +773,7 @@ impl Cloud {
         let (out_tx, out_rx) = mpsc::channel(16);
         let session = Arc::new(Session {
             gateway: gateway_id.clone(),
+            peer,
             mux: mux.clone(),
             consumes: consume_set,
             control: out_tx,

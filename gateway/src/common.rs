@@ -22,8 +22,8 @@ pub enum GatewayError {
     /// TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// A socket could not be bound.
-    #[error("cannot bind {what} on {addr}: {source}")]
+    /// A socket could not be bound (the cause is the source, printed once by the chain).
+    #[error("cannot bind {what} on {addr}")]
     Bind {
         /// Which listener.
         what: String,
@@ -326,17 +326,18 @@ pub(crate) enum TcpEnd {
     Server,
 }
 
-/// [`relay`] between a TCP connection and its stream until both directions finish or
-/// `kill`, counted: one more active stream in `streams` (a drain waits for it) and the
+/// [`relay`] between a TCP connection and its stream until both directions finish, the
+/// stream's session ends (a dead session ends all its streams at once) or `kill`,
+/// counted: one more active stream in `streams` (a drain waits for it) and the
 /// `streams_active` gauge while it runs, then its bytes in `bytes`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn relay_counted(
+pub(crate) async fn relay_counted<T: AsyncRead + AsyncWrite + Unpin>(
     metrics: &crate::metrics::Metrics,
     streams: &std::sync::atomic::AtomicUsize,
     kill: &CancellationToken,
     service: &str,
     direction: &str,
-    tcp: &mut TcpStream,
+    tcp: &mut T,
     end: TcpEnd,
     stream: &mut YamuxStream,
 ) {
@@ -347,9 +348,11 @@ pub(crate) async fn relay_counted(
         .with_label_values(&[service, direction]);
     active.inc();
     streams.fetch_add(1, Ordering::SeqCst);
+    let session_ended = stream.session_ended();
     let (from_tcp, to_tcp) = tokio::select! {
         r = relay(tcp, stream) => r,
         _ = kill.cancelled() => (0, 0),
+        _ = session_ended => (0, 0),
     };
     streams.fetch_sub(1, Ordering::SeqCst);
     active.dec();
@@ -762,5 +765,61 @@ mod tests {
         assert!(won.is_none());
         assert!(leftover.is_none());
         assert_eq!(asked, 1, "at most two opens per client");
+    }
+
+    /// The attack from the issue: a peer fills a forward stream while the server does not
+    /// read, then its session dies. The relay is stuck writing to the server and never
+    /// polls the stream again; it must still end (dropping the server socket and the
+    /// stream's buffered window) as soon as the session ends. Paused clock: a timeout
+    /// elapses only once nothing can make progress.
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_stuck_on_its_server_ends_with_its_session() {
+        use crate::mux::{MuxTuning, Side};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let tuning = MuxTuning {
+            stream_window: 256 * 1024,
+            ..MuxTuning::default()
+        };
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (peer, _peer_in) = YamuxSession::spawn(a, Side::Client, tuning);
+        let (node, mut node_in) = YamuxSession::spawn(b, Side::Server, tuning);
+        let mut sent = peer.open().await.expect("open");
+        sent.write_all(b"p").await.expect("write");
+        sent.flush().await.expect("flush");
+        let mut stream = node_in.recv().await.expect("inbound");
+        let mut one = [0u8; 1];
+        stream.read_exact(&mut one).await.expect("preamble");
+        // The "server": a small pipe whose far end never reads.
+        let (mut server, _not_reading) = tokio::io::duplex(64 * 1024);
+        let metrics = crate::metrics::Metrics::new().expect("metrics");
+        let streams = Arc::new(AtomicUsize::new(0));
+        let kill = CancellationToken::new();
+        let active = streams.clone();
+        let mut relay = tokio::spawn(async move {
+            relay_counted(
+                &metrics,
+                &active,
+                &kill,
+                "svc",
+                "forward",
+                &mut server,
+                TcpEnd::Server,
+                &mut stream,
+            )
+            .await;
+        });
+        let _pusher = tokio::spawn(async move { sent.write_all(&vec![7u8; 4 << 20]).await });
+        let idle = Duration::from_secs(1);
+        assert!(
+            tokio::time::timeout(idle, &mut relay).await.is_err(),
+            "the relay ended while its session was alive"
+        );
+        assert_eq!(streams.load(Ordering::SeqCst), 1);
+        node.close();
+        tokio::time::timeout(Duration::from_secs(600), relay)
+            .await
+            .expect("the relay outlived its session")
+            .expect("relay task");
+        assert_eq!(streams.load(Ordering::SeqCst), 0);
     }
 }

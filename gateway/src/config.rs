@@ -350,19 +350,26 @@ struct RawConsume {
 
 const DEFAULT_ACCEPT_WAIT: Duration = Duration::from_secs(2);
 
-/// Loads and validates a gateway configuration file.
+/// Loads and validates a gateway configuration file, including the TLS files it names
+/// (read as the gateway reads them at start).
 pub fn load(path: &Path) -> Result<GatewayConfig, ConfigErrors> {
     let source = Source::read(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse(&source, &base)
+    validate(&source, &base, true)
 }
 
 /// Parses and validates configuration text; relative TLS paths are resolved against `base`.
+/// The TLS files are not read (see [`load`]).
 pub fn parse(source: &Source, base: &Path) -> Result<GatewayConfig, ConfigErrors> {
+    validate(source, base, false)
+}
+
+fn validate(source: &Source, base: &Path, read_files: bool) -> Result<GatewayConfig, ConfigErrors> {
     let raw: RawFile = source.parse()?;
     let mut v = Validator {
         source,
         errors: Vec::new(),
+        read_files,
     };
     let config = match raw.node.role.as_str() {
         "cloud" => v.cloud(raw, base).map(GatewayConfig::Cloud),
@@ -384,6 +391,8 @@ pub fn parse(source: &Source, base: &Path) -> Result<GatewayConfig, ConfigErrors
 struct Validator<'a> {
     source: &'a Source,
     errors: Vec<ConfigError>,
+    /// Also read the TLS files (`--check` and start; not for text without its files).
+    read_files: bool,
 }
 
 fn path(parts: &[Seg]) -> Vec<Seg> {
@@ -503,7 +512,7 @@ impl Validator<'_> {
         t
     }
 
-    fn tls(&mut self, raw: Option<RawTls>, base: &Path, role: &str) -> Option<TlsFiles> {
+    fn tls(&mut self, raw: Option<RawTls>, base: &Path, role: &str, id: &str) -> Option<TlsFiles> {
         let raw = self.required(&["tls".into()], raw, role)?;
         let (ca_key, ca, other_key, other) = if role == "cloud" {
             ("client_ca", raw.client_ca, "ca", raw.ca)
@@ -512,11 +521,17 @@ impl Validator<'_> {
         };
         self.forbidden(&["tls".into(), other_key.into()], &other, role);
         let ca = self.required(&["tls".into(), ca_key.into()], ca, role)?;
-        Some(TlsFiles {
+        let files = TlsFiles {
             cert: base.join(raw.cert),
             key: base.join(raw.key),
             ca: base.join(ca),
-        })
+        };
+        if self.read_files {
+            let onprem_id = (role == "onprem").then_some(id);
+            self.errors
+                .extend(checks::tls_files(self.source, &files, onprem_id));
+        }
+        Some(files)
     }
 
     fn cloud(&mut self, raw: RawFile, base: &Path) -> Option<CloudConfig> {
@@ -536,7 +551,7 @@ impl Validator<'_> {
         let admin_listen = self
             .required(&node("admin_listen"), n.admin_listen.clone(), ROLE)
             .and_then(|s| self.addr(&node("admin_listen"), &s));
-        let tls = self.tls(raw.tls, base, ROLE);
+        let tls = self.tls(raw.tls, base, ROLE, &n.id);
         let timers = self.timers(raw.timers);
 
         let roster = match raw.cluster {
@@ -622,6 +637,28 @@ impl Validator<'_> {
                 });
             }
         }
+        let mut listeners: Vec<Listener> = [
+            ("session_listen", session_listen),
+            ("admin_listen", admin_listen),
+        ]
+        .into_iter()
+        .filter_map(|(k, a)| {
+            Some(Listener {
+                at: node(k),
+                name: format!("node.{k}"),
+                addr: a?,
+            })
+        })
+        .collect();
+        for (i, r) in reverse.iter().enumerate() {
+            listeners.push(Listener {
+                at: path(&["reverse".into(), i.into(), "listen".into()]),
+                name: format!("reverse[{i}].listen"),
+                addr: r.listen,
+            });
+        }
+        self.errors
+            .extend(checks::listener_conflicts(self.source, &listeners));
         Some(CloudConfig {
             id: n.id.clone(),
             session_listen: session_listen?,
@@ -670,7 +707,7 @@ impl Validator<'_> {
         let admin_listen = self
             .required(&node("admin_listen"), n.admin_listen.clone(), ROLE)
             .and_then(|s| self.addr(&node("admin_listen"), &s));
-        let tls = self.tls(raw.tls, base, ROLE);
+        let tls = self.tls(raw.tls, base, ROLE, &n.id);
         let timers = self.timers(raw.timers);
 
         let mut services = BTreeSet::new();
@@ -742,6 +779,23 @@ impl Validator<'_> {
                 });
             }
         }
+        let mut listeners: Vec<Listener> = admin_listen
+            .map(|addr| Listener {
+                at: node("admin_listen"),
+                name: "node.admin_listen".into(),
+                addr,
+            })
+            .into_iter()
+            .collect();
+        for (i, c) in consume.iter().enumerate() {
+            listeners.push(Listener {
+                at: path(&["consume".into(), i.into(), "listen".into()]),
+                name: format!("consume[{i}].listen"),
+                addr: c.listen,
+            });
+        }
+        self.errors
+            .extend(checks::listener_conflicts(self.source, &listeners));
         Some(OnpremConfig {
             id: n.id.clone(),
             cloud: cloud?,
@@ -756,6 +810,9 @@ impl Validator<'_> {
         })
     }
 }
+
+mod checks;
+use checks::Listener;
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,8 @@ pub mod certs;
 pub mod cloud;
 mod common;
 pub mod config;
+pub mod duplicate;
+pub mod loggate;
 pub mod metrics;
 pub mod mux;
 pub mod onprem;

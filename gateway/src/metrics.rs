@@ -17,6 +17,8 @@ pub struct Metrics {
     pub handshake_failures: IntCounterVec,
     /// Authorization refusals (identity mismatch, service not allowed), by reason.
     pub auth_refusals: IntCounterVec,
+    /// REJECTs sent to gateways, by code (auth, draining, version, over_quota).
+    pub rejects: IntCounterVec,
     /// 1 while a service is ready.
     pub service_ready: IntGaugeVec,
     /// 1 while a service listener is bound.
@@ -91,8 +93,14 @@ impl Metrics {
             handshake_failures: counter(
                 &r,
                 "tether_gateway_handshake_failures_total",
-                "Session TLS handshakes that failed (wrong CA, no or expired certificate, timeout).",
+                "Session handshakes that failed: TLS (wrong CA, no or expired certificate, timeout) or after it (no control stream, no HELLO, garbage).",
                 &["reason"],
+            )?,
+            rejects: counter(
+                &r,
+                "tether_gateway_rejects_total",
+                "REJECT answers sent to gateways' HELLOs, by code.",
+                &["code"],
             )?,
             auth_refusals: counter(
                 &r,

@@ -7,14 +7,16 @@
 //! `poll_next_inbound`; inbound streams are handed over on a bounded channel.
 
 use std::future::Future;
-use std::task::Poll;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use futures::FutureExt;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Errors of the multiplexer.
 #[derive(Debug, Error, Clone)]
@@ -49,8 +51,64 @@ pub enum Side {
     Server,
 }
 
-/// A yamux stream as a tokio stream.
-pub type YamuxStream = Compat<yamux::Stream>;
+/// A yamux stream as a tokio stream that knows when its session has ended.
+pub struct YamuxStream {
+    inner: Compat<yamux::Stream>,
+    session_done: CancellationToken,
+}
+
+impl YamuxStream {
+    fn new(stream: yamux::Stream, done: &CancellationToken) -> YamuxStream {
+        YamuxStream {
+            inner: stream.compat(),
+            session_done: done.clone(),
+        }
+    }
+
+    /// Resolves when the stream's session has ended. A relay must wait on it besides the
+    /// stream itself: one stuck writing to a TCP peer that does not read never polls the
+    /// stream again, so it would never see the stream fail, and would hold its socket and
+    /// the stream's buffered window until that peer closed.
+    pub fn session_ended(&self) -> WaitForCancellationFutureOwned {
+        self.session_done.clone().cancelled_owned()
+    }
+}
+
+impl std::fmt::Debug for YamuxStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("YamuxStream")
+            .field(self.inner.get_ref())
+            .finish()
+    }
+}
+
+impl AsyncRead for YamuxStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for YamuxStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 type OpenReply = oneshot::Sender<Result<YamuxStream, MuxError>>;
 
@@ -155,7 +213,7 @@ impl YamuxSession {
                     let Some(reply) = pending.take() else { break };
                     match conn.poll_new_outbound(cx) {
                         Poll::Ready(Ok(stream)) => {
-                            let _ = reply.send(Ok(stream.compat()));
+                            let _ = reply.send(Ok(YamuxStream::new(stream, &done)));
                         }
                         Poll::Ready(Err(e)) => {
                             let _ = reply.send(Err(MuxError::Failed(e.to_string())));
@@ -172,7 +230,7 @@ impl YamuxSession {
                         Poll::Ready(Some(Ok(stream))) => {
                             // A full queue means the owner is not keeping up: dropping the
                             // stream resets it, and the opener retries elsewhere.
-                            let _ = in_tx.try_send(stream.compat());
+                            let _ = in_tx.try_send(YamuxStream::new(stream, &done));
                         }
                         Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                         Poll::Ready(None) => return Poll::Ready(Ok(false)),

@@ -333,6 +333,15 @@ impl CloudCore {
             .count()
     }
 
+    /// The boot epoch of `gateway`'s registered sessions (older ones are purged, so all
+    /// share one), if it has any.
+    pub fn epoch_of(&self, gateway: &str) -> Option<u64> {
+        self.sessions
+            .values()
+            .find(|e| e.info.gateway == gateway)
+            .map(|e| e.info.epoch)
+    }
+
     /// The registered sessions of `gateway`.
     pub fn sessions_of(&self, gateway: &str) -> Vec<SessionId> {
         self.sessions

@@ -486,13 +486,7 @@ async fn drain_cloud1_during_connect_loop_zero_failures() {
 async fn mtls_refusals_are_counted_and_disturb_nothing() {
     let certs = Certs::new();
     let a1 = echo().await;
-    let cloud = Cloud::start(single_node(cloud_config(
-        &certs,
-        "cloud1",
-        WhenNotReady::Unbind,
-        None,
-    )))
-    .await;
+    let cloud = lone_cloud(&certs).await;
     let session = cloud.handle.session_addr;
     let good = Onprem::start(onprem_config(&certs, "onprem1", session, a1.addr, false)).await;
     wait_for(Duration::from_secs(10), "legit sessions", || {
@@ -562,24 +556,7 @@ async fn mtls_refusals_are_counted_and_disturb_nothing() {
     drop(expired);
 
     // 3. No client certificate at all.
-    let roots = {
-        let mut r = rustls::RootCertStore::empty();
-        for c in tether_gateway::tls::load_certs(&certs.path("ca.pem")).expect("ca") {
-            r.add(c).expect("root");
-        }
-        r
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls13")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = vec![tether_gateway::tls::ALPN.to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let tcp = TcpStream::connect(session).await.expect("tcp");
-    let name = rustls_pki_types::ServerName::try_from(DOMAIN).expect("name");
-    if let Ok(mut tls) = connector.connect(name, tcp).await {
+    if let Ok(mut tls) = tls_session(&certs, None, session).await {
         // TLS 1.3: the server's refusal arrives on the first read.
         let mut buf = [0u8; 1];
         let r = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
@@ -600,6 +577,11 @@ async fn mtls_refusals_are_counted_and_disturb_nothing() {
     let liar = Onprem::start(cfg).await;
     wait_for(Duration::from_secs(10), "identity mismatch refused", || {
         auth("identity_mismatch") >= 1.0
+    })
+    .await;
+    // The REJECT it got is counted by code.
+    wait_for(Duration::from_secs(5), "REJECT counted", || {
+        counter(m, "tether_gateway_rejects_total", &[("code", "auth")]) >= 1.0
     })
     .await;
     assert!(liar.handle.coverage().values().all(|n| *n == 0));
@@ -646,6 +628,17 @@ fn single_node(
 ) -> tether_gateway::config::CloudConfig {
     cfg.roster.retain(|n| n.id == cfg.id);
     cfg
+}
+
+/// cloud1 alone, serving svc-a from whichever gateway exports it.
+async fn lone_cloud(certs: &Certs) -> Cloud {
+    Cloud::start(single_node(cloud_config(
+        certs,
+        "cloud1",
+        WhenNotReady::Unbind,
+        None,
+    )))
+    .await
 }
 
 trait CoveredOne {
@@ -857,4 +850,90 @@ async fn wedged_session_ejected_by_probe_without_traffic() {
         },
     )
     .await;
+}
+
+/// Two live on-prem processes configured with the same id used to purge each other's
+/// sessions forever (each HELLO looked like a restart). The second process's first HELLO
+/// still purges the first (indistinguishable from a restart), but when the first one's
+/// old epoch comes back the cloud knows there are two: it keeps the incumbent, refuses
+/// the other (counted as `duplicate_id`) and purges nothing more during the hold-down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_with_one_id_do_not_purge_each_other() {
+    let certs = Certs::new();
+    let a1 = echo().await;
+    let cloud = lone_cloud(&certs).await;
+    let cfg = || onprem_config(&certs, "onprem1", cloud.handle.session_addr, a1.addr, false);
+    let first = Onprem::start(cfg()).await;
+    wait_for(Duration::from_secs(10), "first gateway covered", || {
+        first.covered_one()
+    })
+    .await;
+    let _second = Onprem::start(cfg()).await;
+    let closed = |reason: &str| {
+        counter(
+            cloud.handle.metrics(),
+            "tether_gateway_sessions_closed_total",
+            &[("reason", reason)],
+        )
+    };
+    let refused = || {
+        counter(
+            cloud.handle.metrics(),
+            "tether_gateway_auth_refusals_total",
+            &[("reason", "duplicate_id")],
+        )
+    };
+    wait_for(Duration::from_secs(15), "the duplicate id detected", || {
+        refused() >= 1.0
+    })
+    .await;
+    let purged = closed("stale_epoch");
+    // Both prepared connections of the refused process are refused, then its redials
+    // (after the REJECT back-off) again; meanwhile nothing else is purged.
+    wait_for(Duration::from_secs(30), "refused redials", || {
+        refused() >= 4.0
+    })
+    .await;
+    assert_eq!(closed("stale_epoch"), purged, "sessions purged again");
+    assert!(
+        purged <= 2.0,
+        "{purged} sessions purged before the detection"
+    );
+    assert_eq!(
+        cloud.handle.sessions_by_gateway().get("onprem1").copied(),
+        Some(2)
+    );
+}
+
+/// A peer with a valid certificate that sends garbage instead of yamux after the TLS
+/// handshake was not counted anywhere. It is now a handshake failure
+/// (`no_control_stream`), and the legitimate session is not disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_after_the_handshake_is_counted() {
+    use tokio::io::AsyncWriteExt;
+    let certs = Certs::new();
+    let cloud = lone_cloud(&certs).await;
+    let mut tls = tls_session(&certs, Some("onprem1"), cloud.handle.session_addr)
+        .await
+        .expect("handshake");
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nthis is not yamux at all")
+        .await
+        .expect("write");
+    tls.flush().await.expect("flush");
+    let m = cloud.handle.metrics();
+    wait_for(Duration::from_secs(10), "garbage counted", || {
+        counter(
+            m,
+            "tether_gateway_handshake_failures_total",
+            &[("reason", "no_control_stream")],
+        ) >= 1.0
+    })
+    .await;
+    // The cloud closed it.
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+        .await
+        .expect("closed promptly");
+    assert!(!matches!(r, Ok(n) if n > 0), "{r:?}");
+    assert_eq!(cloud.handle.session_count(), 0);
 }

@@ -1,5 +1,5 @@
-//! SIGINT/SIGTERM tear down every live lab, then exit: a test run stopped with Ctrl-C must
-//! not leave namespaces behind.
+//! SIGINT, SIGTERM and SIGHUP tear down every live lab, then exit: a test run stopped with
+//! Ctrl-C, or a demo whose terminal was closed, must not leave namespaces behind.
 
 use std::sync::{Arc, Mutex, Once, Weak};
 
@@ -11,7 +11,7 @@ static INSTALL: Once = Once::new();
 pub(crate) fn register(inner: &Arc<Inner>) {
     lock(&LIVE).push(Arc::downgrade(inner));
     INSTALL.call_once(|| {
-        let Ok(mut signals) = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
         else {
             return;
         };

@@ -49,11 +49,62 @@ fn log_tails(sc: &Scenario) -> String {
     out
 }
 
+/// Tears the lab down however `main` ends: returning, an error, or a panic. The lab's own
+/// `Drop` is not enough: the control thread holds the scenario too, so it would never run.
+struct TeardownOnExit(Arc<Scenario>);
+
+impl Drop for TeardownOnExit {
+    fn drop(&mut self) {
+        self.0.lab.teardown();
+    }
+}
+
+/// Stdout could not be written: its reader is gone (`tether demo | head`, a closed
+/// terminal).
+#[derive(Debug)]
+struct OutputClosed(std::io::Error);
+
+impl std::fmt::Display for OutputClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "output closed ({})", self.0)
+    }
+}
+
+impl std::error::Error for OutputClosed {}
+
+/// Whether stdout is a pipe whose reader has gone (poll reports an error on its write end).
+fn output_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on our own stdout, zero timeout: no blocking, no pointers kept.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// Writes a line to stdout, reporting a closed reader instead of panicking as `println!`
+/// does, so the demo can clean up and stop.
+fn say(text: &str) -> Result<(), OutputClosed> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(OutputClosed)
+}
+
 pub fn main(prefix: &str, lb_mode: LbMode) -> anyhow::Result<ExitCode> {
     let features = features();
     let tether = std::env::current_exe().context("finding the tether executable")?;
-    println!("tether demo: building the reference scenario in network namespaces {prefix}-* ...");
-    // The lab's own signal handling tears everything down on Ctrl-C or SIGTERM.
+    if say(&format!(
+        "tether demo: building the reference scenario in network namespaces {prefix}-* ..."
+    ))
+    .is_err()
+    {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The lab's own signal handling tears everything down on Ctrl-C, SIGTERM or SIGHUP.
     let mut sc = Scenario::build(prefix, &tether, features, true).map_err(|e| match e {
         tether_lab::LabError::InUse { pid, .. } => anyhow::anyhow!(
             "another demo (pid {pid}) is running: use `tether demo --status` or stop it with Ctrl-C"
@@ -61,12 +112,30 @@ pub fn main(prefix: &str, lb_mode: LbMode) -> anyhow::Result<ExitCode> {
         e => anyhow::anyhow!("building the namespaces: {e}"),
     })?;
     sc.lb_mode = lb_mode;
+    let sc = Arc::new(sc);
+    let _teardown = TeardownOnExit(sc.clone());
+    match run(prefix, &sc, features, &tether) {
+        Err(e) if e.downcast_ref::<OutputClosed>().is_some() => {
+            eprintln!("tether demo: {e}; stopping and removing the namespaces {prefix}-*");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => other,
+    }
+}
+
+/// Starts the scenario, prints the tutorial, then the status table whenever it changes;
+/// returns only on an error ([`OutputClosed`] when nobody reads the output any more).
+fn run(
+    prefix: &str,
+    sc: &Arc<Scenario>,
+    features: Features,
+    tether: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     if let Err(e) = sc.start(Duration::from_secs(30)) {
-        eprintln!("{}", log_tails(&sc));
+        eprintln!("{}", log_tails(sc));
         anyhow::bail!("{e}");
     }
-    let sc = Arc::new(sc);
     let listener = super::control::bind(prefix)?;
     sc.lab
         .remove_on_teardown(super::control::socket_path(prefix));
@@ -76,11 +145,11 @@ pub fn main(prefix: &str, lb_mode: LbMode) -> anyhow::Result<ExitCode> {
         .spawn(move || super::control::serve(listener, |line| handle(&sc2, line)))
         .context("starting the control thread")?;
 
-    println!(
+    say(&format!(
         "\nThe scenario is up ({:.1} s): lb1 and lb2 share VIP 192.0.2.100{}{}; server A is on-prem \
          behind a firewall that drops every connection into 198.51.100.0/24.",
         started.elapsed().as_secs_f64(),
-        match lb_mode {
+        match sc.lb_mode {
             LbMode::Proxy => " as proxies",
             LbMode::Dr => {
                 " forwarding in the kernel (mode = dr: the cloud nodes hold the VIP on lo and answer clients directly)"
@@ -91,15 +160,15 @@ pub fn main(prefix: &str, lb_mode: LbMode) -> anyhow::Result<ExitCode> {
         } else {
             " (held by lb1: this build has no `tether vrrp`)"
         }
-    );
+    ))?;
     if !features.gateway {
-        println!(
+        say(
             "This build has no `tether gateway`: the cloud and on-prem gateways are left out, so \
              service A cannot be reached from the cloud (nothing may dial into on-prem); the \
-             balancers serve server B directly on VIP:6000."
-        );
+             balancers serve server B directly on VIP:6000.",
+        )?;
     }
-    println!("Logs and configs: {}\n", sc.lab.dir().display());
+    say(&format!("Logs and configs: {}\n", sc.lab.dir().display()))?;
     let exe = if std::env::args()
         .next()
         .is_some_and(|a| a.contains("target/"))
@@ -109,18 +178,22 @@ pub fn main(prefix: &str, lb_mode: LbMode) -> anyhow::Result<ExitCode> {
         "tether".to_string()
     };
     for (i, (what, cmd)) in sc.steps(&exe).iter().enumerate() {
-        println!("{}. {what}\n     {cmd}", i + 1);
+        say(&format!("{}. {what}\n     {cmd}", i + 1))?;
     }
-    println!(
+    say(&format!(
         "\n`{exe} demo --kill BOX [--signal term]`, `--start BOX`, `--status`. \
          Ctrl-C stops everything and removes the namespaces.\n"
-    );
+    ))?;
     let mut last = String::new();
     loop {
+        // Its reader may be gone while the table stays the same and nothing is written.
+        if output_gone() {
+            return Err(OutputClosed(std::io::ErrorKind::BrokenPipe.into()).into());
+        }
         let table = sc.status().to_string();
         if table != last {
             let t = started.elapsed().as_secs_f64();
-            println!("[{t:7.1} s]\n{table}");
+            say(&format!("[{t:7.1} s]\n{table}"))?;
             last = table;
         }
         std::thread::sleep(Duration::from_millis(500));

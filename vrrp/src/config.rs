@@ -348,19 +348,24 @@ pub fn validate(src: &Source, raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut instances = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut ids: HashSet<(String, u8, bool)> = HashSet::new();
+    let mut vip_owner: HashMap<IpAddr, usize> = HashMap::new();
     for (i, ri) in raw.instance.iter().enumerate() {
         let at = |k: &str| vec![Seg::from("instance"), Seg::from(i), Seg::from(k)];
         let before = errs.len();
         if ri.name.is_empty() {
             errs.push(src.error(&at("name"), "empty; give the instance a name"));
-        } else if names.insert(ri.name.clone(), i).is_some() {
+        } else if let Some(&first) = names.get(&ri.name) {
             errs.push(src.error(
                 &at("name"),
                 format!(
-                    "\"{}\" is used by another instance; names must be unique",
-                    ri.name
+                    "\"{}\" is already the name of {}; names must be unique \
+                     (sync groups, logs and metrics tell instances apart by name)",
+                    ri.name,
+                    where_is(src, first, "name"),
                 ),
             ));
+        } else {
+            names.insert(ri.name.clone(), i);
         }
         if ri.interface.is_empty() || ri.interface.len() > 15 {
             errs.push(src.error(
@@ -458,12 +463,32 @@ pub fn validate(src: &Source, raw: RawConfig) -> Result<Config, ConfigErrors> {
             ));
         }
         let mut seen = HashSet::new();
-        for v in &vips {
+        for (k, v) in vips.iter().enumerate() {
             if !seen.insert(v.addr) {
                 errs.push(src.error(
                     &at("virtual_addresses"),
                     format!("{} is listed twice", v.addr),
                 ));
+            } else if let Some(&other) = vip_owner.get(&v.addr) {
+                // Two instances would each add and remove the address on their own
+                // transitions: one instance's FAULT takes it from the other's MASTER.
+                errs.push(src.error(
+                    &[
+                        Seg::from("instance"),
+                        i.into(),
+                        "virtual_addresses".into(),
+                        k.into(),
+                    ],
+                    format!(
+                        "{} is already a virtual address of \"{}\", {}; \
+                         an address can belong to one instance only",
+                        v.addr,
+                        raw.instance[other].name,
+                        where_is(src, other, "virtual_addresses"),
+                    ),
+                ));
+            } else {
+                vip_owner.insert(v.addr, i);
             }
         }
         if v6 && version == Version::V2 {
@@ -530,8 +555,23 @@ pub fn validate(src: &Source, raw: RawConfig) -> Result<Config, ConfigErrors> {
             .notify
             .as_ref()
             .map(|n| n.split_whitespace().map(str::to_string).collect::<Vec<_>>());
-        if notify.as_ref().is_some_and(|n| n.is_empty()) {
-            errs.push(src.error(&at("notify"), "empty; give a command or leave the key out"));
+        match notify.as_ref().map(|n| n.first()) {
+            Some(None) => {
+                errs.push(src.error(&at("notify"), "empty; give a command or leave the key out"))
+            }
+            // Found now rather than at the first transition, when nobody reads the log.
+            Some(Some(prog)) => {
+                if let Err(m) = executable(prog) {
+                    errs.push(src.error(&at("notify"), m));
+                }
+            }
+            None => {}
+        }
+        if ri.notify_timeout.is_zero() {
+            errs.push(src.error(
+                &at("notify_timeout"),
+                "0s would kill every notify command at once; give a duration such as \"10s\"",
+            ));
         }
         let garp_repeat = match u32::try_from(ri.garp_repeat) {
             Ok(g) if g <= 100 => g,
@@ -630,6 +670,43 @@ pub fn validate(src: &Source, raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// Where another instance's key is, for errors that involve two instances:
+/// `instance[0] (line 7)`.
+fn where_is(src: &Source, instance: usize, key: &str) -> String {
+    let path = [Seg::from("instance"), instance.into(), key.into()];
+    match src.locate(&path) {
+        Some(line) => format!("instance[{instance}] (line {line})"),
+        None => format!("instance[{instance}]"),
+    }
+}
+
+/// Whether `prog` names a program that can be run: a path to an executable file, or a
+/// bare name found in `PATH` (as the notify command is spawned).
+fn executable(prog: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if prog.contains('/') {
+        let p = Path::new(prog);
+        return match std::fs::metadata(p) {
+            Err(e) => Err(format!("\"{prog}\" cannot be run: {e}")),
+            Ok(_) if !runnable(p) => Err(format!(
+                "\"{prog}\" is not an executable file (chmod +x, or give the interpreter first)"
+            )),
+            Ok(_) => Ok(()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| runnable(&d.join(prog))) {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{prog}\" is not found in PATH; give the full path of the command"
+        ))
+    }
+}
+
 fn is_multicast(a: IpAddr) -> bool {
     match a {
         IpAddr::V4(a) => a.is_multicast() || a.is_broadcast() || a.is_unspecified(),
@@ -677,6 +754,18 @@ fn validate_track(t: &RawTrack) -> Result<TrackConfig, (&'static str, String)> {
             ));
         }
     };
+    if t.fall == 0 {
+        return Err((
+            "fall",
+            "0 is not allowed; fall is the number of failed checks before the track is down (1 or more)".into(),
+        ));
+    }
+    if t.rise == 0 {
+        return Err((
+            "rise",
+            "0 is not allowed; rise is the number of passed checks before the track is up (1 or more)".into(),
+        ));
+    }
     if t.interval < Duration::from_millis(10) {
         return Err(("interval", "must be at least 10ms".into()));
     }
@@ -761,8 +850,8 @@ fn validate_track(t: &RawTrack) -> Result<TrackConfig, (&'static str, String)> {
         kind,
         interval: t.interval,
         timeout: t.timeout.unwrap_or(t.interval),
-        fall: t.fall.max(1),
-        rise: t.rise.max(1),
+        fall: t.fall,
+        rise: t.rise,
         weight,
     })
 }

@@ -18,7 +18,9 @@ use crate::fsm::{self, Action, Input, State};
 use crate::metrics::Metrics;
 use crate::net::{FrameSocket, RxSocket, TxSocket};
 use crate::netlink::{Link, Netlink, primary_address};
+use crate::notify::Notifier;
 use crate::packet::{self, Advert, ChecksumMatch, MCAST_V4, MCAST_V6, RxExpect};
+use crate::rx::{RxFilter, Verdict};
 use crate::track::{Tracked, effective_priority};
 
 /// How often the interface's link state is read (link down = FAULT).
@@ -179,6 +181,14 @@ pub async fn start(
     let siblings = Arc::new(siblings);
     for (idx, inst) in config.instances.into_iter().enumerate() {
         metrics.init_instance(&inst.name);
+        let notifier = inst.notify.clone().map(|argv| {
+            Notifier::spawn(
+                argv,
+                inst.name.clone(),
+                inst.notify_timeout,
+                metrics.clone(),
+            )
+        });
         let ctx = Ctx {
             idx,
             cfg: Arc::new(inst),
@@ -187,6 +197,7 @@ pub async fn start(
             shutdown: shutdown.clone(),
             group: group_of.get_mut(idx).and_then(Option::take),
             siblings: siblings.clone(),
+            notifier,
         };
         tasks.push(tokio::spawn(run_instance(ctx)));
     }
@@ -220,6 +231,7 @@ struct Ctx {
     shutdown: CancellationToken,
     group: Option<(watch::Sender<Vec<bool>>, usize)>,
     siblings: Arc<Vec<(String, u8, bool)>>,
+    notifier: Option<Notifier>,
 }
 
 impl Ctx {
@@ -250,7 +262,15 @@ enum Exit {
     Restart,
 }
 
-async fn run_instance(ctx: Ctx) {
+async fn run_instance(mut ctx: Ctx) {
+    instance(&ctx).await;
+    // The STOP notification (and any still queued) runs before the daemon exits.
+    if let Some(n) = ctx.notifier.take() {
+        n.finish().await;
+    }
+}
+
+async fn instance(ctx: &Ctx) {
     let name = ctx.cfg.name.clone();
     let nl = match Netlink::open() {
         Ok(n) => n,
@@ -264,11 +284,11 @@ async fn run_instance(ctx: Ctx) {
     let tracks = Tracks::spawn(&ctx.cfg, ctx.shutdown.clone());
     let mut first = true;
     loop {
-        let Some(setup) = setup(&ctx, &nl, first).await else {
+        let Some(setup) = setup(ctx, &nl, first).await else {
             return;
         };
         first = false;
-        match drive(&ctx, &nl, setup, &tracks).await {
+        match drive(ctx, &nl, setup, &tracks).await {
             Exit::Shutdown => return,
             Exit::Restart => continue,
         }
@@ -442,6 +462,7 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &Tracks) -> Exit {
         unicast_peers: &cfg.unicast_peers,
         own: &own,
     };
+    let filter = RxFilter::new(ctx.idx, &ctx.siblings);
     let mut buf = vec![0u8; 2048];
     let mut noted: std::collections::HashSet<(IpAddr, &'static str)> =
         std::collections::HashSet::new();
@@ -467,35 +488,28 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &Tracks) -> Exit {
                 io.exec(&mut machine, acts).await;
             }
             r = s.rx.recv(&mut buf) => {
-                match r {
+                let got = match r {
+                    Ok(got) => got,
                     Err(e) => {
                         debug!(instance = %name, "receive error: {e}");
+                        continue;
                     }
-                    Ok(Err(reason)) => {
+                };
+                match filter.classify(got, &want) {
+                    Verdict::Ignore => {}
+                    Verdict::Drop { reason, from } => {
                         ctx.metrics.drops.with_label_values(&[&name, reason.label()]).inc();
+                        // A foreign cluster on our VRID (or a misconfigured peer): say so
+                        // once per source and reason, never per packet.
+                        if let Some(src) = from
+                            && reason != packet::DropReason::Own
+                            && noted.len() < 64
+                            && noted.insert((src, reason.label()))
+                        {
+                            warn!(instance = %name, %src, "ignoring adverts for VRID {}: {reason} (logged once; see tether_vrrp_dropped_packets_total)", cfg.vrid);
+                        }
                     }
-                    Ok(Ok(rx)) => {
-                        if rx.advert.vrid != cfg.vrid {
-                            let sibling = ctx.siblings.iter().any(|(i, v, six)| {
-                                *i == cfg.interface && *v == rx.advert.vrid && *six == cfg.is_v6()
-                            });
-                            if !sibling {
-                                ctx.metrics.drops.with_label_values(&[&name, packet::DropReason::UnknownVrid.label()]).inc();
-                            }
-                            continue;
-                        }
-                        if let Err(reason) = packet::check(&rx, &want) {
-                            ctx.metrics.drops.with_label_values(&[&name, reason.label()]).inc();
-                            // A foreign cluster on our VRID (or a misconfigured peer): say so
-                            // once per source and reason, never per packet.
-                            if reason != packet::DropReason::Own
-                                && noted.len() < 64
-                                && noted.insert((rx.src, reason.label()))
-                            {
-                                warn!(instance = %name, src = %rx.src, "ignoring adverts for VRID {}: {reason} (logged once; see tether_vrrp_dropped_packets_total)", cfg.vrid);
-                            }
-                            continue;
-                        }
+                    Verdict::Accept(rx) => {
                         ctx.metrics.adverts_received.with_label_values(&[&name]).inc();
                         let conv = match rx.checksum {
                             ChecksumMatch::Only => "only",
@@ -585,7 +599,9 @@ impl Io<'_> {
                 Action::Transition { from, to } => {
                     info!(instance = %name, "{} -> {} (priority {})", from.keepalived_name(), to.keepalived_name(), machine.effective_priority());
                     self.ctx.metrics.transition(name, from, to);
-                    notify(self.ctx, to, machine.effective_priority());
+                    if let Some(n) = &self.ctx.notifier {
+                        n.notify(to, machine.effective_priority());
+                    }
                 }
             }
         }
@@ -663,49 +679,6 @@ impl Io<'_> {
             }
         }
     }
-}
-
-/// Runs the notify command as keepalived does (`cmd... INSTANCE name STATE prio`) in its
-/// own task, so a slow script never blocks the state machine; killed after the timeout.
-fn notify(ctx: &Ctx, to: State, prio: u8) {
-    let Some(argv) = ctx.cfg.notify.clone() else {
-        return;
-    };
-    let name = ctx.cfg.name.clone();
-    let timeout = ctx.cfg.notify_timeout;
-    let metrics = ctx.metrics.clone();
-    tokio::spawn(async move {
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .args(["INSTANCE", &name, to.keepalived_name(), &prio.to_string()])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let ok = match cmd.spawn() {
-            Ok(mut child) => match tokio::time::timeout(timeout, child.wait()).await {
-                Ok(Ok(st)) if st.success() => true,
-                Ok(Ok(st)) => {
-                    warn!(instance = %name, "notify {:?} exited with {st}", argv[0]);
-                    false
-                }
-                Ok(Err(e)) => {
-                    warn!(instance = %name, "notify {:?}: {e}", argv[0]);
-                    false
-                }
-                Err(_) => {
-                    warn!(instance = %name, "notify {:?} still running after {:?}; killed", argv[0], timeout);
-                    let _ = child.kill().await;
-                    false
-                }
-            },
-            Err(e) => {
-                warn!(instance = %name, "notify {:?} could not start: {e}", argv[0]);
-                false
-            }
-        };
-        if !ok {
-            metrics.notify_failures.with_label_values(&[&name]).inc();
-        }
-    });
 }
 
 /// The instance's tracked objects: built-in checks from tether-health run as monitors;

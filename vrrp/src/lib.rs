@@ -11,7 +11,9 @@ pub mod fsm;
 pub mod metrics;
 pub mod net;
 pub mod netlink;
+pub mod notify;
 pub mod packet;
+pub mod rx;
 pub mod track;
 
 pub use config::{Config, load};

@@ -200,11 +200,18 @@ pub enum DropReason {
     /// Our own advert looped back.
     #[error("own advert")]
     Own,
+    /// Advert interval 0: no timer can be derived from it, and adopting it would make a
+    /// v3 backup declare the master down at once (one forged packet, one takeover).
+    #[error("advert interval 0")]
+    BadInterval,
+    /// A multicast v3 advert over IPv6 whose source is not link-local (RFC 5798 5.1.2.2).
+    #[error("IPv6 source not link-local")]
+    SourceNotLinkLocal,
 }
 
 impl DropReason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::TooShort,
         DropReason::BadIpHeader,
         DropReason::BadTtl,
@@ -219,6 +226,8 @@ impl DropReason {
         DropReason::CastMismatch,
         DropReason::UnknownPeer,
         DropReason::Own,
+        DropReason::BadInterval,
+        DropReason::SourceNotLinkLocal,
     ];
 
     /// Stable snake_case label for the `reason` metric label.
@@ -238,6 +247,8 @@ impl DropReason {
             DropReason::CastMismatch => "cast_mismatch",
             DropReason::UnknownPeer => "unknown_peer",
             DropReason::Own => "own",
+            DropReason::BadInterval => "bad_interval",
+            DropReason::SourceNotLinkLocal => "source_not_link_local",
         }
     }
 }
@@ -353,6 +364,16 @@ pub fn decode_vrrp(msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) -> Result<Rece
         Version::V2 => (u16::from(msg[5]), msg[4]),
         Version::V3 => (u16::from_be_bytes([msg[4], msg[5]]) & 0x0fff, 0),
     };
+    if interval_field == 0 {
+        return Err(DropReason::BadInterval);
+    }
+    // Only unicast peers may use other sources (keepalived's unicast_src over IPv6).
+    if let (IpAddr::V6(s), IpAddr::V6(d)) = (src, dst)
+        && d.is_multicast()
+        && !s.is_unicast_link_local()
+    {
+        return Err(DropReason::SourceNotLinkLocal);
+    }
     let mut addrs = Vec::with_capacity(count);
     let mut off = 8;
     for _ in 0..count {

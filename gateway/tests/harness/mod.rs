@@ -507,3 +507,37 @@ pub fn counter(
     }
     total
 }
+
+/// A hand-made TLS 1.3 client of a cloud node's session port (gateway ALPN, trusting
+/// `ca.pem`), presenting `identity`'s certificate if given: for peers that are not a real
+/// on-prem gateway (no certificate, garbage after the handshake).
+pub async fn tls_session(
+    certs: &Certs,
+    identity: Option<&str>,
+    session: SocketAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use tether_gateway::tls::{self, TlsKey};
+    let roots = tls::roots(TlsKey::Ca, &certs.path("ca.pem")).expect("ca");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots);
+    let mut client = match identity {
+        Some(name) => {
+            let files = certs.files(name);
+            builder
+                .with_client_auth_cert(
+                    tls::load_certs(TlsKey::Cert, &files.cert).expect("cert"),
+                    tls::load_key(&files.key).expect("key"),
+                )
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    client.alpn_protocols = vec![tls::ALPN.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = TcpStream::connect(session).await?;
+    let name = rustls_pki_types::ServerName::try_from(DOMAIN).expect("name");
+    connector.connect(name, tcp).await
+}

@@ -26,7 +26,7 @@ preempt_delay = "0s"
 virtual_addresses = ["192.0.2.100/24"]
 unicast_peers = []
 v3_checksum = "pseudo-header"
-notify = "/etc/tether/notify.sh a"
+notify = "/bin/sh a"
 garp_repeat = 5
 garp_delay = "5s"
 
@@ -59,7 +59,7 @@ fn the_issue_example_parses() {
     assert_eq!(i.interval_field(), 10);
     assert_eq!(
         i.notify.as_deref(),
-        Some(&["/etc/tether/notify.sh".to_string(), "a".to_string()][..])
+        Some(&["/bin/sh".to_string(), "a".to_string()][..])
     );
     assert_eq!(i.tracks.len(), 1);
     assert_eq!(
@@ -215,10 +215,76 @@ fn bad_checksum_mode() {
 
 #[test]
 fn duplicate_names_and_vrids() {
-    let t = format!("{}{}", one(""), one(""));
+    let t = format!(
+        "{}{}",
+        one(""),
+        one("").replace("192.0.2.100/24", "192.0.2.101/24")
+    );
     let e = err(&t);
-    assert!(e.contains("is used by another instance"), "{e}");
+    // The error names where the first one is, not just that there are two.
+    assert!(
+        e.contains(
+            "vrrp.toml:8: instance[1].name: \"VI_1\" is already the name of instance[0] (line 2); names must be unique"
+        ),
+        "{e}"
+    );
     assert!(e.contains("vrid 51 is already used on eth0"), "{e}");
+}
+
+/// One VIP in two instances: each adds and removes it on its own transitions, so one
+/// instance's FAULT removes the address the other still holds as master.
+#[test]
+fn a_vip_in_two_instances_is_refused() {
+    let second = one("")
+        .replace("VI_1", "VI_2")
+        .replace("vrid = 51", "vrid = 52")
+        .replace(
+            "[\"192.0.2.100/24\"]",
+            "[\"192.0.2.7/24\", \"192.0.2.100/24\"]",
+        );
+    let e = err(&format!("{}{second}", one("")));
+    assert_eq!(
+        e,
+        "vrrp.toml:11: instance[1].virtual_addresses[1]: 192.0.2.100 is already a virtual address \
+         of \"VI_1\", instance[0] (line 5); an address can belong to one instance only"
+    );
+    // A different prefix length is still the same address.
+    let e = err(&format!(
+        "{}{}",
+        one(""),
+        second.replace("192.0.2.100/24", "192.0.2.100/32")
+    ));
+    assert!(
+        e.contains("192.0.2.100 is already a virtual address"),
+        "{e}"
+    );
+}
+
+#[test]
+fn notify_must_exist_and_timeout_must_be_positive() {
+    let e = err(&one("notify = \"/nonexistent/tether-notify.sh MASTER\""));
+    assert!(
+        e.starts_with(
+            "vrrp.toml:6: instance[0].notify: \"/nonexistent/tether-notify.sh\" cannot be run"
+        ),
+        "{e}"
+    );
+    let e = err(&one("notify = \"tether-no-such-notify-command\""));
+    assert!(e.contains("is not found in PATH"), "{e}");
+    // A file that exists but cannot be executed.
+    let plain = std::env::temp_dir().join(format!("tether-notify-{}.sh", std::process::id()));
+    std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+    let e = err(&one(&format!("notify = \"{}\"", plain.display())));
+    let _ = std::fs::remove_file(&plain);
+    assert!(e.contains("is not an executable file"), "{e}");
+    let e = err(&one("notify = \"/bin/true\"\nnotify_timeout = \"0s\""));
+    assert!(
+        e.starts_with(
+            "vrrp.toml:7: instance[0].notify_timeout: 0s would kill every notify command"
+        ),
+        "{e}"
+    );
+    assert!(parse_text(&one("notify = \"true x\"\nnotify_timeout = \"1s\"")).is_ok());
 }
 
 #[test]
@@ -240,6 +306,15 @@ fn track_errors() {
     assert!(
         t("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nweight = 300")
             .contains("weight must be -253..=253")
+    );
+    // 0 would be quietly turned into 1: say it instead.
+    assert!(
+        t("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nfall = 0")
+            .starts_with("vrrp.toml:11: instance[0].track[0].fall: 0 is not allowed")
+    );
+    assert!(
+        t("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nrise = 0")
+            .starts_with("vrrp.toml:11: instance[0].track[0].rise: 0 is not allowed")
     );
     let e = t("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nweight = 300");
     assert!(

@@ -377,6 +377,49 @@ fn v3_interval_is_not_checked() {
     assert_eq!(check(&rx, &want), Ok(()));
 }
 
+/// Max Adver Int 0 is malformed: adopting it would make a v3 backup's Master_Down
+/// interval zero and one forged packet would hand it the VIP at once.
+#[test]
+fn interval_zero_is_dropped_as_malformed() {
+    let src = v4("192.0.2.2");
+    let decoded = |version, interval_field| {
+        let ad = unauthenticated(version, interval_field, v4("192.0.2.101"));
+        let bytes = ad.encode(src, mcast4(), ChecksumMode::PseudoHeader);
+        decode_vrrp(&bytes, src, mcast4(), 255).map(|rx| rx.advert)
+    };
+    assert_eq!(decoded(Version::V3, 0), Err(DropReason::BadInterval));
+    assert_eq!(decoded(Version::V2, 0), Err(DropReason::BadInterval));
+    assert!(decoded(Version::V3, 1).is_ok());
+}
+
+/// A VRID 51 advert at priority 200 for one address, without authentication.
+fn unauthenticated(version: Version, interval_field: u16, addr: IpAddr) -> Advert {
+    Advert {
+        version,
+        vrid: 51,
+        priority: 200,
+        interval_field,
+        addrs: vec![addr],
+        auth: Auth::None,
+    }
+}
+
+/// RFC 5798 5.1.2.2: a multicast v3 advert over IPv6 comes from a link-local address.
+#[test]
+fn ipv6_multicast_advert_from_a_global_source_is_dropped() {
+    let ad = unauthenticated(Version::V3, 10, v6("2001:db8::101"));
+    let global = v6("2001:db8::2");
+    let bytes = ad.encode(global, mcast6(), ChecksumMode::PseudoHeader);
+    assert_eq!(
+        decode_vrrp(&bytes, global, mcast6(), 255),
+        Err(DropReason::SourceNotLinkLocal)
+    );
+    // Unicast peers may use a global source (keepalived's unicast_src).
+    let peer = v6("2001:db8::1");
+    let bytes = ad.encode(global, peer, ChecksumMode::PseudoHeader);
+    assert!(decode_vrrp(&bytes, global, peer, 255).is_ok());
+}
+
 #[test]
 fn drop_labels_are_unique() {
     let mut l: Vec<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
