@@ -83,6 +83,7 @@ fn timers() -> Timers {
         handshake_timeout: Duration::from_secs(2),
         readiness_down: Duration::from_millis(200),
         drain_grace: Duration::from_secs(5),
+        stop_delay: Duration::ZERO,
         // The production default: the restart bound below is checked with it.
         backoff_cap: Duration::from_secs(2),
         probe: Duration::from_secs(30),

@@ -1131,6 +1131,16 @@ impl Cloud {
     async fn drain(self: Arc<Self>) {
         info!(node = %self.cfg.id, "draining");
         self.draining.store(true, Ordering::SeqCst);
+        let delay = self.cfg.timers.stop_delay;
+        if !delay.is_zero() {
+            // `/readyz` is 503 from now on; clients a balancer still sends here are served
+            // until its checks have moved new clients away.
+            info!(node = %self.cfg.id, ?delay, "not ready; still serving before the listeners close");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.kill.cancelled() => {}
+            }
+        }
         let actions = lock(&self.core).drain(Instant::now());
         self.apply(actions);
         let grace = self.cfg.timers.drain_grace;

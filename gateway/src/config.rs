@@ -51,6 +51,10 @@ pub struct Timers {
     pub readiness_down: Duration,
     /// How long a drain waits for streams to finish.
     pub drain_grace: Duration,
+    /// Cloud: how long a stopping node keeps serving with `/readyz` already 503, before its
+    /// listeners close, so balancers that cannot retry a refused connect (`mode = "dr"`)
+    /// move new clients away first (HAProxy's `grace`).
+    pub stop_delay: Duration,
     /// Highest reconnect backoff towards a roster node.
     pub backoff_cap: Duration,
     /// How often a cloud node probes each session with an empty stream open, so a session
@@ -68,6 +72,7 @@ impl Default for Timers {
             handshake_timeout: Duration::from_secs(5),
             readiness_down: Duration::from_millis(500),
             drain_grace: Duration::from_secs(30),
+            stop_delay: Duration::ZERO,
             backoff_cap: Duration::from_secs(2),
             probe: Duration::from_secs(30),
         }
@@ -290,6 +295,8 @@ struct RawTimers {
     #[serde(default, with = "humantime_serde")]
     drain_grace: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
+    stop_delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
     backoff_cap: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     probe: Option<Duration>,
@@ -480,6 +487,7 @@ impl Validator<'_> {
             handshake_timeout: raw.handshake_timeout.unwrap_or(d.handshake_timeout),
             readiness_down: raw.readiness_down.unwrap_or(d.readiness_down),
             drain_grace: raw.drain_grace.unwrap_or(d.drain_grace),
+            stop_delay: raw.stop_delay.unwrap_or(d.stop_delay),
             backoff_cap: raw.backoff_cap.unwrap_or(d.backoff_cap),
             probe: raw.probe.unwrap_or(d.probe),
         };

@@ -43,9 +43,9 @@ pub const DOMAIN: &str = "gw.example.com";
 /// A quick TCP check for the session backends.
 const TCP_CHECK: &str = "[backend.health]\nkind = \"tcp\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\n";
 /// Gateway timers for a lab: a dead peer is noticed in about a second and a silent stream
-/// open retried after half a second (production defaults are seconds). `{dead_after}` and
-/// `{open_timeout}` are filled per mode (see `Scenario::gw_timers`).
-const GW_TIMERS: &str = "[timers]\nping = \"300ms\"\ndead_after = \"{dead_after}\"\nopen_timeout = \"{open_timeout}\"\nconnect_timeout = \"500ms\"\nbackoff_cap = \"500ms\"\ndrain_grace = \"2s\"\n";
+/// open retried after half a second (production defaults are seconds). `{dead_after}`,
+/// `{open_timeout}` and `{stop_delay}` are filled per mode (see `Scenario::gw_timers`).
+const GW_TIMERS: &str = "[timers]\nping = \"300ms\"\ndead_after = \"{dead_after}\"\nopen_timeout = \"{open_timeout}\"\nconnect_timeout = \"500ms\"\nbackoff_cap = \"500ms\"\ndrain_grace = \"2s\"\nstop_delay = \"{stop_delay}\"\n";
 
 /// How the balancers carry the VIP's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -706,14 +706,19 @@ impl Scenario {
     /// then 1.4 s after the loss). A session declared dead, or ejected for a stream open it
     /// did not answer, before that would be re-dialed for nothing, so dr gives them 3 s and
     /// 2 s; a silent session is still hedged after a quarter of `open_timeout`.
+    ///
+    /// A dr balancer cannot retry a refused connect either, so a stopping cloud node keeps
+    /// serving for `stop_delay` after its `/readyz` turned 503, longer than the balancers'
+    /// checks take to notice (300 ms x 2).
     fn gw_timers(&self) -> String {
-        let (dead_after, open_timeout) = match self.lb_mode {
-            LbMode::Proxy => ("1s", "500ms"),
-            LbMode::Dr => ("3s", "2s"),
+        let (dead_after, open_timeout, stop_delay) = match self.lb_mode {
+            LbMode::Proxy => ("1s", "500ms", "0s"),
+            LbMode::Dr => ("3s", "2s", "1500ms"),
         };
         GW_TIMERS
             .replace("{dead_after}", dead_after)
             .replace("{open_timeout}", open_timeout)
+            .replace("{stop_delay}", stop_delay)
     }
 
     fn write_gateway_configs(&self) -> Result<(), LabError> {

@@ -333,6 +333,8 @@ impl Metrics {
         let _ = self.srv_queue.remove_label_values(l);
         let _ = self.srv_queue_timeouts.remove_label_values(l);
         let _ = self.connect_seconds.remove_label_values(l);
+        let _ = self.dr_packets.remove_label_values(l);
+        let _ = self.dr_bytes.remove_label_values(l);
         for result in ["ok", "fail"] {
             let _ = self
                 .srv_checks

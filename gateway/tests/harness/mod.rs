@@ -32,6 +32,7 @@ pub fn test_timers() -> Timers {
         handshake_timeout: Duration::from_secs(2),
         readiness_down: Duration::from_millis(200),
         drain_grace: Duration::from_secs(5),
+        stop_delay: Duration::ZERO,
         backoff_cap: Duration::from_secs(2),
         probe: Duration::from_secs(30),
     }

@@ -132,6 +132,7 @@ mod tests {
             table: "t".into(),
             frontends: vec![FrontendRules {
                 name: "svc".into(),
+                backend: "be".into(),
                 interface: "eth0".into(),
                 binds: vec!["192.0.2.100:5551".parse().unwrap()],
                 v6: false,

@@ -262,16 +262,8 @@ async fn sync(
         remove_table(dr, controller).await;
         return;
     }
-    for f in &p.desired.frontends {
-        for (mark, (b, s)) in &p.marks {
-            if f.live.iter().any(|l| l.mark == *mark) {
-                let n = f.slots.iter().filter(|m| *m == mark).count();
-                metrics
-                    .dr_slots
-                    .with_label_values(&[f.name.as_str(), b, s])
-                    .set(n as i64);
-            }
-        }
+    for (f, b, s, n) in p.slots_held() {
+        metrics.dr_slots.with_label_values(&[f, b, s]).set(n as i64);
     }
     if let Ok(mut st) = dr.status.lock() {
         if st.plan_errors != p.errors {

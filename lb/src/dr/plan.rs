@@ -31,20 +31,41 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Who holds how many slots, per frontend, for the log: `svc: be/s1=512 be/s2=512`.
-    pub fn summary(&self) -> String {
+    /// `(frontend, backend, server, slots)` for every server of every dr frontend, 0 for
+    /// those that take no new flows, in name order.
+    pub fn slots_held(&self) -> Vec<(&str, &str, &str, usize)> {
         let mut out = Vec::new();
         for f in &self.desired.frontends {
-            let mut held: BTreeMap<String, usize> = BTreeMap::new();
-            for m in &f.slots {
-                if let Some((b, s)) = self.marks.get(m) {
-                    *held.entry(format!("{b}/{s}")).or_insert(0) += 1;
-                }
+            let mut servers: Vec<(&u32, &(String, String))> = self
+                .marks
+                .iter()
+                .filter(|(_, (b, _))| *b == f.backend)
+                .collect();
+            servers.sort_by(|a, b| a.1.cmp(b.1));
+            for (mark, (b, s)) in servers {
+                let n = f.slots.iter().filter(|m| *m == mark).count();
+                out.push((f.name.as_str(), b.as_str(), s.as_str(), n));
             }
-            let held: Vec<String> = held.iter().map(|(k, n)| format!("{k}={n}")).collect();
-            out.push(format!("{}: {}", f.name, held.join(" ")));
         }
-        out.join("; ")
+        out
+    }
+
+    /// Who holds how many slots, per frontend, for the log: `svc: be/s1=512 be/s2=512`.
+    pub fn summary(&self) -> String {
+        let mut out: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for f in &self.desired.frontends {
+            out.entry(f.name.as_str()).or_default();
+        }
+        for (f, b, s, n) in self.slots_held() {
+            if n > 0 {
+                out.entry(f).or_default().push(format!("{b}/{s}={n}"));
+            }
+        }
+        let parts: Vec<String> = out
+            .iter()
+            .map(|(f, held)| format!("{f}: {}", held.join(" ")))
+            .collect();
+        parts.join("; ")
     }
 }
 
@@ -180,6 +201,7 @@ pub fn plan_with(state: &State, table_name: &str, links: &Links) -> Plan {
             .collect();
         p.desired.frontends.push(FrontendRules {
             name: f.cfg.name.clone(),
+            backend: f.backend.cfg.name.clone(),
             interface: dr.interface.clone(),
             binds: f.cfg.binds.clone(),
             v6,

@@ -41,6 +41,8 @@ pub struct Desired {
 pub struct FrontendRules {
     /// The frontend's name (its objects are named after a hash of it).
     pub name: String,
+    /// Its backend's name.
+    pub backend: String,
     /// The link the VIP's packets arrive on and the servers are on.
     pub interface: String,
     /// The VIPs and ports.
@@ -340,6 +342,7 @@ mod tests {
         };
         FrontendRules {
             name: name.into(),
+            backend: "be".into(),
             interface: "eth0".into(),
             binds: vec![SocketAddr::new(vip, 5551)],
             v6,
