@@ -34,10 +34,11 @@ pub struct DemoArgs {
     /// Namespace prefix: the demo's namespaces are `<prefix>-<box>` (tests use their own).
     #[arg(long, default_value = "tether", hide = true)]
     prefix: String,
-    /// How the balancers forward: `proxy` (terminate TCP and relay) or `dr` (the kernel
-    /// forwards packets to the cloud nodes, which answer directly: a balancer's death cuts
-    /// no connection).
-    #[arg(long, default_value = "proxy", value_parser = ["proxy", "dr"])]
+    /// How the balancers forward: `dr` (the kernel forwards packets to the cloud nodes,
+    /// which answer directly: a balancer's death cuts no connection; the default, as the
+    /// failure matrix measures it better) or `proxy` (terminate TCP and relay, with retries
+    /// and SNI routing).
+    #[arg(long, default_value = "dr", value_parser = ["proxy", "dr"])]
     lb_mode: String,
     /// Loopback demo: time before an echo server that was killed is started again.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
