@@ -359,7 +359,10 @@ mod tests {
         // The longest legal header (107 bytes with its CRLF) still reads.
         let max = [b"PROXY UNKNOWN ".as_slice(), &[b'W'; 91], b"\r\n"].concat();
         assert_eq!(max.len(), 107);
-        assert!(matches!(proxy_header(&max), Inspect::Done { consumed: 107, .. }));
+        assert!(matches!(
+            proxy_header(&max),
+            Inspect::Done { consumed: 107, .. }
+        ));
     }
 
     #[test]
