@@ -14,6 +14,8 @@ use ppp::PartialResult;
 pub const MAX_HELLO: usize = 64 * 1024;
 /// A PROXY v2 header with TLVs fits well within this; v1 is at most 107 bytes.
 pub const MAX_PROXY_HEADER: usize = 4096;
+/// The longest PROXY v1 header, its CRLF included (the specification's limit).
+const MAX_PROXY_V1: usize = 107;
 
 /// What a look at the first bytes found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,11 +53,13 @@ pub fn proxy_header(buf: &[u8]) -> Inspect<ProxiedAddrs> {
         return Inspect::Invalid("bad_proxy_header");
     }
     // A v1 header is one line of at most 107 bytes: wait for its end before parsing, since
-    // a line cut inside a field looks like a bad field rather than a short one.
+    // a line cut inside a field looks like a bad field rather than a short one. The end is
+    // looked for only within those 107 bytes (ppp checks the length only up to its first CR).
     if buf[0] == b'P' {
-        let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        let line = &buf[..buf.len().min(MAX_PROXY_V1)];
+        let Some(end) = line.windows(2).position(|w| w == b"\r\n") else {
             let prefix_ok = b"PROXY ".starts_with(&buf[..buf.len().min(6)]);
-            return if !prefix_ok || buf.len() >= 107 {
+            return if !prefix_ok || buf.len() >= MAX_PROXY_V1 {
                 Inspect::Invalid("bad_proxy_header")
             } else {
                 Inspect::NeedMore
@@ -349,6 +353,22 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn proxy_v1_longer_than_107_bytes_is_invalid_even_in_one_read() {
+        // Found by fuzz/lb_proxy_header: ppp ends a v1 header at its first CR, so an UNKNOWN
+        // line with "\n\r" early passed ppp's 107-byte limit, and the whole line up to the
+        // CRLF 150 bytes on was consumed; read in pieces, the same bytes were refused.
+        let long = [b"PROXY UNKNOWN \n\r".as_slice(), &[b'W'; 150], b"\r\n"].concat();
+        assert_eq!(proxy_header(&long), Inspect::Invalid("bad_proxy_header"));
+        // The longest legal header (107 bytes with its CRLF) still reads.
+        let max = [b"PROXY UNKNOWN ".as_slice(), &[b'W'; 91], b"\r\n"].concat();
+        assert_eq!(max.len(), 107);
+        assert!(matches!(
+            proxy_header(&max),
+            Inspect::Done { consumed: 107, .. }
+        ));
     }
 
     #[test]

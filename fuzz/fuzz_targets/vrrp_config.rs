@@ -1,0 +1,14 @@
+//! `tether vrrp`'s configuration: arbitrary text through TOML parsing and validation, and
+//! the errors rendered as the binary prints them.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some(src) = tether_fuzz::toml_text(data) else {
+        return;
+    };
+    if let Err(e) = tether_vrrp::config::parse(&src) {
+        let _ = e.to_string();
+    }
+});
