@@ -8,8 +8,8 @@
 #
 # Runs two variants, one after the other, under the same project name:
 # - proxy (compose.yaml): every service path echoes; each balancer and gateway is stopped in
-#   turn (`compose stop`) while clients probe every 20 ms, the paths still echo, and it is
-#   started again; Prometheus has scraped every daemon.
+#   turn (`docker stop`, as `compose stop` does) while clients probe every 20 ms, the paths
+#   still echo, and it is started again; Prometheus has scraped every daemon.
 # - dr (compose.yaml + compose.dr.yaml): every path echoes; lb1 is stopped and started while
 #   clients probe every path (3 s patience) and hold connections open through it all: no
 #   probe may fail and no open connection may be cut.
@@ -318,7 +318,7 @@ dr_cases() {
   k=0
   for p in "${holds[@]}"; do
     f=${p%%:*}; name=${p#*:}
-    out=$(cat "$f")
+    out=$(tr '\n' ' ' <"$f")
     echo "  connection to $name: $out"
     [[ $out == kept* ]] && k=$((k + 1)) || bad+=("connection to $name: $out")
   done
