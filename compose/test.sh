@@ -184,10 +184,29 @@ read_probe() {
   echo "  $2 probe: $report"
 }
 
+# Stops box $1 as `compose stop` does (SIGTERM, then 10 s), checks that every path not
+# entering through it still echoes, and starts it again.
+bounce() {
+  local box=$1 p who
+  docker stop -t 10 "${cid[$box]}" >/dev/null
+  for p in "${paths[@]}"; do
+    # shellcheck disable=SC2086
+    [[ $(entry $p) == "$box" ]] && continue   # a path entering through the stopped box
+    # shellcheck disable=SC2086
+    who=$(echo_path $p) || fail "path $p while $box is stopped"
+    echo "  $box stopped: path $p answered by $who"
+  done
+  echo "  VIP held by $(vip_holders)"
+  # VRRP on a stopping lb1 sends priority 0: lb2 has taken over.
+  [[ $box != lb1 || $(vip_holders) == lb2 ]] || fail "lb2 should hold the VIP while lb1 is stopped"
+  sleep 1
+  docker start "${cid[$box]}" >/dev/null
+}
+
 figures=()
 
 proxy_cases() {
-  local box other other_ip fa fb pa pb p who pair name f
+  local box other other_ip fa fb pa pb pair name f
   for box in lb1 lb2 cloud1 cloud2 onprem1 onprem2; do
     say "proxy: stop $box while clients probe every 20 ms"
     other=onprem2; [[ $box == onprem2 ]] && other=onprem1
@@ -200,17 +219,7 @@ proxy_cases() {
       --timeout 1s >"$fb" 2>/dev/null &
     pb=$!
     sleep 1.5
-    docker stop -t 10 "${cid[$box]}" >/dev/null
-    for p in "${paths[@]}"; do
-      # shellcheck disable=SC2086
-      [[ $(entry $p) == "$box" ]] && continue   # a path entering through the stopped box
-      # shellcheck disable=SC2086
-      who=$(echo_path $p) || fail "path $p while $box is stopped"
-      echo "  $box stopped: path $p answered by $who"
-    done
-    echo "  VIP held by $(vip_holders)"
-    sleep 1
-    docker start "${cid[$box]}" >/dev/null
+    bounce "$box"
     wait "$pa" "$pb" || true
     for pair in "A:$fa" "B via $other:$fb"; do
       name=${pair%%:*}; f=${pair#*:}
@@ -268,7 +277,7 @@ echo "kept $n (banner $banner)"'
 
 dr_cases() {
   say "dr: stop lb1 and start it again while clients probe (3 s patience) and hold connections"
-  local dials_before p i k box host port who pids=() holds=() probes=() name t0 back moved f out bad=()
+  local dials_before p i k box host port pids=() holds=() probes=() name t0 back moved f out bad=()
   dials_before=$(dials)
   # The holds run until this fifo's only writer (fd 7 here, closed in every child) closes.
   mkfifo "$work/release"
@@ -287,16 +296,7 @@ dr_cases() {
     pids+=($!); probes+=("$work/probe-$k:$host:$port")
   done
   sleep 1.5
-  docker stop -t 10 "${cid[lb1]}" >/dev/null
-  for p in "${paths[@]}"; do
-    # shellcheck disable=SC2086
-    who=$(echo_path $p) || fail "path $p while lb1 is stopped"
-    echo "  lb1 stopped: path $p answered by $who"
-  done
-  echo "  VIP held by $(vip_holders)"
-  [[ $(vip_holders) == lb2 ]] || fail "lb2 should hold the VIP while lb1 is stopped"
-  sleep 1
-  docker start "${cid[lb1]}" >/dev/null
+  bounce lb1
   back=$(date +%s)
   # lb1 takes the VIP back after preempt_delay (2 s) once its checks are up; the probes must
   # still be running then, so the return is part of what they (and the holds) ride out.
