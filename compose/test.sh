@@ -6,15 +6,24 @@
 #   compose/test.sh                       # builds target/release/tether if missing
 #   TETHER_BIN=target/debug/tether compose/test.sh
 #
-# Steps: every service path echoes; each balancer and gateway is stopped in turn
-# (`compose stop`) while clients probe every 20 ms, the paths still echo, and it is started
-# again; Prometheus has scraped every daemon.
+# Runs two variants, one after the other, under the same project name:
+# - proxy (compose.yaml): every service path echoes; each balancer and gateway is stopped in
+#   turn (`docker stop`, as `compose stop` does) while clients probe every 20 ms, the paths
+#   still echo, and it is started again; Prometheus has scraped every daemon.
+# - dr (compose.yaml + compose.dr.yaml): every path echoes; lb1 is stopped and started while
+#   clients probe every path (3 s patience) and hold connections open through it all: no
+#   probe may fail and no open connection may be cut.
+# COMPOSE_VARIANTS="dr" compose/test.sh runs only the named variants.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 project=${COMPOSE_PROJECT:-tether-compose-test}
 export PROMETHEUS_PORT=${PROMETHEUS_PORT:-19090}
 started=$(date +%s)
+read -r -a variants <<<"${COMPOSE_VARIANTS:-proxy dr}"
+for v in "${variants[@]}"; do
+  [[ $v == proxy || $v == dr ]] || { echo "compose/test.sh: unknown variant $v" >&2; exit 1; }
+done
 
 if docker compose version >/dev/null 2>&1; then
   compose=(docker compose)
@@ -24,15 +33,21 @@ else
   echo "compose/test.sh: neither 'docker compose' nor docker-compose is installed" >&2
   exit 1
 fi
-dc() { "${compose[@]}" -p "$project" -f "$here/compose.yaml" "$@"; }
+# The compose files of the variant under test (set by up_variant).
+files=(-f "$here/compose.yaml")
+dc() { "${compose[@]}" -p "$project" "${files[@]}" "$@"; }
 say() { printf '\n== [%3ss] %s\n' "$(($(date +%s) - started))" "$*"; }
 fail() { echo "FAIL: $*" >&2; dc ps >&2 || true; dc logs --tail 30 >&2 || true; exit 1; }
 
+# Probe reports and connection logs of the cases.
+work=$(mktemp -d /tmp/tether-compose-test.XXXXXX)
 cleanup() {
   local rc=$?
   say "tearing down"
+  # Containers, networks and the certs volume of whichever variant is up (both use the
+  # project name; --remove-orphans also takes boxes only the other variant's files name).
   dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
-  rm -rf "$here/bin"
+  rm -rf "$here/bin" "$work"
   exit $rc
 }
 trap cleanup EXIT INT TERM
@@ -49,13 +64,15 @@ strip -o "$here/bin/tether" "$bin" 2>/dev/null || cp "$bin" "$here/bin/tether"
 say "base image"
 "$here/build-base.sh"
 
-say "build and up"
-dc down -v --remove-orphans -t 1 >/dev/null 2>&1 || true
+say "build the images"
 dc build -q
-dc up -d
 
-# Runs a command in a box.
-ex() { local box=$1; shift; dc exec -T "$box" "$@"; }
+# The container of each box of the variant that is up (set by up_variant).
+declare -A cid
+# Runs a command in a box. `docker exec`, not `compose exec`: docker-compose v1 (Python)
+# takes a second or more of CPU to start, which on a loaded machine stretched a case that
+# runs several at once by tens of seconds.
+ex() { local box=$1; shift; docker exec -i "${cid[$box]:?no container for $box}" "$@"; }
 
 # One echo exchange: prints the banner of the server that answered. A new connection gets
 # three tries (a user would press enter again); the probes count every failure anyway.
@@ -94,14 +111,6 @@ wait_paths() {
   done
 }
 
-say "waiting for every path to echo"
-wait_paths 90 || fail "the paths did not come up"
-for p in "${paths[@]}"; do
-  # shellcheck disable=SC2086
-  who=$(echo_path $p) || fail "path $p"
-  echo "path $p: answered by $who"
-done
-
 # Who holds the VIP now.
 vip_holders() {
   local b h=()
@@ -110,14 +119,16 @@ vip_holders() {
   done
   echo "${h[*]:-nobody}"
 }
-echo "VIP held by: $(vip_holders)"
-[[ $(vip_holders) == lb1 ]] || fail "lb1 (priority 150) should hold the VIP"
 
-# Sessions a cloud node holds now.
-sessions() {
-  ex "$1" curl -s --max-time 2 127.0.0.1:9100/metrics 2>/dev/null |
-    awk '/^tether_gateway_sessions[{ ]/ { s += $NF } END { print s + 0 }'
+# The sum of a metric's samples on a box's admin port.
+metric_sum() {
+  ex "$1" curl -s --max-time 2 "127.0.0.1:$2/metrics" 2>/dev/null |
+    awk -v m="$3" '$1 == m || index($1, m "{") == 1 { s += $NF } END { print s + 0 }'
 }
+# Sessions a cloud node holds now.
+sessions() { metric_sum "$1" 9100 tether_gateway_sessions; }
+# Sessions the on-prem gateways have dialed so far.
+dials() { echo $(($(metric_sum onprem1 9100 tether_gateway_dials_total) + $(metric_sum onprem2 9100 tether_gateway_dials_total))); }
 # Settled: every cloud node holds its prepared sessions from both on-prem gateways again.
 settled() {
   local c
@@ -125,28 +136,59 @@ settled() {
     (($(sessions "$c") >= 4)) || return 1
   done
 }
+wait_settled() {
+  local deadline=$(($(date +%s) + $1))
+  until [[ $(vip_holders) == lb1 ]] && settled; do
+    (($(date +%s) < deadline)) ||
+      fail "$2: VIP held by $(vip_holders), sessions $(sessions cloud1)/$(sessions cloud2)"
+    sleep 0.5
+  done
+}
 
-deadline=$(($(date +%s) + 30))
-until settled; do
-  (($(date +%s) < deadline)) || fail "sessions never settled: $(sessions cloud1)/$(sessions cloud2)"
-  sleep 0.5
-done
-echo "sessions per cloud node: $(sessions cloud1) / $(sessions cloud2)"
+# Brings variant $1 up and waits until every path echoes and the sessions have settled.
+up_variant() {
+  files=(-f "$here/compose.yaml")
+  [[ $1 == dr ]] && files+=(-f "$here/compose.dr.yaml")
+  say "$1: up"
+  dc down -v --remove-orphans -t 1 >/dev/null 2>&1 || true
+  dc up -d
+  local s
+  for s in $(dc ps --services); do cid[$s]=$(dc ps -q "$s"); done
+  say "$1: waiting for every path to echo"
+  wait_paths 90 || fail "the paths did not come up"
+  local p who
+  for p in "${paths[@]}"; do
+    # shellcheck disable=SC2086
+    who=$(echo_path $p) || fail "path $p"
+    echo "path $p: answered by $who"
+  done
+  echo "VIP held by: $(vip_holders)"
+  wait_settled 30 "$1 start (lb1, priority 150, should hold the VIP)"
+  echo "sessions per cloud node: $(sessions cloud1) / $(sessions cloud2)"
+}
 
-figures=()
-for box in lb1 lb2 cloud1 cloud2 onprem1 onprem2; do
-  say "stop $box while clients probe every 20 ms"
-  other=onprem2; [[ $box == onprem2 ]] && other=onprem1
-  other_ip=198.51.100.11; [[ $other == onprem2 ]] && other_ip=198.51.100.12
-  fa=$(mktemp) fb=$(mktemp)
-  ex client-a tether probe --json --connect 203.0.113.100:5551 --every 20ms --for 9s \
-    --timeout 1s >"$fa" 2>/dev/null &
-  pa=$!
-  ex client-b tether probe --json --connect "$other_ip:6661" --every 20ms --for 9s \
-    --timeout 1s >"$fb" 2>/dev/null &
-  pb=$!
-  sleep 1.5
-  dc stop -t 10 "$box" >/dev/null 2>&1
+down_variant() {
+  say "$1: down"
+  dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+}
+
+# Reads a `tether probe --json` report from file $1 into the globals failures, attempts
+# and gap (seconds); fails the test for a missing report named $2.
+read_probe() {
+  local report
+  report=$(cat "$1")
+  failures=$(sed -n 's/.*"failures":\([0-9]*\).*/\1/p' <<<"$report")
+  attempts=$(sed -n 's/.*"attempts":\([0-9]*\).*/\1/p' <<<"$report")
+  gap=$(sed -n 's/.*"longest_gap_s":\([0-9.e-]*\).*/\1/p' <<<"$report")
+  [[ -n $failures ]] || fail "no probe report for $2: $report"
+  echo "  $2 probe: $report"
+}
+
+# Stops box $1 as `compose stop` does (SIGTERM, then 10 s), checks that every path not
+# entering through it still echoes, and starts it again.
+bounce() {
+  local box=$1 p who
+  docker stop -t 10 "${cid[$box]}" >/dev/null
   for p in "${paths[@]}"; do
     # shellcheck disable=SC2086
     [[ $(entry $p) == "$box" ]] && continue   # a path entering through the stopped box
@@ -155,51 +197,147 @@ for box in lb1 lb2 cloud1 cloud2 onprem1 onprem2; do
     echo "  $box stopped: path $p answered by $who"
   done
   echo "  VIP held by $(vip_holders)"
+  # VRRP on a stopping lb1 sends priority 0: lb2 has taken over.
+  [[ $box != lb1 || $(vip_holders) == lb2 ]] || fail "lb2 should hold the VIP while lb1 is stopped"
   sleep 1
-  dc start "$box" >/dev/null 2>&1
-  wait "$pa" "$pb" || true
-  for pair in "A:$fa" "B via $other:$fb"; do
-    name=${pair%%:*}; f=${pair#*:}
-    report=$(cat "$f"); rm -f "$f"
-    failures=$(sed -n 's/.*"failures":\([0-9]*\).*/\1/p' <<<"$report")
-    gap=$(sed -n 's/.*"longest_gap_s":\([0-9.e-]*\).*/\1/p' <<<"$report")
-    [[ -n $failures ]] || fail "no probe report for service $name: $report"
-    echo "  service $name probe: $report"
-    figures+=("$box stop/start, service $name: $failures failed probes, longest gap ${gap}s")
-    # A clean stop: VRRP sends priority 0, balancers and gateways drain. The balancer
-    # cases may cost the VIP takeover window (the sessions through it are re-dialed);
-    # the gateway cases must cost nothing.
-    # (The namespace failure matrix holds gateways to zero, with a confirming re-run;
-    # here, on Docker's heavier path, a gateway stop may cost at most 5 probes of ~400:
-    # up to 2 have been seen when an on-prem gateway drains.)
-    awk -v g="$gap" 'BEGIN { exit !(g < 1.5) }' || fail "$box stop: service $name gap ${gap}s"
-    if [[ $box != lb* ]]; then
-      ((failures <= 5)) || fail "$box stop: service $name lost $failures probes"
-    fi
-  done
-  wait_paths 30 || fail "paths after $box came back"
-  deadline=$(($(date +%s) + 20))
-  until [[ $(vip_holders) == lb1 ]] && settled; do
-    (($(date +%s) < deadline)) ||
-      fail "after $box returned: VIP held by $(vip_holders), sessions $(sessions cloud1)/$(sessions cloud2)"
-    sleep 0.5
-  done
-done
+  docker start "${cid[$box]}" >/dev/null
+}
 
-say "Prometheus has scraped every daemon"
-want=8
-deadline=$(($(date +%s) + 60))
-while :; do
-  targets=$(ex client-a curl -s --max-time 2 http://203.0.113.90:9090/api/v1/targets || true)
-  up=$(grep -o '"health":"up"' <<<"$targets" | wc -l)
-  ((up >= want)) && break
-  (($(date +%s) < deadline)) || fail "Prometheus: $up of $want targets up: $targets"
-  sleep 1
+figures=()
+
+proxy_cases() {
+  local box other other_ip fa fb pa pb pair name f
+  for box in lb1 lb2 cloud1 cloud2 onprem1 onprem2; do
+    say "proxy: stop $box while clients probe every 20 ms"
+    other=onprem2; [[ $box == onprem2 ]] && other=onprem1
+    other_ip=198.51.100.11; [[ $other == onprem2 ]] && other_ip=198.51.100.12
+    fa=$work/probe-a fb=$work/probe-b
+    ex client-a tether probe --json --connect 203.0.113.100:5551 --every 20ms --for 9s \
+      --timeout 1s >"$fa" 2>/dev/null &
+    pa=$!
+    ex client-b tether probe --json --connect "$other_ip:6661" --every 20ms --for 9s \
+      --timeout 1s >"$fb" 2>/dev/null &
+    pb=$!
+    sleep 1.5
+    bounce "$box"
+    wait "$pa" "$pb" || true
+    for pair in "A:$fa" "B via $other:$fb"; do
+      name=${pair%%:*}; f=${pair#*:}
+      read_probe "$f" "service $name"
+      figures+=("proxy: $box stop/start, service $name: $failures failed probes of $attempts, longest gap ${gap}s")
+      # A clean stop: VRRP sends priority 0, balancers and gateways drain. The balancer
+      # cases may cost the VIP takeover window (the sessions through it are re-dialed);
+      # the gateway cases must cost nothing.
+      # (The namespace failure matrix holds gateways to zero, with a confirming re-run;
+      # here, on Docker's heavier path, a gateway stop may cost at most 5 probes of ~400:
+      # up to 2 have been seen when an on-prem gateway drains.)
+      awk -v g="$gap" 'BEGIN { exit !(g < 1.5) }' || fail "$box stop: service $name gap ${gap}s"
+      if [[ $box != lb* ]]; then
+        ((failures <= 5)) || fail "$box stop: service $name lost $failures probes"
+      fi
+    done
+    wait_paths 30 || fail "paths after $box came back"
+    wait_settled 20 "after $box returned"
+  done
+
+  say "proxy: Prometheus has scraped every daemon"
+  local want=8 deadline targets up metric
+  deadline=$(($(date +%s) + 60))
+  while :; do
+    targets=$(ex client-a curl -s --max-time 2 http://203.0.113.90:9090/api/v1/targets || true)
+    up=$(grep -o '"health":"up"' <<<"$targets" | wc -l)
+    ((up >= want)) && break
+    (($(date +%s) < deadline)) || fail "Prometheus: $up of $want targets up: $targets"
+    sleep 1
+  done
+  echo "Prometheus: $up of $want targets up"
+  for metric in tether_lb_server_up tether_vrrp_state tether_gateway_sessions; do
+    ex client-a curl -s --max-time 2 "http://203.0.113.90:9090/api/v1/query?query=$metric" |
+      grep -q '"result":\[{' || fail "Prometheus has no $metric samples"
+  done
+}
+
+# A long-lived connection, run in a client box by bash: reads the server's banner, then
+# sends a numbered 500-byte line every 100 ms and checks its echo, until its stdin ends (at
+# most 60 s). Prints "kept N" or why it ended early; exits 1 then.
+# shellcheck disable=SC2016
+hold='exec 3<>"/dev/tcp/$1/$2" || { echo "connect failed"; exit 1; }
+read -r -t 5 -u 3 banner || { echo "no banner"; exit 1; }
+printf -v pad "%0490d" 0
+n=0
+while ((SECONDS < 60)); do
+  n=$((n + 1))
+  printf "%d %s\n" "$n" "$pad" >&3 || { echo "cut: write $n"; exit 1; }
+  read -r -t 5 -u 3 line || { echo "cut: no echo of $n within 5 s"; exit 1; }
+  [[ $line == "$n $pad" ]] || { echo "corrupted: line $n came back as ${line:0:40}"; exit 1; }
+  # 100 ms between lines, ended early by the end of stdin (a timeout is > 128).
+  read -r -t 0.1 -u 0 _; (($? > 128)) || break
 done
-echo "Prometheus: $up of $want targets up"
-for metric in tether_lb_server_up tether_vrrp_state tether_gateway_sessions; do
-  ex client-a curl -s --max-time 2 "http://203.0.113.90:9090/api/v1/query?query=$metric" |
-    grep -q '"result":\[{' || fail "Prometheus has no $metric samples"
+echo "kept $n (banner $banner)"'
+
+dr_cases() {
+  say "dr: stop lb1 and start it again while clients probe (3 s patience) and hold connections"
+  local dials_before p i k box host port pids=() holds=() probes=() name t0 back moved f out bad=()
+  dials_before=$(dials)
+  # The holds run until this fifo's only writer (fd 7 here, closed in every child) closes.
+  mkfifo "$work/release"
+  exec 7<>"$work/release"
+  t0=$(date +%s)
+  # Two long-lived connections and one probe per path, through the whole case.
+  k=0
+  for p in "${paths[@]}"; do
+    read -r box host port <<<"$p"
+    for i in 1 2; do
+      ex "$box" bash -c "$hold" hold "$host" "$port" <"$work/release" >"$work/hold-$k" 2>&1 7>&- &
+      pids+=($!); holds+=("$work/hold-$k:$host:$port #$i"); k=$((k + 1))
+    done
+    ex "$box" tether probe --json --connect "$host:$port" --every 20ms --for 16s \
+      --timeout 3s >"$work/probe-$k" 2>/dev/null </dev/null 7>&- &
+    pids+=($!); probes+=("$work/probe-$k:$host:$port")
+  done
+  sleep 1.5
+  bounce lb1
+  back=$(date +%s)
+  # lb1 takes the VIP back after preempt_delay (2 s) once its checks are up; the probes must
+  # still be running then, so the return is part of what they (and the holds) ride out.
+  wait_settled 15 "after lb1 returned"
+  moved=$(($(date +%s) - t0))
+  echo "  lb1 holds the VIP again $(($(date +%s) - back)) s after its start, ${moved} s into the case"
+  ((moved < 15)) || fail "lb1 took the VIP back only ${moved} s into the case, when the probes (16 s) were ending"
+  # Some traffic through lb1 again before the connections end.
+  sleep 1
+  exec 7>&-
+  wait "${pids[@]}" || true
+  for p in "${probes[@]}"; do
+    f=${p%%:*}; name=${p#*:}
+    read_probe "$f" "$name"
+    figures+=("dr: lb1 stop/start, $name: $failures failed probes of $attempts (3 s timeout), longest gap ${gap}s")
+    ((failures == 0)) || bad+=("$name: $failures failed probes")
+    ((attempts > 200)) || bad+=("$name: only $attempts probes")
+  done
+  k=0
+  for p in "${holds[@]}"; do
+    f=${p%%:*}; name=${p#*:}
+    out=$(tr '\n' ' ' <"$f")
+    echo "  connection to $name: $out"
+    [[ $out == kept* ]] && k=$((k + 1)) || bad+=("connection to $name: $out")
+  done
+  figures+=("dr: lb1 stop/start: $k of ${#holds[@]} open connections kept, $(($(dials) - dials_before)) sessions re-dialed")
+  local lb
+  for lb in lb1 lb2; do
+    f=$(metric_sum "$lb" 9090 tether_lb_dr_forwarded_packets_total)
+    echo "  $lb: $f packets forwarded by its dr rules"
+    # lb2 carried the flows while lb1 was away, lb1 before and after (its counters restart).
+    ((f > 0)) || bad+=("$lb forwarded nothing with its dr rules")
+  done
+  ((${#bad[@]} == 0)) || fail "dr lb1 stop/start: $(printf '%s; ' "${bad[@]}")"
+  wait_paths 30 || fail "paths after lb1 came back"
+}
+
+for v in "${variants[@]}"; do
+  up_variant "$v"
+  "${v}_cases"
+  down_variant "$v"
 done
 
 say "figures"
