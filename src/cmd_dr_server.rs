@@ -39,10 +39,18 @@ pub fn main(args: DrServerArgs) -> anyhow::Result<ExitCode> {
     let mut restore = Vec::new();
     for (path, value) in SYSCTLS {
         let old = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        let old = old.trim().to_string();
+        // Already set (a container's `sysctls:`, where /proc/sys is read-only): nothing
+        // to write, and nothing to restore.
+        if old == value {
+            continue;
+        }
         std::fs::write(path, value).with_context(|| {
-            format!("writing {path} (tether dr-server needs root or CAP_NET_ADMIN)")
+            format!(
+                "writing {path} (tether dr-server needs root with a writable /proc/sys; in a container, set the sysctl there)"
+            )
         })?;
-        restore.push((path, old.trim().to_string()));
+        restore.push((path, old));
     }
     let mut added = Vec::new();
     let mut result = Ok(());
