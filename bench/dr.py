@@ -170,7 +170,7 @@ name = "bulk"
     with open(hcfg, "w") as f:
         f.write(f"""global
   nbthread 1
-  maxconn 100000
+  maxconn 8000
 defaults
   mode tcp
   timeout connect 2s
