@@ -6,6 +6,7 @@ mod cmd_lb;
 mod cmd_tools;
 mod cmd_vrrp;
 mod demo;
+mod import;
 mod signals;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -41,6 +42,9 @@ enum Command {
     Probe(cmd_tools::ProbeArgs),
     /// Run the demo scenario on this machine, with no configuration.
     Demo(demo::DemoArgs),
+    /// Convert an haproxy.cfg or keepalived.conf into Tether's TOML (reports what has no
+    /// equivalent on stderr).
+    Import(import::ImportArgs),
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {
@@ -78,6 +82,7 @@ fn main() -> std::process::ExitCode {
             init_logging(cli.log_format, "warn");
             cmd_tools::probe_main(args)
         }
+        Command::Import(args) => import::main(args),
         Command::Demo(args) => {
             init_logging(cli.log_format, "info,tether_lb::conn=warn");
             demo::main(args)
