@@ -73,6 +73,7 @@ pub struct Conversion {
 
 impl Conversion {
     /// The TOML written to `name`, if the conversion produced that file.
+    #[cfg(test)]
     pub fn file(&self, name: &str) -> Option<&str> {
         self.files
             .iter()

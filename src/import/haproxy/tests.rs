@@ -1,3 +1,4 @@
+use super::addr::{bind_addrs, server_addr};
 use super::*;
 use tether_health::config::Source;
 use tether_lb::config::{Balance, HealthKind, ProxyVersion, ServerAddress, SniPattern};
@@ -154,36 +155,24 @@ fn the_edge_converts_into_a_config_tether_lb_accepts_with_the_same_meaning() {
             204
         )
     );
-    let servers: Vec<(&str, String, u32, bool, u32, u32, Option<u16>)> = web
+    // name address weight backup maxconn maxqueue check_port
+    let servers: Vec<String> = web
         .servers
         .iter()
         .map(|s| {
-            (
-                s.name.as_str(),
-                s.address.to_string(),
-                s.weight,
-                s.backup,
-                s.maxconn,
-                s.maxqueue,
-                s.check_port,
+            format!(
+                "{} {} {} {} {} {} {:?}",
+                s.name, s.address, s.weight, s.backup, s.maxconn, s.maxqueue, s.check_port
             )
         })
         .collect();
     assert_eq!(
         servers,
         [
-            ("web1", "10.0.0.1:443".into(), 10, false, 200, 20, None),
-            (
-                "web2",
-                "10.0.0.2:443".into(),
-                20,
-                false,
-                0,
-                1024,
-                Some(8080)
-            ),
-            ("web3", "10.0.0.3:443".into(), 1, true, 0, 1024, None),
-            ("web5", "[2001:db8::5]:443".into(), 1, false, 0, 1024, None),
+            "web1 10.0.0.1:443 10 false 200 20 None",
+            "web2 10.0.0.2:443 20 false 0 1024 Some(8080)",
+            "web3 10.0.0.3:443 1 true 0 1024 None",
+            "web5 [2001:db8::5]:443 1 false 0 1024 None",
         ]
     );
 
