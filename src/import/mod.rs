@@ -43,6 +43,16 @@ impl Warning {
     }
 }
 
+/// Word `i` of a directive, or "" past its end.
+fn arg(words: &[String], i: usize) -> &str {
+    words.get(i).map_or("", String::as_str)
+}
+
+/// A directive as a warning names it: its first `n` words.
+fn label(words: &[String], n: usize) -> String {
+    words.iter().take(n).cloned().collect::<Vec<_>>().join(" ")
+}
+
 /// Input that cannot be read as a configuration of its kind at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {message}")]

@@ -126,17 +126,12 @@ struct Line {
 
 impl Line {
     fn arg(&self, i: usize) -> &str {
-        self.words.get(i).map_or("", String::as_str)
+        super::arg(&self.words, i)
     }
 
     /// The directive as the warning names it: keyword plus its first argument(s).
     fn label(&self, n: usize) -> String {
-        self.words
-            .iter()
-            .take(n)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" ")
+        super::label(&self.words, n)
     }
 }
 

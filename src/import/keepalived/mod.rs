@@ -112,15 +112,10 @@ impl Node {
         self.arg(0)
     }
     fn arg(&self, i: usize) -> &str {
-        self.words.get(i).map_or("", String::as_str)
+        super::arg(&self.words, i)
     }
     fn label(&self, n: usize) -> String {
-        self.words
-            .iter()
-            .take(n)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" ")
+        super::label(&self.words, n)
     }
     fn children(&self) -> &[Node] {
         self.children.as_deref().unwrap_or(&[])
