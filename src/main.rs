@@ -2,6 +2,7 @@
 //! validated configuration to the daemon's crate. Everything else lives in the crates.
 
 mod cmd_gateway;
+mod cmd_generate;
 mod cmd_lb;
 mod cmd_tools;
 mod cmd_vrrp;
@@ -9,7 +10,7 @@ mod demo;
 mod import;
 mod signals;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Keeps TCP services reachable when any single box dies.
 #[derive(Parser)]
@@ -45,6 +46,9 @@ enum Command {
     /// Convert an haproxy.cfg or keepalived.conf into Tether's TOML (reports what has no
     /// equivalent on stderr).
     Import(import::ImportArgs),
+    /// Write man pages and shell completions (packaging).
+    #[command(hide = true)]
+    Generate(cmd_generate::GenerateArgs),
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {
@@ -83,6 +87,7 @@ fn main() -> std::process::ExitCode {
             cmd_tools::probe_main(args)
         }
         Command::Import(args) => import::main(args),
+        Command::Generate(args) => cmd_generate::main(args, Cli::command()),
         Command::Demo(args) => {
             init_logging(cli.log_format, "info,tether_lb::conn=warn");
             demo::main(args)

@@ -389,3 +389,42 @@ fn running_out_of_file_descriptors_is_counted_and_survived() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn generate_writes_man_pages_and_completions_that_match_the_commands() {
+    let dir = tempdir().join("generate");
+    let out = Command::new(TETHER)
+        .args(["generate", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read =
+        |p: &str| std::fs::read_to_string(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert!(read("man/tether.1").contains(".TH tether 1"));
+    let lb = read("man/tether-lb.1");
+    assert!(lb.contains("\\-\\-check"), "{lb}");
+    assert!(read("man/tether-import.1").contains("keepalived"));
+    assert!(
+        !dir.join("man/tether-generate.1").exists(),
+        "generate is hidden"
+    );
+    for (file, needle) in [
+        ("completions/tether.bash", "tether__subcmd__import"),
+        ("completions/_tether", "'--check[Validate the configuration"),
+        (
+            "completions/tether.fish",
+            "__fish_tether_using_subcommand vrrp",
+        ),
+    ] {
+        let text = read(file);
+        assert!(text.contains(needle), "{needle:?} not in {file}");
+    }
+    let help = Command::new(TETHER).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("generate"));
+    let _ = std::fs::remove_dir_all(dir);
+}
