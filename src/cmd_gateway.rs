@@ -70,9 +70,11 @@ pub fn main(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         let shutdown = crate::signals::shutdown_on_signals()?;
-        tether_gateway::run(config, shutdown)
+        let gateway = tether_gateway::start(config, shutdown)
             .await
             .with_context(|| format!("{}", path.display()))?;
+        crate::systemd::ready();
+        gateway.wait().await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -9,6 +9,7 @@ mod cmd_vrrp;
 mod demo;
 mod import;
 mod signals;
+mod systemd;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 

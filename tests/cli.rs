@@ -428,3 +428,24 @@ fn generate_writes_man_pages_and_completions_that_match_the_commands() {
     assert!(!String::from_utf8_lossy(&help.stdout).contains("generate"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn lb_sends_systemd_ready_once_its_frontends_are_bound() {
+    let (_echo, echo_addr) = spawn_echo("e");
+    let dir = tempdir().join("notify");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("lb.toml");
+    std::fs::write(&cfg, lb_config(&echo_addr, 1)).unwrap();
+    let sock_path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut cmd = Command::new(TETHER);
+    cmd.env("NOTIFY_SOCKET", &sock_path);
+    let (_lb, _lines, addr) = spawn_lb(cmd, &cfg);
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("no READY=1 from tether lb");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "READY=1");
+    assert_eq!(banner_of(&addr), "e");
+    let _ = std::fs::remove_dir_all(dir);
+}
