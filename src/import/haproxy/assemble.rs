@@ -77,7 +77,7 @@ pub(super) fn assemble(proxies: &[Proxy], file: &str, w: &mut Vec<Warning>) -> L
             Val::Strs(p.binds.iter().map(ToString::to_string).collect()),
         );
         t.set("backend", Val::Str(name(&default)));
-        p.common.frontend_keys(&mut t, false);
+        p.common.frontend_keys(&mut t);
         if p.accept_proxy.iter().any(|a| *a) {
             t.set("accept_proxy", Val::Bool(true));
             if !p.accept_proxy.iter().all(|a| *a) {

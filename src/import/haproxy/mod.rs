@@ -36,7 +36,7 @@ pub fn convert(text: &str, file: &str) -> Result<Conversion, ParseError> {
                 defaults = p.common;
                 if !inline {
                     lb_defaults.comment(format!("{file}:{}: defaults", s.line));
-                    defaults.frontend_keys(&mut lb_defaults, true);
+                    defaults.frontend_keys(&mut lb_defaults);
                     defaults.backend_keys(&mut lb_defaults, true);
                 }
             }

@@ -232,7 +232,7 @@ impl Common {
         }
     }
 
-    pub(super) fn frontend_keys(&self, t: &mut Table, in_defaults: bool) {
+    pub(super) fn frontend_keys(&self, t: &mut Table) {
         if let Some(m) = self.maxconn {
             t.set("maxconn", Val::Int(m));
         }
@@ -242,7 +242,6 @@ impl Common {
         if let Some(d) = self.inspect {
             t.set("inspect_timeout", Val::Dur(d));
         }
-        let _ = in_defaults;
     }
 
     pub(super) fn backend_keys(&self, t: &mut Table, in_defaults: bool) {
