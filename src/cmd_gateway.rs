@@ -72,9 +72,11 @@ pub fn main(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         // Installed first, so an early SIGHUP cannot kill the process.
         crate::signals::reload_not_supported("gateway")?;
         let shutdown = crate::signals::shutdown_on_signals()?;
-        tether_gateway::run(config, shutdown)
+        let gateway = tether_gateway::start(config, shutdown)
             .await
             .with_context(|| format!("{}", path.display()))?;
+        crate::systemd::ready();
+        gateway.wait().await;
         Ok(ExitCode::SUCCESS)
     })
 }

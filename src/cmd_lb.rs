@@ -108,6 +108,7 @@ fn run(
         let running = tether_lb::start(config, opts, shutdown.clone())
             .await
             .with_context(|| format!("{}", args.config.display()))?;
+        crate::systemd::ready();
         // SIGHUP reloads in-process: unchanged listeners keep their sockets and no open
         // connection is cut; an invalid file is refused and the running config keeps serving.
         let lb = running.lb.clone();

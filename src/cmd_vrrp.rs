@@ -14,6 +14,10 @@ pub struct VrrpArgs {
     /// Validate the configuration and exit: 0 when valid, 1 with the errors.
     #[arg(long)]
     check: bool,
+    /// Remove the configured virtual addresses still on their interfaces and exit: what a
+    /// killed daemon could not do itself (systemd's ExecStopPost).
+    #[arg(long, conflicts_with = "check")]
+    cleanup: bool,
 }
 
 pub fn main(args: VrrpArgs) -> anyhow::Result<ExitCode> {
@@ -34,13 +38,49 @@ pub fn main(args: VrrpArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    if args.cleanup {
+        return runtime.block_on(cleanup(&config));
+    }
     runtime.block_on(async {
         // Installed first, so an early SIGHUP cannot kill the process.
         crate::signals::reload_not_supported("vrrp")?;
         let shutdown = crate::signals::shutdown_on_signals()?;
-        tether_vrrp::run(config, shutdown)
+        let daemon = tether_vrrp::start(config, shutdown)
             .await
             .with_context(|| format!("{}", args.config.display()))?;
+        crate::systemd::ready();
+        daemon.wait().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+async fn cleanup(config: &tether_vrrp::Config) -> anyhow::Result<ExitCode> {
+    let nl = tether_vrrp::netlink::Netlink::open().context("opening rtnetlink")?;
+    for i in &config.instances {
+        let Some(link) = nl
+            .link(&i.interface)
+            .await
+            .with_context(|| format!("looking up {}", i.interface))?
+        else {
+            continue;
+        };
+        let addrs = nl
+            .addrs(link.index)
+            .await
+            .with_context(|| format!("listing the addresses of {}", i.interface))?;
+        for v in i
+            .vips
+            .iter()
+            .filter(|v| addrs.iter().any(|a| a.addr == v.addr))
+        {
+            nl.del_vip(link.index, *v)
+                .await
+                .with_context(|| format!("removing {} from {}", v.addr, i.interface))?;
+            println!(
+                "{}: removed {}/{} from {}",
+                i.name, v.addr, v.prefix, i.interface
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,13 +3,16 @@
 
 mod cmd_dr_server;
 mod cmd_gateway;
+mod cmd_generate;
 mod cmd_lb;
 mod cmd_tools;
 mod cmd_vrrp;
 mod demo;
+mod import;
 mod signals;
+mod systemd;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Keeps TCP services reachable when any single box dies.
 #[derive(Parser)]
@@ -45,6 +48,12 @@ enum Command {
     Probe(cmd_tools::ProbeArgs),
     /// Run the demo scenario on this machine, with no configuration.
     Demo(demo::DemoArgs),
+    /// Convert an haproxy.cfg or keepalived.conf into Tether's TOML (reports what has no
+    /// equivalent on stderr).
+    Import(import::ImportArgs),
+    /// Write man pages and shell completions (packaging).
+    #[command(hide = true)]
+    Generate(cmd_generate::GenerateArgs),
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {
@@ -98,6 +107,8 @@ fn main() -> std::process::ExitCode {
             init_logging(cli.log_format, "warn");
             cmd_tools::probe_main(args)
         }
+        Command::Import(args) => import::main(args),
+        Command::Generate(args) => cmd_generate::main(args, Cli::command()),
         Command::Demo(args) => {
             init_logging(cli.log_format, "info,tether_lb::conn=warn");
             demo::main(args)

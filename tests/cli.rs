@@ -475,3 +475,63 @@ fn idle_admin_connections_leave_descriptors_for_health_checks() {
     assert!(lb.0.try_wait().unwrap().is_none(), "the balancer died");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn generate_writes_man_pages_and_completions_that_match_the_commands() {
+    let dir = tempdir().join("generate");
+    let out = Command::new(TETHER)
+        .args(["generate", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read =
+        |p: &str| std::fs::read_to_string(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert!(read("man/tether.1").contains(".TH tether 1"));
+    let lb = read("man/tether-lb.1");
+    assert!(lb.contains("\\-\\-check"), "{lb}");
+    assert!(read("man/tether-import.1").contains("keepalived"));
+    assert!(
+        !dir.join("man/tether-generate.1").exists(),
+        "generate is hidden"
+    );
+    for (file, needle) in [
+        ("completions/tether.bash", "tether__subcmd__import"),
+        ("completions/_tether", "'--check[Validate the configuration"),
+        (
+            "completions/tether.fish",
+            "__fish_tether_using_subcommand vrrp",
+        ),
+    ] {
+        let text = read(file);
+        assert!(text.contains(needle), "{needle:?} not in {file}");
+    }
+    let help = Command::new(TETHER).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("generate"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn lb_sends_systemd_ready_once_its_frontends_are_bound() {
+    let (_echo, echo_addr) = spawn_echo("e");
+    let dir = tempdir().join("notify");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("lb.toml");
+    std::fs::write(&cfg, lb_config(&echo_addr, 1)).unwrap();
+    let sock_path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut cmd = Command::new(TETHER);
+    cmd.env("NOTIFY_SOCKET", &sock_path);
+    let (_lb, _lines, addr) = spawn_lb(cmd, &cfg);
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("no READY=1 from tether lb");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "READY=1");
+    assert_eq!(banner_of(&addr), "e");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -91,3 +91,58 @@ fn sighup_is_logged_and_does_not_kill_the_daemon() {
     assert!(logged.contains("cannot reload"), "{logged}");
     assert!(status.success(), "SIGTERM after SIGHUP: {status:?}");
 }
+
+/// What systemd's ExecStopPost runs after a crash: the configured VIPs go, other
+/// addresses of the interface stay.
+#[test]
+fn cleanup_removes_the_configured_vips_a_killed_daemon_left_and_nothing_else() {
+    if let Err(e) = tether_lab::available() {
+        assert!(!nix::unistd::geteuid().is_root(), "root, but {e}");
+        eprintln!("SKIP: {e}");
+        return;
+    }
+    let lab = tether_lab::Lab::builder(&tether_lab::Lab::unique_prefix("vcln"))
+        .network("lan", "192.0.2.0/24")
+        .host("n1", &[("lan", 1)])
+        .build()
+        .unwrap();
+    let iface = lab.iface("n1", "lan").unwrap();
+    for a in ["192.0.2.100/24", "192.0.2.200/24"] {
+        let out = lab
+            .exec("n1", &["ip", "addr", "add", a, "dev", &iface])
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let cfg = lab.dir().join("vrrp.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[instance]]\nname = \"VI_1\"\ninterface = \"{iface}\"\nvrid = 51\nvirtual_addresses = [\"192.0.2.100/24\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = lab
+        .exec(
+            "n1",
+            &[
+                TETHER,
+                "vrrp",
+                "--cleanup",
+                "--config",
+                cfg.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("VI_1: removed 192.0.2.100/24 from {iface}\n")
+    );
+    let addrs = lab
+        .exec("n1", &["ip", "-o", "-4", "addr", "show", "dev", &iface])
+        .unwrap();
+    let addrs = String::from_utf8_lossy(&addrs.stdout);
+    assert!(!addrs.contains("192.0.2.100/"), "{addrs}");
+    assert!(addrs.contains("192.0.2.200/24"), "{addrs}");
+    assert!(addrs.contains("192.0.2.1/24"), "{addrs}");
+}
