@@ -494,6 +494,11 @@ fn servers_join_die_drain_and_reload_without_cutting_other_flows() {
     let st = admin_get(&lab, "lb1", "/api/state");
     assert!(st.contains("\"mode\":\"dr\""), "{st}");
     assert!(st.contains("\"installed\":true"), "{st}");
+    let stats = admin_get(&lab, "lb1", "/stats");
+    assert!(
+        stats.contains("Forwarding (mode = dr)") && stats.contains("<td>installed</td>"),
+        "{stats}"
+    );
 
     // SIGTERM removes the table.
     lab.signal("lb", Sig::Term).unwrap();

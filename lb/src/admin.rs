@@ -269,6 +269,34 @@ async fn stats(AxState(lb): AxState<Arc<Lb>>) -> Html<String> {
         );
     }
     h.push_str("</table>");
+    let state = lb.state();
+    let dr: Vec<_> = state
+        .frontends
+        .iter()
+        .filter_map(|f| Some((f.cfg.name.as_str(), f.cfg.dr.as_ref()?)))
+        .collect();
+    if !dr.is_empty() {
+        h.push_str("<h2>Forwarding (mode = dr)</h2><table><tr><th>frontend</th><th>interface</th><th>rules</th><th>slots held</th></tr>");
+        for (name, cfg) in dr {
+            let v = lb.dr.view(name, &cfg.interface);
+            let mut slots: Vec<String> = v.slots.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            slots.sort();
+            let rules = match (&v.error, v.installed) {
+                (Some(e), _) => format!("error: {e}"),
+                (None, true) => "installed".to_string(),
+                (None, false) => "not installed".to_string(),
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(name),
+                esc(&v.interface),
+                esc(&rules),
+                esc(&slots.join(", "))
+            );
+        }
+        h.push_str("</table>");
+    }
     for b in &view.backends {
         let _ = write!(
             h,

@@ -198,7 +198,7 @@ pub(crate) async fn first_apply(
     if let Some(e) = p.errors.first() {
         return Err(e.clone());
     }
-    sync(state, dr, controller, metrics, Instant::now()).await;
+    let _ = sync(state, dr, controller, metrics, Instant::now()).await;
     match controller.last_error() {
         Some(e) => Err(e.to_string()),
         None => Ok(()),
@@ -213,8 +213,15 @@ pub(crate) async fn run(
 ) {
     loop {
         let state = lb.state();
-        sync(&state, &lb.dr, &mut controller, &lb.metrics, Instant::now()).await;
-        let deadline = controller.next_deadline();
+        let now = Instant::now();
+        let problems = sync(&state, &lb.dr, &mut controller, &lb.metrics, now).await;
+        // A missing interface or an off-link server is looked at again on its own: no
+        // server event may come while the link is away.
+        let replan = problems.then(|| now + REPLAN);
+        let deadline = match (controller.next_deadline(), replan) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             _ = lb.dr.changed.notified() => {}
             _ = async {
@@ -233,6 +240,9 @@ pub(crate) async fn run(
     remove_table(&lb.dr, &mut controller).await;
 }
 
+/// How soon a plan with problems (a missing interface, a server off the link) is made again.
+const REPLAN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Removes the table, if this process made one.
 async fn remove_table(dr: &Dr, controller: &mut core::Controller) {
     if controller.installed().is_none() && controller.last_error().is_none() {
@@ -249,35 +259,41 @@ async fn remove_table(dr: &Dr, controller: &mut core::Controller) {
     }
 }
 
+/// Brings the kernel in step with `state`; whether the plan had problems.
 async fn sync(
     state: &State,
     dr: &Dr,
     controller: &mut core::Controller,
     metrics: &Metrics,
     now: Instant,
-) {
+) -> bool {
     let p = plan::plan(state, TABLE);
+    let problems = !p.errors.is_empty();
+    if let Ok(mut st) = dr.status.lock() {
+        if st.plan_errors != p.errors {
+            for e in &p.errors {
+                tracing::error!(error = %e, "left out of the forwarding table");
+            }
+        }
+        st.plan_errors = p.errors.clone();
+    }
     if p.desired.frontends.is_empty() {
-        // The last dr frontend went away in a reload (or there never was one).
+        // The last dr frontend went away in a reload (or there never was one), or its
+        // interface is gone.
         remove_table(dr, controller).await;
-        return;
+        return problems;
     }
     for (f, b, s, n) in p.slots_held() {
         metrics.dr_slots.with_label_values(&[f, b, s]).set(n as i64);
     }
     if let Ok(mut st) = dr.status.lock() {
-        if st.plan_errors != p.errors {
-            for e in &p.errors {
-                tracing::error!(error = %e, "server left out of the forwarding table");
-            }
-        }
-        st.plan_errors = p.errors.clone();
         st.marks = p.marks.clone();
     }
     let summary = p.summary();
     if let Some(a) = controller.want(now, p.desired) {
         apply(dr, controller, metrics, a, &summary).await;
     }
+    problems
 }
 
 async fn apply(

@@ -132,7 +132,7 @@ pub fn plan_with(state: &State, table_name: &str, links: &Links) -> Plan {
         };
         let Some(prefixes) = links.get(&dr.interface) else {
             p.errors.push(format!(
-                "frontend \"{}\": interface \"{}\" does not exist; its rules wait for it",
+                "frontend \"{}\": interface \"{}\" does not exist; not forwarding until it does (looked at again every 2 s)",
                 f.cfg.name, dr.interface
             ));
             continue;
