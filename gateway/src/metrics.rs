@@ -46,7 +46,7 @@ pub struct Metrics {
 }
 
 /// Every value of the `reason` label of `tether_gateway_handshake_failures_total`.
-pub(crate) const HANDSHAKE_FAILURES: &[&str] = &[
+const HANDSHAKE_FAILURES: &[&str] = &[
     "io",
     "no_certificate",
     "expired",
@@ -61,7 +61,7 @@ pub(crate) const HANDSHAKE_FAILURES: &[&str] = &[
     "not_hello",
 ];
 /// Every value of the `reason` label of `tether_gateway_auth_refusals_total`.
-pub(crate) const AUTH_REFUSALS: &[&str] = &[
+const AUTH_REFUSALS: &[&str] = &[
     "identity_mismatch",
     "unknown_gateway",
     "over_quota",
@@ -70,10 +70,10 @@ pub(crate) const AUTH_REFUSALS: &[&str] = &[
     "duplicate_id",
 ];
 /// Every value of the `code` label of `tether_gateway_rejects_total`.
-pub(crate) const REJECT_CODES: &[&str] = &["auth", "draining", "version", "over_quota"];
+const REJECT_CODES: &[&str] = &["auth", "draining", "version", "over_quota"];
 /// Every value of the `reason` label of `tether_gateway_sessions_closed_total`: how a
 /// session loop ended, or why the cloud core closed it.
-pub(crate) const SESSION_ENDS: &[&str] = &[
+const SESSION_ENDS: &[&str] = &[
     "peer_closed",
     "dead",
     "killed",
