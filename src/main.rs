@@ -9,6 +9,7 @@ mod cmd_tools;
 mod cmd_vrrp;
 mod demo;
 mod import;
+mod logging;
 mod signals;
 mod systemd;
 
@@ -57,15 +58,7 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    logging::init(format, default_filter);
 }
 
 /// Daemons take the hard descriptor limit as their soft one, so the admin listener's cap
@@ -114,6 +107,7 @@ fn main() -> std::process::ExitCode {
             demo::main(args)
         }
     };
+    logging::flush();
     match result {
         Ok(code) => code,
         Err(e) => {

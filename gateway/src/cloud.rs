@@ -25,7 +25,7 @@ use crate::common::{self, End, GatewayError, OpenError};
 use crate::config::{CloudConfig, ReverseService, WhenNotReady};
 use crate::duplicate::{self, Admission, DuplicateIds};
 use crate::loggate::LogGate;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ServiceSide};
 use crate::mux::{Mux, MuxTuning, Side, YamuxSession, YamuxStream};
 use crate::proto::{
     Control, ExportState, PROTO_VERSION, Preamble, Refused, RejectCode, RosterEntry, Status,
@@ -152,6 +152,16 @@ pub async fn start(
     let server_config = tls::server_config(&cfg.tls)?;
     let acceptor = TlsAcceptor::from(server_config);
     let metrics = Metrics::new()?;
+    for r in &cfg.reverse {
+        metrics.service(&r.service, "reverse", ServiceSide::Clients);
+    }
+    for f in &cfg.forward {
+        metrics.service(&f.service, "forward", ServiceSide::Server);
+    }
+    // Stream probes of a session are not for a service.
+    metrics
+        .stream_open_failures
+        .with_label_values(&["-", "probe_timeout"]);
     let session_listener = common::bind("session listener", cfg.session_listen).await?;
     let admin_listener = common::bind("admin listener", cfg.admin_listen).await?;
     let mut service_listeners = Vec::new();
@@ -382,7 +392,7 @@ async fn service_readyz(
     (status, Json(body))
 }
 
-fn reject_label(code: RejectCode) -> &'static str {
+pub(crate) fn reject_label(code: RejectCode) -> &'static str {
     match code {
         RejectCode::Auth => "auth",
         RejectCode::Draining => "draining",
@@ -435,10 +445,7 @@ impl Cloud {
         for a in actions {
             match a {
                 Action::Close { session, reason } => {
-                    self.metrics
-                        .sessions_closed
-                        .with_label_values(&[reason.as_str()])
-                        .inc();
+                    self.metrics.session_closed(reason.as_str());
                     let s = lock(&self.sessions).get(&session).cloned();
                     if let Some(s) = s {
                         info!(session, gateway = %s.gateway, reason = reason.as_str(), "closing session");
@@ -465,10 +472,7 @@ impl Cloud {
         code: RejectCode,
         message: String,
     ) {
-        self.metrics
-            .rejects
-            .with_label_values(&[reject_label(code)])
-            .inc();
+        self.metrics.rejected(reject_label(code));
         let m = Control::Reject {
             code,
             message,
@@ -497,10 +501,7 @@ impl Cloud {
         let Admission::Refuse { incumbent, first } = verdict else {
             return true;
         };
-        self.metrics
-            .auth_refusals
-            .with_label_values(&["duplicate_id"])
-            .inc();
+        self.metrics.auth_refused("duplicate_id");
         let held_by = lock(&self.sessions)
             .values()
             .find(|s| s.gateway == gateway_id)
@@ -532,10 +533,7 @@ impl Cloud {
     /// through a gate (at most one line per [`UNAUTHENTICATED_LOG_EVERY`]) because such
     /// peers need no credentials and could otherwise flood the log.
     fn unauthenticated(&self, peer: SocketAddr, reason: &str, what: &str) {
-        self.metrics
-            .handshake_failures
-            .with_label_values(&[reason])
-            .inc();
+        self.metrics.handshake_failed(reason);
         if let Some(held) = lock(&self.unauth_log).pass(Instant::now()) {
             warn!(
                 %peer, reason, suppressed = held,
@@ -642,10 +640,7 @@ impl Cloud {
         }
         if !tls::cert_has_identity(&cert, &gateway_id) {
             warn!(%peer, %gateway_id, "HELLO identity does not match the client certificate; refused");
-            self.metrics
-                .auth_refusals
-                .with_label_values(&["identity_mismatch"])
-                .inc();
+            self.metrics.auth_refused("identity_mismatch");
             self.reject(
                 &mut wr,
                 RejectCode::Auth,
@@ -667,10 +662,7 @@ impl Cloud {
                 .any(|f| f.allowed_consumers.contains(&gateway_id));
         if !known {
             warn!(%peer, %gateway_id, "gateway is not allowed any service; refused");
-            self.metrics
-                .auth_refusals
-                .with_label_values(&["unknown_gateway"])
-                .inc();
+            self.metrics.auth_refused("unknown_gateway");
             self.reject(
                 &mut wr,
                 RejectCode::Auth,
@@ -683,10 +675,7 @@ impl Cloud {
         let held = lock(&self.core).sessions_of_epoch(&gateway_id, boot_epoch);
         if held >= MAX_SESSIONS_PER_GATEWAY {
             warn!(%peer, %gateway_id, held, "too many sessions from one gateway; refused");
-            self.metrics
-                .auth_refusals
-                .with_label_values(&["over_quota"])
-                .inc();
+            self.metrics.auth_refused("over_quota");
             self.reject(
                 &mut wr,
                 RejectCode::OverQuota,
@@ -716,10 +705,7 @@ impl Cloud {
                         "unknown"
                     };
                     warn!(%gateway_id, %service, reason, "export refused");
-                    self.metrics
-                        .auth_refusals
-                        .with_label_values(&["export_not_allowed"])
-                        .inc();
+                    self.metrics.auth_refused("export_not_allowed");
                     rejected.push(Refused {
                         service,
                         reason: reason.into(),
@@ -741,10 +727,7 @@ impl Cloud {
                         "unknown"
                     };
                     warn!(%gateway_id, %service, reason, "consume refused");
-                    self.metrics
-                        .auth_refusals
-                        .with_label_values(&["consume_not_allowed"])
-                        .inc();
+                    self.metrics.auth_refused("consume_not_allowed");
                     rejected.push(Refused {
                         service,
                         reason: reason.into(),
@@ -828,10 +811,7 @@ impl Cloud {
         .await;
         info!(node = %self.cfg.id, session = id, gateway = %gateway_id, reason = end.as_str(), "session down");
         if end != End::Killed {
-            self.metrics
-                .sessions_closed
-                .with_label_values(&[end.as_str()])
-                .inc();
+            self.metrics.session_closed(end.as_str());
         }
         lock(&self.sessions).remove(&id);
         self.metrics
@@ -888,10 +868,7 @@ impl Cloud {
                 let target = self.cfg.forward.iter().find(|f| f.service == pre.service);
                 let Some(f) = target.filter(|_| session.consumes.contains(&pre.service)) else {
                     warn!(gateway = %session.gateway, service = %pre.service, "forward stream refused: not allowed");
-                    self.metrics
-                        .auth_refusals
-                        .with_label_values(&["consume_not_allowed"])
-                        .inc();
+                    self.metrics.auth_refused("consume_not_allowed");
                     let _ = s.write_all(&[Status::Unauthorized as u8]).await;
                     return;
                 };

@@ -45,6 +45,75 @@ pub struct Metrics {
     pub session_rtt_seconds: Histogram,
 }
 
+/// Every value of the `reason` label of `tether_gateway_handshake_failures_total`.
+const HANDSHAKE_FAILURES: &[&str] = &[
+    "io",
+    "no_certificate",
+    "expired",
+    "unknown_ca",
+    "bad_certificate",
+    "incompatible",
+    "tls",
+    "timeout",
+    "no_control_stream",
+    "no_hello",
+    "bad_hello",
+    "not_hello",
+];
+/// Every value of the `reason` label of `tether_gateway_auth_refusals_total`.
+const AUTH_REFUSALS: &[&str] = &[
+    "identity_mismatch",
+    "unknown_gateway",
+    "over_quota",
+    "export_not_allowed",
+    "consume_not_allowed",
+    "duplicate_id",
+];
+/// Every value of the `code` label of `tether_gateway_rejects_total`.
+const REJECT_CODES: &[&str] = &["auth", "draining", "version", "over_quota"];
+/// Every value of the `reason` label of `tether_gateway_sessions_closed_total`: how a
+/// session loop ended, or why the cloud core closed it.
+const SESSION_ENDS: &[&str] = &[
+    "peer_closed",
+    "dead",
+    "killed",
+    "mux_closed",
+    "protocol",
+    "stale_epoch",
+    "replaced",
+    "silent",
+];
+/// Results of a stream on the side that answers it (the status byte it sends).
+const STREAM_RESULTS: &[&str] = &[
+    "ok",
+    "backend_refused",
+    "backend_timeout",
+    "unauthorized",
+    "overloaded",
+    "draining",
+];
+/// Every value of the `reason` label of `tether_gateway_stream_open_failures_total`.
+const OPEN_FAILURES: &[&str] = &[
+    "timeout",
+    "broken",
+    "backend_refused",
+    "backend_timeout",
+    "unauthorized",
+    "overloaded",
+    "draining",
+];
+/// Every value of the `reason` label of `tether_gateway_clients_rejected_total`.
+const CLIENT_REJECTS: &[&str] = &["not_ready", "no_stream"];
+
+/// Which end of a service's streams this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServiceSide {
+    /// Listens for the service's clients and opens streams (cloud reverse, on-prem consume).
+    Clients,
+    /// Answers streams and connects to the server (cloud forward, on-prem export).
+    Server,
+}
+
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
@@ -73,9 +142,79 @@ fn gauge(
     Ok(g)
 }
 
+/// Creates the series of `family` for each of `values` at 0, so that `rate()` and alerts
+/// on it see 0 before the first event rather than no series at all.
+fn zero(family: &IntCounterVec, values: &[&str]) {
+    for v in values {
+        family.with_label_values(&[v]);
+    }
+}
+
+/// Counts one event of `family` labelled `value`, which must be one of `known` (the
+/// values [`Metrics::new`] created at 0); tests catch a new value missing there.
+fn count(family: &IntCounterVec, known: &[&str], value: &str) {
+    debug_assert!(known.contains(&value), "label value {value:?} not listed");
+    family.with_label_values(&[value]).inc();
+}
+
 impl Metrics {
-    /// Creates and registers every metric in a new registry.
+    /// Creates and registers every metric in a new registry, the families whose labels
+    /// are known in advance with each of their series at 0.
     pub fn new() -> Result<Metrics, prometheus::Error> {
+        let m = Metrics::unset()?;
+        zero(&m.sessions_closed, SESSION_ENDS);
+        zero(&m.handshake_failures, HANDSHAKE_FAILURES);
+        zero(&m.auth_refusals, AUTH_REFUSALS);
+        zero(&m.rejects, REJECT_CODES);
+        Ok(m)
+    }
+
+    /// Creates at 0 the series of a configured `service` whose streams go in `direction`
+    /// (`forward` or `reverse`), as seen from `side`.
+    pub(crate) fn service(&self, service: &str, direction: &str, side: ServiceSide) {
+        for d in ["to_server", "to_client"] {
+            self.bytes.with_label_values(&[service, d]);
+        }
+        match side {
+            ServiceSide::Server => {
+                for r in STREAM_RESULTS {
+                    self.streams.with_label_values(&[service, direction, r]);
+                }
+            }
+            ServiceSide::Clients => {
+                self.streams.with_label_values(&[service, direction, "ok"]);
+                self.open_retries.with_label_values(&[service]);
+                for r in OPEN_FAILURES {
+                    self.stream_open_failures.with_label_values(&[service, r]);
+                }
+                for r in CLIENT_REJECTS {
+                    self.clients_rejected.with_label_values(&[service, r]);
+                }
+            }
+        }
+    }
+
+    /// Counts a session that ended for `reason` (one of [`SESSION_ENDS`]).
+    pub(crate) fn session_closed(&self, reason: &str) {
+        count(&self.sessions_closed, SESSION_ENDS, reason);
+    }
+
+    /// Counts a handshake that failed for `reason` (one of [`HANDSHAKE_FAILURES`]).
+    pub(crate) fn handshake_failed(&self, reason: &str) {
+        count(&self.handshake_failures, HANDSHAKE_FAILURES, reason);
+    }
+
+    /// Counts an authorization refusal for `reason` (one of [`AUTH_REFUSALS`]).
+    pub(crate) fn auth_refused(&self, reason: &str) {
+        count(&self.auth_refusals, AUTH_REFUSALS, reason);
+    }
+
+    /// Counts a REJECT sent with `code` (one of [`REJECT_CODES`]).
+    pub(crate) fn rejected(&self, code: &str) {
+        count(&self.rejects, REJECT_CODES, code);
+    }
+
+    fn unset() -> Result<Metrics, prometheus::Error> {
         let r = Registry::new();
         Ok(Metrics {
             sessions: gauge(
@@ -199,5 +338,58 @@ impl Metrics {
             },
             registry: r,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::{End, OpenError};
+    use crate::proto::{RejectCode, Status};
+    use crate::readiness::CloseReason;
+
+    const STATUSES: [Status; 6] = [
+        Status::Ok,
+        Status::BackendRefused,
+        Status::BackendTimeout,
+        Status::Unauthorized,
+        Status::Overloaded,
+        Status::Draining,
+    ];
+
+    /// The lists created at 0 hold every label the enums produce.
+    #[test]
+    fn the_lists_hold_every_label_of_the_enums() {
+        let ends = [End::PeerClosed, End::Dead, End::Killed, End::MuxClosed];
+        for e in ends.iter().chain(&[End::Protocol(String::new())]) {
+            assert!(SESSION_ENDS.contains(&e.as_str()), "{e:?}");
+        }
+        for r in [
+            CloseReason::StaleEpoch,
+            CloseReason::Replaced,
+            CloseReason::Silent,
+        ] {
+            assert!(SESSION_ENDS.contains(&r.as_str()), "{r:?}");
+        }
+        for c in [
+            RejectCode::Auth,
+            RejectCode::Draining,
+            RejectCode::Version,
+            RejectCode::OverQuota,
+        ] {
+            assert!(
+                REJECT_CODES.contains(&crate::cloud::reject_label(c)),
+                "{c:?}"
+            );
+        }
+        for s in STATUSES {
+            assert!(STREAM_RESULTS.contains(&s.as_str()), "{s:?}");
+        }
+        let failures = [OpenError::Silent, OpenError::Broken]
+            .into_iter()
+            .chain(STATUSES[1..].iter().map(|s| OpenError::Status(*s)));
+        for f in failures {
+            assert!(OPEN_FAILURES.contains(&f.as_str()), "{f:?}");
+        }
     }
 }

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::common::{self, GatewayError};
 use crate::config::{Consume, OnpremConfig, WhenNotReady};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ServiceSide};
 use crate::mux::{Mux, MuxTuning, Side, YamuxSession, YamuxStream};
 use crate::placement::{Action, DialId, Landed, Placement, Target};
 use crate::proto::{
@@ -134,6 +134,12 @@ pub async fn start(
 ) -> Result<OnpremHandle, GatewayError> {
     let connector = TlsConnector::from(tls::client_config(&cfg.tls)?);
     let metrics = Metrics::new()?;
+    for e in &cfg.export {
+        metrics.service(&e.service, "reverse", ServiceSide::Server);
+    }
+    for c in &cfg.consume {
+        metrics.service(&c.service, "forward", ServiceSide::Clients);
+    }
     let admin_listener = common::bind("admin listener", cfg.admin_listen).await?;
     let admin_addr = admin_listener.local_addr().unwrap_or(cfg.admin_listen);
     let mut consume_listeners = Vec::new();
@@ -527,10 +533,7 @@ impl Onprem {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 warn!(gateway = %self.cfg.id, error = %e, "session TLS handshake failed");
-                self.metrics
-                    .handshake_failures
-                    .with_label_values(&["tls"])
-                    .inc();
+                self.metrics.handshake_failed("tls");
                 return Err(DialFailure::new("tls"));
             }
             Err(_) => return Err(DialFailure::new("tls_timeout")),
@@ -701,10 +704,7 @@ impl Onprem {
         .await;
         resync.abort();
         info!(gateway = %self.cfg.id, session = sid, node = %session.node, reason = end.as_str(), "session down");
-        self.metrics
-            .sessions_closed
-            .with_label_values(&[end.as_str()])
-            .inc();
+        self.metrics.session_closed(end.as_str());
         lock(&self.sessions).remove(&sid);
         self.metrics
             .sessions

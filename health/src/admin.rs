@@ -36,6 +36,7 @@ pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 pub fn router(registry: Registry, readiness: Readiness) -> Router {
     // Already registered (a second router on the same registry) is fine: it is one counter.
     let _ = registry.register(Box::new(REFUSED.clone()));
+    let _ = registry.register(Box::new(crate::logs::LinesDropped::new()));
     Router::new()
         .route(
             "/metrics",

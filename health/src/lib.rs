@@ -6,6 +6,7 @@
 //!   own routes.
 //! - [`config`]: TOML loading whose errors name the file, the line and the key.
 //! - [`http`]: a small HTTP/1.1 GET client used by checks and tests.
+//! - [`logs`]: the lossy asynchronous log writer and its drop counter.
 //! - [`tools`]: the echo server and the connection prober used by the demo and tests.
 #![warn(missing_docs)]
 
@@ -13,6 +14,7 @@ pub mod admin;
 pub mod check;
 pub mod config;
 pub mod http;
+pub mod logs;
 pub mod tools;
 
 pub use check::{CheckKind, Checker, HealthEvent, RiseFall};
