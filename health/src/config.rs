@@ -332,6 +332,19 @@ fn dotted(path: &[Seg]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by fuzzing the config parsers: toml_edit 0.23 panicked ("all items have
+    /// spans") locating the key of this syntax error, so `--check` crashed instead of
+    /// reporting it.
+    #[test]
+    fn a_dotted_key_after_a_broken_value_is_an_error_not_a_panic() {
+        let src = Source::from_text("x.toml", "a = =\na.b = 2\n");
+        let errs = src
+            .parse::<std::collections::BTreeMap<String, toml::Value>>()
+            .expect_err("not TOML");
+        assert_eq!(errs.0[0].line, Some(1), "{errs}");
+    }
+
     use super::*;
     use serde::Deserialize;
 
