@@ -170,14 +170,15 @@ impl Dr {
         for f in &installed.frontends {
             match nft::flows_by_mark(TABLE, &rules::flow_map(f)).await {
                 Ok(by_mark) => {
-                    for s in &f.live {
-                        if let Some((b, name)) = marks.get(&s.mark) {
-                            let n = by_mark.get(&s.mark).copied().unwrap_or(0);
-                            metrics
-                                .dr_flows
-                                .with_label_values(&[f.name.as_str(), b, name])
-                                .set(n as i64);
-                        }
+                    // Every server of the backend, so one that went down shows what is
+                    // left of its flows (0 once they are re-hashed or expire), not the
+                    // count it had when it was last live.
+                    for (mark, (b, name)) in marks.iter().filter(|(_, (b, _))| *b == f.backend) {
+                        let n = by_mark.get(mark).copied().unwrap_or(0);
+                        metrics
+                            .dr_flows
+                            .with_label_values(&[f.name.as_str(), b, name])
+                            .set(n as i64);
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "reading a flow map"),
