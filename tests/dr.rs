@@ -5,30 +5,16 @@
 //! One bridge: balancers lb1 (.11) and lb2 (.12), servers s1..s3 (.21..23), client c (.50),
 //! VIP 192.0.2.100 (2001:db8::100 for IPv6).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod support;
 
-use tether_lab::{Lab, ProcSpec, Sig};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+use support::*;
+use tether_lab::{Lab, Sig};
+
 const VIP: &str = "192.0.2.100";
 const PORT: u16 = 5551;
-const T: Duration = Duration::from_secs(15);
-
-fn can_run() -> bool {
-    match tether_lab::available() {
-        Ok(()) => true,
-        Err(e) => {
-            assert!(!nix::unistd::geteuid().is_root(), "running as root but {e}");
-            eprintln!("SKIP: {e}");
-            false
-        }
-    }
-}
 
 fn lab(tag: &str) -> Lab {
     Lab::builder(&Lab::unique_prefix(tag))
@@ -41,106 +27,6 @@ fn lab(tag: &str) -> Lab {
         .host("c", &[("lan", 50)])
         .build()
         .expect("building the lab")
-}
-
-/// Follows a process's log file: `tail -F` feeds lines to a channel, so waiting for a line
-/// blocks on the channel instead of re-reading the file.
-struct Follow {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Follow {
-    fn new(lab: &Lab, name: &str) -> Follow {
-        let mut child = Command::new("tail")
-            .args(["-n", "+1", "-F"])
-            .arg(lab.log_path(name))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tail");
-        let out = child.stdout.take().expect("tail stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { return };
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
-        Follow { child, lines }
-    }
-
-    /// Waits for a line containing every one of `needles`.
-    fn wait(&self, needles: &[&str]) -> Result<String, String> {
-        self.wait_for(&format!("{needles:?}"), |l| {
-            needles.iter().all(|n| l.contains(n))
-        })
-    }
-
-    /// Waits for the forwarding table to be applied with `holders` holding slots, and no
-    /// other server.
-    fn wait_table(&self, holders: &[&str]) -> Result<String, String> {
-        self.wait_for(&format!("a table held by {holders:?}"), |l| {
-            l.contains("forwarding table applied")
-                && ["s1", "s2", "s3"]
-                    .iter()
-                    .all(|s| l.contains(&format!("be/{s}=")) == holders.contains(s))
-        })
-    }
-
-    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> Result<String, String> {
-        let end = Instant::now() + T;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if ok(&l) => return Ok(l),
-                Ok(_) => {}
-                Err(_) => return Err(format!("no line with {what} within {T:?}")),
-            }
-        }
-    }
-}
-
-impl Drop for Follow {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write(lab: &Lab, name: &str, text: &str) -> String {
-    let p = lab.dir().join(name);
-    std::fs::write(&p, text).expect("writing a lab file");
-    p.to_string_lossy().to_string()
-}
-
-fn start(lab: &Lab, name: &str, host: &str, args: &[&str]) -> Follow {
-    lab.start(ProcSpec::new(name, host, PathBuf::from(TETHER)).args(args.iter().copied()))
-        .expect("starting a process");
-    Follow::new(lab, name)
-}
-
-/// A server: the VIPs on lo, and an echo server that names itself first.
-fn start_server(lab: &Lab, host: &str, vips: &[&str], listen: &str) {
-    let mut args = vec!["dr-server"];
-    for v in vips {
-        args.extend(["--vip", v]);
-    }
-    let f = start(lab, &format!("dr-{host}"), host, &args);
-    f.wait(&["VIPs on lo"]).expect("dr-server ready");
-    start_echo(lab, host, listen);
-}
-
-fn start_echo(lab: &Lab, host: &str, listen: &str) {
-    let f = start(
-        lab,
-        &format!("echo-{host}"),
-        host,
-        &["echo", "--listen", listen, "--banner", host],
-    );
-    f.wait(&["echo server ready"]).expect("echo listening");
 }
 
 fn lb_config(vip: &str, servers: &[(&str, &str)], extra_backend: &str) -> String {
@@ -161,124 +47,6 @@ fn three_servers() -> Vec<(&'static str, &'static str)> {
         ("s2", "192.0.2.22:5551"),
         ("s3", "192.0.2.23:5551"),
     ]
-}
-
-/// A client connection that knows which server answered.
-struct Conn {
-    s: TcpStream,
-    server: String,
-    n: u64,
-}
-
-impl Conn {
-    fn open(lab: &Lab, to: SocketAddr, patience: Duration) -> Result<Conn, String> {
-        let s = lab
-            .connect("c", to, patience)
-            .map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        let mut line = Vec::new();
-        let mut b = [0u8; 1];
-        while b[0] != b'\n' {
-            (&s).read_exact(&mut b)
-                .map_err(|e| format!("reading the banner: {e}"))?;
-            line.push(b[0]);
-        }
-        let server = String::from_utf8_lossy(&line).trim().to_string();
-        Ok(Conn { s, server, n: 0 })
-    }
-
-    /// Sends a numbered message and reads exactly it back.
-    fn exchange(&mut self) -> Result<(), String> {
-        self.n += 1;
-        let msg = format!("{:>12}|{:<16}\n", self.n, self.server);
-        (&self.s)
-            .write_all(msg.as_bytes())
-            .map_err(|e| format!("{}: write: {e}", self.server))?;
-        let mut back = vec![0u8; msg.len()];
-        (&self.s)
-            .read_exact(&mut back)
-            .map_err(|e| format!("{}: read: {e}", self.server))?;
-        if back != msg.as_bytes() {
-            return Err(format!("{}: bytes differ", self.server));
-        }
-        Ok(())
-    }
-}
-
-fn open_many(lab: &Lab, to: SocketAddr, n: usize) -> Vec<Conn> {
-    (0..n)
-        .map(|i| {
-            Conn::open(lab, to, Duration::from_secs(3))
-                .unwrap_or_else(|e| panic!("connection {i}: {e}"))
-        })
-        .collect()
-}
-
-fn all_exchange(conns: &mut [Conn]) -> Result<(), String> {
-    for c in conns.iter_mut() {
-        c.exchange()?;
-    }
-    Ok(())
-}
-
-fn servers(conns: &[Conn]) -> Vec<String> {
-    let mut s: Vec<String> = conns.iter().map(|c| c.server.clone()).collect();
-    s.sort();
-    s.dedup();
-    s
-}
-
-/// `POST` to the balancer's admin API from inside its host.
-fn admin_post(lab: &Lab, host: &str, path: &str, json: &str) -> String {
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-        json.len()
-    );
-    admin(lab, host, &req)
-}
-
-fn admin_get(lab: &Lab, host: &str, path: &str) -> String {
-    admin(
-        lab,
-        host,
-        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
-    )
-}
-
-fn admin(lab: &Lab, host: &str, req: &str) -> String {
-    let mut s = lab
-        .connect(host, "127.0.0.1:9090".parse().unwrap(), T)
-        .expect("admin connect");
-    s.write_all(req.as_bytes()).expect("admin write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("admin read");
-    out
-}
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// The machine's own namespace has no table of ours (tests program only their namespaces).
-fn assert_host_untouched() {
-    let out = Command::new("nft")
-        .args(["list", "tables"])
-        .output()
-        .expect("nft");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !text.contains("tether_lb"),
-        "a tether_lb table in the machine's own namespace: {text}"
-    );
-}
-
-fn tables_in(lab: &Lab, host: &str) -> String {
-    let out = lab.exec(host, &["nft", "list", "tables"]).expect("nft");
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// The client reaches the VIP through `via` as a router would send it (the balancer does not
@@ -338,40 +106,8 @@ fn vip_holder_dying_with_its_port_up_cuts_no_connection() {
     eprintln!("FIGURE dr: 8 connections on servers {:?}", servers(&conns));
 
     // Exchanges on the 8 connections and new connections run through the failure.
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let exchanger = std::thread::spawn(move || {
-        let mut longest = Duration::ZERO;
-        let mut rounds = 0;
-        loop {
-            let t = Instant::now();
-            if let Err(e) = all_exchange(&mut conns) {
-                return Err(format!("after {rounds} rounds: {e}"));
-            }
-            longest = longest.max(t.elapsed());
-            rounds += 1;
-            match done_rx.recv_timeout(Duration::from_millis(20)) {
-                Err(mpsc::RecvTimeoutError::Timeout) if rounds < 2_000 => {}
-                _ => return Ok((rounds, longest, conns)),
-            }
-        }
-    });
     let lab = std::sync::Arc::new(lab);
-    let prober_lab = lab.clone();
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let prober = std::thread::spawn(move || {
-        let (mut ok, mut failed) = (0, Vec::new());
-        for _ in 0..400 {
-            match Conn::open(&prober_lab, to, Duration::from_secs(3)).and_then(|mut c| c.exchange())
-            {
-                Ok(()) => ok += 1,
-                Err(e) => failed.push(e),
-            }
-            if stop_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
-                break;
-            }
-        }
-        (ok, failed)
-    });
+    let traffic = Traffic::start(lab.clone(), "c", to, conns, Duration::from_secs(3));
 
     // lb1 dies with its port up: every frame to and from it is dropped, its daemons die.
     let dead = write(
@@ -387,15 +123,20 @@ fn vip_holder_dying_with_its_port_up_cuts_no_connection() {
 
     // Keep going a little after the takeover, then stop both loops.
     let _ = Conn::open(&lab, to, Duration::from_secs(3)).and_then(|mut c| c.exchange());
-    let _ = done_tx.send(());
-    let _ = stop_tx.send(());
-    let (rounds, longest, conns) = exchanger.join().unwrap().expect("long-lived connections");
-    let (ok, failed) = prober.join().unwrap();
+    let r = traffic.stop();
+    let conns = r.conns.expect("long-lived connections");
     eprintln!(
-        "FIGURE dr: VIP holder died with its port up: 8 of 8 connections kept ({rounds} rounds, longest stall {longest:?}); new connections {ok} ok, {} failed",
-        failed.len()
+        "FIGURE dr: VIP holder died with its port up: 8 of 8 connections kept ({} rounds, longest stall {:?}); new connections {} ok, {} failed",
+        r.rounds,
+        r.longest,
+        r.probes_ok,
+        r.probes_failed.len()
     );
-    assert!(failed.is_empty(), "new connections failed: {failed:?}");
+    assert!(
+        r.probes_failed.is_empty(),
+        "new connections failed: {:?}",
+        r.probes_failed
+    );
     assert_eq!(conns.len(), 8);
     drop(lbs);
     let lab = std::sync::Arc::try_unwrap(lab).unwrap_or_else(|_| panic!("lab still shared"));

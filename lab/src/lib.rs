@@ -19,7 +19,10 @@
 #![warn(missing_docs)]
 
 mod addr;
+pub mod bird;
+pub mod client;
 mod proc;
+pub mod scale_out;
 pub mod scenario;
 mod signals;
 
@@ -32,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use addr::{Cidr, DOCUMENTATION_RANGES};
-pub use proc::{ProcSpec, ProcState, Sig};
+pub use proc::{ProcSpec, ProcState, Sig, Watch};
 
 use proc::Procs;
 
@@ -765,6 +768,12 @@ impl Lab {
             .map_err(|e| LabError::io(format!("binding {addr} in {host}"), e))
     }
 
+    /// Runs `args` in `host` and follows its output line by line (an `ip monitor`, a log
+    /// stream): what a caller waits on instead of polling.
+    pub fn watch(&self, host: &str, args: &[&str]) -> Result<Watch, LabError> {
+        self.inner.procs.watch(&self.ns(host), args)
+    }
+
     /// Starts a process inside a host; its stdout and stderr go to `<dir>/<name>.log`.
     /// Returns its pid.
     pub fn start(&self, spec: ProcSpec) -> Result<u32, LabError> {
@@ -868,4 +877,10 @@ pub fn existing_namespaces(prefix: &str) -> Vec<String> {
         .filter(|n| n.starts_with(&p))
         .map(str::to_string)
         .collect()
+}
+
+impl AsRef<Lab> for Lab {
+    fn as_ref(&self) -> &Lab {
+        self
+    }
 }

@@ -183,6 +183,43 @@ impl Procs {
             .unwrap_or_else(|_| Err(std::io::Error::other("the lab's spawner thread is gone")))
     }
 
+    /// Runs `args` in namespace `ns` with its output sent, line by line, to a [`Watch`]: for
+    /// event streams such as `ip monitor`, which a test waits on instead of polling.
+    pub(crate) fn watch(&self, ns: &str, args: &[&str]) -> Result<Watch, LabError> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = self
+            .spawn(cmd)
+            .map_err(|e| LabError::io(format!("starting {args:?} in {ns}"), e))?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| LabError::io("no stdout", std::io::Error::other("not piped")))?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines() {
+                let Ok(l) = l else { return };
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Watch { child, lines })
+    }
+
     pub(crate) fn start(&self, spec: ProcSpec, ns: &str, log: &Path) -> Result<u32, LabError> {
         let mut entries = lock(&self.entries);
         if let Some(e) = entries.iter_mut().find(|e| e.spec.name == spec.name)
@@ -301,5 +338,27 @@ impl Procs {
             }
             e.child = None;
         }
+    }
+}
+
+/// A command's output, line by line, as it comes; the command is killed when this is
+/// dropped (and when the lab's process dies).
+pub struct Watch {
+    child: Child,
+    /// The lines.
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Watch {
+    /// Waits up to `timeout` for the next line; `None` when none came or the command ended.
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -44,6 +44,7 @@ pub fn router(lb: &Arc<Lb>) -> Router {
                     // The kernel counts what dr frontends forward; read it when asked.
                     if req.uri().path() == "/metrics" {
                         lb.dr.refresh_stats(&lb.metrics).await;
+                        lb.announce.refresh_stats().await;
                     }
                     next.run(req).await
                 }
@@ -59,6 +60,7 @@ async fn api_state(AxState(lb): AxState<Arc<Lb>>) -> impl IntoResponse {
             v.dr = Some(lb.dr.view(&f.cfg.name, &dr.interface));
         }
     }
+    view.announce = lb.announce.view().await;
     axum::Json(view)
 }
 

@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub backend: Vec<RawBackend>,
     /// Name servers for `host:port` server addresses.
     pub resolver: Option<RawResolver>,
+    /// Offering the dr VIPs to a routing daemon.
+    pub announce: Option<crate::announce::config::RawAnnounce>,
 }
 
 /// `[resolver]`: where host names of servers are resolved.
@@ -299,6 +301,8 @@ pub struct Config {
     pub frontends: Vec<FrontendConfig>,
     /// The server pools.
     pub backends: Vec<BackendConfig>,
+    /// Offering the dr VIPs to a routing daemon, if at all.
+    pub announce: Option<crate::announce::config::AnnounceConfig>,
 }
 
 /// A validated frontend.
@@ -836,6 +840,7 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
     if let Some(e) = admin.and_then(|a| admin_bind_conflict(a, &seen_binds, src)) {
         errs.push(e);
     }
+    let announce = crate::announce::config::validate(raw, src, &mut errs);
     if errs.is_empty() {
         Ok(Config {
             admin,
@@ -845,6 +850,7 @@ pub fn validate(raw: &RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
             stop_delay: d.stop_delay.unwrap_or(DEFAULT_STOP_DELAY),
             frontends,
             backends,
+            announce,
         })
     } else {
         errs.sort_by_key(|e| e.line.unwrap_or(0));

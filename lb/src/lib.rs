@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+pub mod announce;
 pub mod balance;
 pub mod config;
 pub mod dr;
@@ -62,6 +63,9 @@ pub enum LbError {
     /// A `mode = "dr"` frontend could not be put into the kernel.
     #[error("mode = \"dr\": {0}")]
     Dr(String),
+    /// The `[announce]` device could not be made.
+    #[error("announce: {0}")]
+    Announce(#[source] announce::device::DeviceError),
     /// A TLS health check's CA file could not be used.
     #[error("backend \"{backend}\": health ca {path}: {reason}")]
     Ca {
@@ -152,6 +156,7 @@ pub async fn start(
     warn_open_admin(&config);
     let grace = config.grace_period;
     let stop_delay = config.stop_delay;
+    let announce_cfg = config.announce.clone();
     let report = lb.apply(config).await?;
     let has_dr = lb.state().frontends.iter().any(|f| f.cfg.dr.is_some());
     // The kernel keeps forwarding until the very end of the stop, after the proxy's drain.
@@ -164,6 +169,26 @@ pub async fn start(
     }
     // Also without dr frontends now: a reload may add one.
     let dr_task = tokio::spawn(dr::run(lb.clone(), controller, dr_stop.clone()));
+    let announce_stop = CancellationToken::new();
+    let announce_task = match announce_cfg {
+        Some(cfg) => {
+            let dev = match announce::prepare(&lb, &cfg).await {
+                Ok(d) => d,
+                Err(e) => {
+                    dr_stop.cancel();
+                    let _ = dr_task.await;
+                    return Err(LbError::Announce(e));
+                }
+            };
+            Some(tokio::spawn(announce::run(
+                lb.clone(),
+                cfg,
+                dev,
+                announce_stop.clone(),
+            )))
+        }
+        None => None,
+    };
     for f in &lb.state().frontends {
         match &f.cfg.dr {
             None => {
@@ -191,6 +216,12 @@ pub async fn start(
     let task = tokio::spawn(async move {
         shutdown.cancelled().await;
         core.draining.store(true, Ordering::SeqCst);
+        // Withdrawn first: the routers move the VIPs' traffic to the other balancers while
+        // this one still forwards what arrives (stop_delay below).
+        announce_stop.cancel();
+        if let Some(t) = announce_task {
+            let _ = t.await;
+        }
         let forwarding_until = tokio::time::Instant::now() + stop_delay;
         core.accepting.cancel();
         // Every listening socket is closed once its accept loop has returned.

@@ -42,6 +42,14 @@ pub(crate) fn keep_running_values(running: &Config, config: &mut Config) -> Vec<
         );
         config.nameservers = running.nameservers.clone();
     }
+    if config.announce != running.announce {
+        note(
+            "announce",
+            format!("{:?}", running.announce),
+            format!("{:?}", config.announce),
+        );
+        config.announce = running.announce.clone();
+    }
     if config.grace_period != running.grace_period {
         note(
             "defaults.grace_period",

@@ -103,6 +103,8 @@ pub struct Lb {
     resolver: Option<hickory_resolver::TokioResolver>,
     /// The forwarding tier's status and change signal.
     pub dr: crate::dr::Dr,
+    /// The VIPs offered to the routers (`[announce]`).
+    pub announce: crate::announce::Announce,
 }
 
 impl Lb {
@@ -120,6 +122,7 @@ impl Lb {
             }
         };
         let metrics = Metrics::new();
+        let metrics_registry = metrics.registry.clone();
         Arc::new(Lb {
             state: ArcSwap::from_pointee(State::default()),
             ctx: Arc::new(Ctx::new(metrics.clone())),
@@ -140,6 +143,7 @@ impl Lb {
             background: CancellationToken::new(),
             resolver,
             dr: crate::dr::Dr::default(),
+            announce: crate::announce::Announce::new(&metrics_registry),
         })
     }
 

@@ -503,6 +503,9 @@ pub struct StateView {
     pub frontends: Vec<FrontendView>,
     /// Backends.
     pub backends: Vec<BackendView>,
+    /// The VIPs offered to the routers, with `[announce]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announce: Option<crate::announce::AnnounceView>,
 }
 
 /// A frontend in `/api/state`.
@@ -593,6 +596,7 @@ impl State {
                     servers: b.servers.iter().map(|s| s.view()).collect(),
                 })
                 .collect(),
+            announce: None,
         }
     }
 

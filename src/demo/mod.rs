@@ -5,6 +5,7 @@
 //! (`loopback`) and says why. `--kill`, `--start` and `--status` talk to a running
 //! namespace demo over its control socket.
 
+mod bgp;
 mod control;
 mod loopback;
 mod netns;
@@ -19,7 +20,7 @@ pub struct DemoArgs {
     #[arg(long)]
     loopback: bool,
     /// Take a box of the running demo down (lb1, lb2, cloud1, cloud2, onprem1, onprem2,
-    /// server-a, server-b).
+    /// server-a, server-b; with --tier bgp: lb1, lb2, lb3).
     #[arg(long, value_name = "BOX", conflicts_with_all = ["start", "status"])]
     kill: Option<String>,
     /// With --kill: `kill` (SIGKILL, a power cut) or `term` (SIGTERM, a clean stop).
@@ -40,20 +41,37 @@ pub struct DemoArgs {
     /// and SNI routing).
     #[arg(long, default_value = "dr", value_parser = ["proxy", "dr"])]
     lb_mode: String,
+    /// How the balancer tier shares the VIP: `vrrp` (the reference scenario: one active
+    /// balancer, the VIP floats with VRRP) or `bgp` (three active balancers announced to a
+    /// router over BGP with BIRD, which spreads flows over them with ECMP).
+    #[arg(long, default_value = "vrrp", value_parser = ["vrrp", "bgp"])]
+    tier: String,
     /// Loopback demo: time before an echo server that was killed is started again.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     restart_after: Duration,
 }
 
 pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    // The BGP demo has a prefix of its own, so both demos can run side by side.
+    let prefix = if args.tier == "bgp" {
+        format!("{}-bgp", args.prefix)
+    } else {
+        args.prefix.clone()
+    };
     if let Some(b) = &args.kill {
-        return control::request(&args.prefix, &format!("kill {b} {}", args.signal));
+        return control::request(&prefix, &format!("kill {b} {}", args.signal));
     }
     if let Some(b) = &args.start {
-        return control::request(&args.prefix, &format!("start {b}"));
+        return control::request(&prefix, &format!("start {b}"));
     }
     if args.status {
-        return control::request(&args.prefix, "status");
+        return control::request(&prefix, "status");
+    }
+    if args.tier == "bgp" {
+        tether_lab::available().map_err(|why| {
+            anyhow::anyhow!("the BGP demo needs network namespaces and BIRD, and {why}")
+        })?;
+        return bgp::main(&prefix);
     }
     if args.loopback {
         return loopback::main(args.restart_after);

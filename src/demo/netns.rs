@@ -36,10 +36,10 @@ fn handle(sc: &Scenario, line: &str) -> String {
     }
 }
 
-fn log_tails(sc: &Scenario) -> String {
+pub(super) fn log_tails(lab: &tether_lab::Lab) -> String {
     let mut out = String::new();
-    for (name, _, st) in sc.lab.processes() {
-        let log = sc.lab.log(&name);
+    for (name, _, st) in lab.processes() {
+        let log = lab.log(&name);
         let tail: Vec<&str> = log.lines().rev().take(4).collect();
         out.push_str(&format!("--- {name} ({st})\n"));
         for l in tail.iter().rev() {
@@ -51,18 +51,18 @@ fn log_tails(sc: &Scenario) -> String {
 
 /// Tears the lab down however `main` ends: returning, an error, or a panic. The lab's own
 /// `Drop` is not enough: the control thread holds the scenario too, so it would never run.
-struct TeardownOnExit(Arc<Scenario>);
+pub(super) struct TeardownOnExit<L: AsRef<tether_lab::Lab>>(pub(super) Arc<L>);
 
-impl Drop for TeardownOnExit {
+impl<L: AsRef<tether_lab::Lab>> Drop for TeardownOnExit<L> {
     fn drop(&mut self) {
-        self.0.lab.teardown();
+        (*self.0).as_ref().teardown();
     }
 }
 
 /// Stdout could not be written: its reader is gone (`tether demo | head`, a closed
 /// terminal).
 #[derive(Debug)]
-struct OutputClosed(std::io::Error);
+pub(super) struct OutputClosed(pub(super) std::io::Error);
 
 impl std::fmt::Display for OutputClosed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,7 +73,7 @@ impl std::fmt::Display for OutputClosed {
 impl std::error::Error for OutputClosed {}
 
 /// Whether stdout is a pipe whose reader has gone (poll reports an error on its write end).
-fn output_gone() -> bool {
+pub(super) fn output_gone() -> bool {
     let mut fd = libc::pollfd {
         fd: libc::STDOUT_FILENO,
         events: 0,
@@ -86,7 +86,7 @@ fn output_gone() -> bool {
 
 /// Writes a line to stdout, reporting a closed reader instead of panicking as `println!`
 /// does, so the demo can clean up and stop.
-fn say(text: &str) -> Result<(), OutputClosed> {
+pub(super) fn say(text: &str) -> Result<(), OutputClosed> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")
@@ -133,7 +133,7 @@ fn run(
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     if let Err(e) = sc.start(Duration::from_secs(30)) {
-        eprintln!("{}", log_tails(sc));
+        eprintln!("{}", log_tails(&sc.lab));
         anyhow::bail!("{e}");
     }
     let listener = super::control::bind(prefix)?;

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -41,6 +41,8 @@ pub struct Dr {
     status: Mutex<Status>,
     /// Last counter values read from the kernel, to turn them into increments.
     seen: Mutex<HashMap<String, (u64, u64)>>,
+    /// The program in the kernel, for whoever acts on it (the announcement).
+    installed: watch::Sender<Option<rules::Desired>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -67,6 +69,11 @@ pub struct DrView {
 }
 
 impl Dr {
+    /// Follows the program in the kernel (`None` when there is none).
+    pub fn subscribe(&self) -> watch::Receiver<Option<rules::Desired>> {
+        self.installed.subscribe()
+    }
+
     /// Whether every dr frontend of `state` is in the kernel; the reason when not.
     pub fn readiness(&self, state: &State) -> Result<(), String> {
         let dr: Vec<&str> = state
@@ -258,6 +265,7 @@ async fn remove_table(dr: &Dr, controller: &mut core::Controller) {
         st.installed = None;
         st.error = None;
     }
+    dr.installed.send_replace(None);
 }
 
 /// Brings the kernel in step with `state`; whether the plan had problems.
@@ -324,4 +332,5 @@ async fn apply(
         st.installed = controller.installed().cloned();
         st.error = controller.last_error().map(str::to_string);
     }
+    dr.installed.send_replace(controller.installed().cloned());
 }

@@ -1,0 +1,160 @@
+//! Three active balancers announced over BGP (root): each runs `tether lb` in dr mode with
+//! `[announce]` and BIRD, a router running BIRD spreads the VIP's flows over them with ECMP,
+//! and a balancer dying, joining, draining or losing only its `tether lb` cuts no connection,
+//! because every balancer maps a flow to the same server. The scenario is the one
+//! `tether demo --tier bgp` runs (`tether_lab::scale_out`).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+use tether_lab::scale_out::{BALANCERS, PORT, ScaleOut, VIP};
+use tether_lab::{Lab, Sig};
+
+/// Flows each balancer's flow map holds (on a fresh map: the flows it has carried).
+fn split(sc: &ScaleOut, lbs: &[&str]) -> Vec<(String, u64)> {
+    lbs.iter().map(|l| (l.to_string(), sc.flows(l))).collect()
+}
+
+fn check(row: &str, r: TrafficReport) -> Vec<Conn> {
+    let conns = r
+        .conns
+        .unwrap_or_else(|e| panic!("{row}: a held connection broke: {e}"));
+    eprintln!(
+        "FIGURE scale-out: {row}: {} of {} connections kept ({} rounds, longest stall {:?}); new connections {} ok, {} failed",
+        conns.len(),
+        conns.len(),
+        r.rounds,
+        r.longest,
+        r.probes_ok,
+        r.probes_failed.len()
+    );
+    assert!(
+        r.probes_failed.is_empty(),
+        "{row}: new connections failed: {:?}",
+        r.probes_failed
+    );
+    conns
+}
+
+#[test]
+fn balancers_die_join_drain_and_crash_without_cutting_a_connection() {
+    if !can_run() {
+        return;
+    }
+    assert_eq!(
+        tether_lab::bird::PROTO_DEGRADED,
+        tether_lb::announce::device::PROTO_DEGRADED
+    );
+    let sc = ScaleOut::build(&Lab::unique_prefix("bgp"), Path::new(TETHER), true)
+        .expect("building the lab");
+    let routes = sc.watch_routes().expect("ip monitor");
+    let within = Duration::from_secs(30);
+    sc.start().expect("starting the tier");
+    let took = sc
+        .wait_paths(&routes, &BALANCERS, within)
+        .expect("three paths");
+    eprintln!("FIGURE scale-out: the router had three paths {took:?} after the start");
+    let lab = &sc.lab;
+
+    // The API says what is announced and how BIRD's session is.
+    let state = admin_get(lab, "lb1", "/api/state");
+    assert!(state.contains("\"state\":\"announced\""), "{state}");
+    assert!(
+        state.contains("\"name\":\"upstream\",\"proto\":\"BGP\",\"state\":\"up\""),
+        "{state}"
+    );
+    let m = admin_get(lab, "lb1", "/metrics");
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("tether_lb_bird_protocol_up{")
+                && l.contains("protocol=\"upstream\"")
+                && l.ends_with(" 1")),
+        "{m}"
+    );
+
+    // 16 long-lived connections, and more (up to 48) until every balancer carries some.
+    let to: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+    let mut conns = open_many(lab, to, 16);
+    while split(&sc, &BALANCERS).iter().any(|(_, n)| *n == 0) && conns.len() < 48 {
+        conns.push(Conn::open(lab, to, Duration::from_secs(3)).expect("one more"));
+    }
+    let s = split(&sc, &BALANCERS);
+    eprintln!(
+        "FIGURE scale-out: {} connections, flows per balancer {s:?}, servers {:?}",
+        conns.len(),
+        servers(&conns)
+    );
+    assert!(
+        s.iter().all(|(_, n)| *n > 0),
+        "the router did not spread: {s:?}"
+    );
+    let sc = Arc::new(sc);
+    let patience = Duration::from_secs(3);
+
+    // lb2 loses power: its cable is cut, tether lb and BIRD die.
+    let traffic = Traffic::start(sc.clone(), "c", to, conns, patience);
+    sc.kill_box("lb2", Sig::Kill).unwrap();
+    let took = sc
+        .wait_paths(&routes, &["lb1", "lb3"], within)
+        .expect("lb2 withdrawn");
+    eprintln!("FIGURE scale-out: power cut: the router dropped lb2 after {took:?}");
+    traffic.wait_rounds(10);
+    let conns = check("power cut of lb2", traffic.stop());
+
+    // lb2 comes back and joins: the router moves part of the flows to it.
+    let traffic = Traffic::start(sc.clone(), "c", to, conns, patience);
+    sc.start_box("lb2").unwrap();
+    let took = sc
+        .wait_paths(&routes, &BALANCERS, within)
+        .expect("lb2 back");
+    eprintln!("FIGURE scale-out: join: lb2 back in the router's paths after {took:?}");
+    traffic.wait_rounds(10);
+    let conns = check("lb2 joining", traffic.stop());
+    eprintln!(
+        "FIGURE scale-out: after the join, flows per balancer {:?}",
+        split(&sc, &BALANCERS)
+    );
+
+    // lb3 drains: SIGTERM withdraws first, then it forwards for stop_delay and stops.
+    let traffic = Traffic::start(sc.clone(), "c", to, conns, patience);
+    let t = Instant::now();
+    sc.lab.signal("lb-lb3", Sig::Term).unwrap();
+    let took = sc
+        .wait_paths(&routes, &["lb1", "lb2"], within)
+        .expect("lb3 withdrawn");
+    let exit = sc.lab.wait_exit("lb-lb3", T).unwrap();
+    eprintln!(
+        "FIGURE scale-out: drain: lb3 withdrawn after {took:?}, stopped after {:?} ({exit:?})",
+        t.elapsed()
+    );
+    traffic.wait_rounds(10);
+    let conns = check("lb3 draining", traffic.stop());
+
+    // lb1's balancer is SIGKILLed while its host and BIRD stay up: its announcement dies
+    // with the process. Its rules stay in the kernel, so what still arrives is forwarded.
+    let traffic = Traffic::start(sc.clone(), "c", to, conns, patience);
+    sc.lab.signal("lb-lb1", Sig::Kill).unwrap();
+    let took = sc
+        .wait_paths(&routes, &["lb2"], within)
+        .expect("lb1 withdrawn");
+    eprintln!("FIGURE scale-out: crash: lb1's route gone from the router after {took:?}");
+    // A restart takes over the table the dead process left, and announces again.
+    sc.lab.wait_exit("lb-lb1", T).unwrap();
+    sc.start_box("lb1").unwrap();
+    let took = sc
+        .wait_paths(&routes, &["lb1", "lb2"], within)
+        .expect("lb1 back");
+    eprintln!("FIGURE scale-out: crash: lb1 announced again {took:?} after its restart");
+    traffic.wait_rounds(10);
+    let conns = check("lb1's balancer crashing and restarting", traffic.stop());
+    assert!(conns.len() >= 16);
+    drop(routes);
+    let sc = Arc::try_unwrap(sc).unwrap_or_else(|_| panic!("lab still shared"));
+    drop(sc);
+    assert_host_untouched();
+}
