@@ -9,10 +9,13 @@
 # Runs two variants, one after the other, under the same project name:
 # - proxy (compose.yaml): every service path echoes; each balancer and gateway is stopped in
 #   turn (`docker stop`, as `compose stop` does) while clients probe every 20 ms, the paths
-#   still echo, and it is started again; Prometheus has scraped every daemon.
+#   still echo, and it is started again; Prometheus has scraped every daemon, and every
+#   panel query of dashboards/tether.json returns data from it (dashboards/check.sh, on the
+#   host: needs curl and jq).
 # - dr (compose.yaml + compose.dr.yaml): every path echoes; lb1 is stopped and started while
 #   clients probe every path (3 s patience) and hold connections open through it all: no
 #   probe may fail and no open connection may be cut.
+# Both variants first check that every daemon's /metrics passes `promtool check metrics`.
 # COMPOSE_VARIANTS="dr" compose/test.sh runs only the named variants.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -165,6 +168,20 @@ up_variant() {
   echo "VIP held by: $(vip_holders)"
   wait_settled 30 "$1 start (lb1, priority 150, should hold the VIP)"
   echo "sessions per cloud node: $(sessions cloud1) / $(sessions cloud2)"
+  lint_metrics "$1"
+}
+
+# Every daemon's /metrics, as this variant's configuration shapes it, passes Prometheus'
+# linter (promtool from the Prometheus image: help text, base units, `_total` on counters).
+lint_metrics() {
+  local t box port out
+  say "$1: promtool check metrics on every daemon"
+  for t in lb1:9090 lb2:9090 lb1:9091 lb2:9091 cloud1:9100 cloud2:9100 onprem1:9100 onprem2:9100; do
+    box=${t%:*} port=${t#*:}
+    out=$(ex "$box" curl -sf --max-time 5 "127.0.0.1:$port/metrics" | ex prometheus promtool check metrics 2>&1) ||
+      fail "promtool check metrics on $t: ${out:-no /metrics}"
+    echo "  $t: clean"
+  done
 }
 
 down_variant() {
@@ -255,6 +272,10 @@ proxy_cases() {
     ex client-a curl -s --max-time 2 "http://203.0.113.90:9090/api/v1/query?query=$metric" |
       grep -q '"result":\[{' || fail "Prometheus has no $metric samples"
   done
+
+  say "proxy: every panel of dashboards/tether.json returns data"
+  "$root/dashboards/check.sh" "http://127.0.0.1:$PROMETHEUS_PORT" "$root/dashboards/tether.json" ||
+    fail "dashboard panels without data (above)"
 }
 
 # A long-lived connection, run in a client box by bash: reads the server's banner, then

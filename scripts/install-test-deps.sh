@@ -17,3 +17,10 @@ echo "install-test-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian's prometheus package is installed for promtool only. It also enables and starts a
+# Prometheus server on :9090, which would take the loopback demo's admin port (and come back
+# on every boot): switch off what this script just installed, never a Prometheus the
+# machine had before.
+if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+  systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
