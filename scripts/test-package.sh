@@ -34,6 +34,16 @@ for name in $units; do
   fi
   echo "test-package: systemd-analyze verify $name: ok"
 done
+# The dr drop-in, installed where its header says, over the plain unit.
+mkdir -p "$root/etc/systemd/system/tether-lb.service.d"
+cp "$root/usr/share/doc/tether/examples/systemd/tether-lb-dr.conf" \
+  "$root/etc/systemd/system/tether-lb.service.d/dr.conf"
+if ! out=$(systemd-analyze verify --root="$root" --man=no "$root/lib/systemd/system/tether-lb.service" 2>&1) || [[ -n $out ]]; then
+  echo "$out" >&2
+  echo "test-package: systemd-analyze verify tether-lb.service with the dr drop-in failed" >&2
+  exit 1
+fi
+echo "test-package: systemd-analyze verify tether-lb.service with the dr drop-in: ok"
 
 compose/build-base.sh
 image=${TETHER_BASE_IMAGE:-debian:bookworm-slim}

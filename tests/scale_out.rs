@@ -158,3 +158,102 @@ fn balancers_die_join_drain_and_crash_without_cutting_a_connection() {
     drop(sc);
     assert_host_untouched();
 }
+
+/// The kernel side of `[announce]` without BIRD: a route per VIP, IPv4 and IPv6, marked
+/// degraded (protocol 217) while its frontend has no live server with `degraded =
+/// "announce"`, and normal (216) once a server is up.
+#[test]
+fn degraded_and_ipv6_vips_are_offered_with_their_marks() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::builder(&Lab::unique_prefix("ann"))
+        .network("lan", "203.0.113.0/24")
+        .host("lb1", &[("lan", 11)])
+        .host("s1", &[("lan", 21)])
+        .build()
+        .expect("building the lab");
+    for (h, a) in [("lb1", "2001:db8::11"), ("s1", "2001:db8::21")] {
+        let out = lab
+            .exec(
+                h,
+                &[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{a}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
+            )
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let cfg = write(
+        &lab,
+        "lb.toml",
+        "[admin]\nlisten = \"127.0.0.1:9090\"\n\n[announce]\ndegraded = \"announce\"\n\n\
+         [[frontend]]\nname = \"v4\"\nmode = \"dr\"\nbind = [\"192.0.2.100:5551\"]\ninterface = \"eth0\"\nbackend = \"be4\"\n\n\
+         [[frontend]]\nname = \"v6\"\nmode = \"dr\"\nbind = [\"[2001:db8::100]:5551\"]\ninterface = \"eth0\"\nbackend = \"be6\"\n\n\
+         [[backend]]\nname = \"be4\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 1\n\
+         [[backend.server]]\nname = \"s1\"\naddress = \"203.0.113.21:5551\"\n\n\
+         [[backend]]\nname = \"be6\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 1\n\
+         [[backend.server]]\nname = \"s1\"\naddress = \"[2001:db8::21]:5551\"\n",
+    );
+    let lb = start(&lab, "lb", "lb1", &["lb", "--config", &cfg]);
+    let routes = |v: &str| {
+        let out = lab
+            .exec("lb1", &["ip", v, "route", "show", "table", "7474"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // Both VIPs reach `what`, in either order.
+    let reach = |what: &str| {
+        let mut left = vec!["vip=192.0.2.100", "vip=2001:db8::100"];
+        while !left.is_empty() {
+            let l = lb.wait_for(what, |l| l.contains(what)).unwrap();
+            left.retain(|v| !l.contains(v));
+        }
+    };
+    // No server yet: both offered, marked degraded.
+    reach("VIP announced as degraded");
+    assert!(
+        routes("-4").contains("192.0.2.100 dev tether-vip proto 217"),
+        "{}",
+        routes("-4")
+    );
+    assert!(
+        routes("-6").contains("2001:db8::100 dev tether-vip proto 217"),
+        "{}",
+        routes("-6")
+    );
+    // The server comes up: both announced normally.
+    start_echo(&lab, "s1", "[::]:5551");
+    reach("VIP announced vip=");
+    assert!(
+        routes("-4").contains("192.0.2.100 dev tether-vip proto 216"),
+        "{}",
+        routes("-4")
+    );
+    assert!(
+        routes("-6").contains("2001:db8::100 dev tether-vip proto 216"),
+        "{}",
+        routes("-6")
+    );
+    let state = admin_get(&lab, "lb1", "/api/state");
+    assert!(
+        state.contains("\"device\":\"tether-vip\",\"table\":7474"),
+        "{state}"
+    );
+    // A clean stop withdraws both and the device goes.
+    lab.signal("lb", Sig::Term).unwrap();
+    assert!(!lab.wait_exit("lb", T).unwrap().is_running());
+    let out = lab
+        .exec("lb1", &["ip", "link", "show", "tether-vip"])
+        .unwrap();
+    assert!(!out.status.success(), "the device outlived the process");
+    drop(lab);
+    assert_host_untouched();
+}

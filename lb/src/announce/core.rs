@@ -30,12 +30,15 @@ pub struct DrFrontend<'a> {
     pub name: &'a str,
     /// The VIPs it forwards.
     pub vips: Vec<IpAddr>,
+    /// A server of its backend is known up (checked, or without checks), not merely untried.
+    pub server_up: bool,
 }
 
 /// The verdict for every VIP of `frontends`, with the reason for anything short of
 /// announced. A VIP is announced only when every frontend on it is in the kernel and has a
-/// server taking new flows: a VIP that forwards one port and drops another would take
-/// traffic another balancer could serve.
+/// server known up taking new flows: a VIP that forwards one port and drops another would
+/// take traffic another balancer could serve, and a balancer that just started has not
+/// checked its servers yet.
 pub fn assess(
     frontends: &[DrFrontend<'_>],
     installed: Option<&Desired>,
@@ -53,7 +56,7 @@ pub fn assess(
                     Verdict::Withdrawn,
                     format!("frontend {}: forwarding rules not installed", f.name),
                 ),
-                Some(r) if r.slots.is_empty() => {
+                Some(r) if r.slots.is_empty() || !f.server_up => {
                     let why = format!("frontend {}: no server up", f.name);
                     match degraded {
                         WhenDegraded::Withdraw => (Verdict::Withdrawn, why),
@@ -237,6 +240,7 @@ mod tests {
         DrFrontend {
             name,
             vips: vips.iter().map(|v| ip(v)).collect(),
+            server_up: true,
         }
     }
 
@@ -275,6 +279,18 @@ mod tests {
         );
         let none = assess(&fes, None, WhenDegraded::Announce, false);
         assert!(none.values().all(|(v, _)| *v == Verdict::Withdrawn));
+    }
+
+    #[test]
+    fn servers_not_yet_checked_do_not_make_a_vip_ready() {
+        let mut web = fe("web", &["192.0.2.100"]);
+        web.server_up = false;
+        let d = installed(vec![rules("web", true)]);
+        let a = assess(&[web], Some(&d), WhenDegraded::Withdraw, false);
+        assert_eq!(
+            a[&ip("192.0.2.100")],
+            (Verdict::Withdrawn, "frontend web: no server up".into())
+        );
     }
 
     #[test]

@@ -229,6 +229,7 @@ pub(crate) async fn run(lb: Arc<Lb>, cfg: AnnounceConfig, dev: Device, stop: Can
             .map(|f| DrFrontend {
                 name: &f.cfg.name,
                 vips: f.cfg.binds.iter().map(|b| b.ip()).collect(),
+                server_up: f.backend.any_up(),
             })
             .collect();
         let desired = installed.borrow_and_update().clone();

@@ -223,6 +223,11 @@ pub(crate) async fn run(
         let state = lb.state();
         let now = Instant::now();
         let problems = sync(&state, &lb.dr, &mut controller, &lb.metrics, now).await;
+        // Every pass, not only a changed program: a server that turns up (from unknown)
+        // changes no rule, yet makes its VIPs ready for the announcement.
+        lb.dr
+            .installed
+            .send_replace(controller.installed().cloned());
         // A missing interface or an off-link server is looked at again on its own: no
         // server event may come while the link is away.
         let replan = problems.then(|| now + REPLAN);
