@@ -409,3 +409,81 @@ fn loopback_demo_runs_when_asked_and_where_namespaces_cannot_be_made() {
         "{seen}"
     );
 }
+
+/// `tether demo --tier bgp`: three balancers announce the VIP to a BIRD router, a power cut
+/// of one takes it out of the router's paths, `--start` brings it back, SIGTERM removes
+/// everything. Waits on the demo's own status table (it prints one on every change).
+#[test]
+fn bgp_demo_announces_loses_and_regains_a_balancer_and_cleans_up() {
+    if let Err(e) = tether_lab::available() {
+        assert!(!nix::unistd::geteuid().is_root(), "root, but {e}");
+        eprintln!("SKIP: {e}");
+        return;
+    }
+    let base = format!("tb{}", std::process::id() % 100_000);
+    let prefix = format!("{base}-bgp");
+    let mut child = Command::new(TETHER)
+        .args(["demo", "--tier", "bgp", "--prefix", &base])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let demo = Demo {
+        child,
+        prefix: prefix.clone(),
+    };
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_line = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains(want) => return,
+                Ok(l) => {
+                    seen.push_str(&l);
+                    seen.push('\n');
+                }
+                Err(_) => panic!("no line with {want:?} from the demo:\n{seen}"),
+            }
+        }
+    };
+    wait_line("Ctrl-C stops everything");
+    wait_line("router: 192.0.2.100 via lb1, lb2, lb3");
+    let bgp = |args: &[&str]| {
+        let mut a = vec!["--tier", "bgp"];
+        a.extend_from_slice(args);
+        demo_cmd(&base, &a)
+    };
+    let (ok, status) = bgp(&["--status"]);
+    assert!(ok, "{status}");
+    assert_eq!(status.matches("announced").count(), 3, "{status}");
+    assert_eq!(status.matches("up Established").count(), 3, "{status}");
+    assert!(status.contains("ok, answered by s"), "{status}");
+
+    let (ok, out) = bgp(&["--kill", "lb2"]);
+    assert!(ok, "{out}");
+    wait_line("router: 192.0.2.100 via lb1, lb3");
+    let (_, status) = bgp(&["--status"]);
+    assert!(status.contains("lb2   DOWN       DOWN"), "{status}");
+    assert!(status.contains("ok, answered by s"), "{status}");
+    let (ok, out) = bgp(&["--start", "lb2"]);
+    assert!(ok, "{out}");
+    wait_line("router: 192.0.2.100 via lb1, lb2, lb3");
+    let (ok, out) = bgp(&["--kill", "lb9"]);
+    assert!(!ok && out.contains("lb9"), "{out}");
+
+    drop(demo);
+    assert_eq!(
+        tether_lab::existing_namespaces(&prefix),
+        Vec::<String>::new()
+    );
+    let (ok, out) = bgp(&["--status"]);
+    assert!(!ok && out.contains("no running namespace demo"), "{out}");
+}
