@@ -1,4 +1,4 @@
-//! The reference scenario (DESIGN.md section 1) as a lab: two load balancers sharing a VIP,
+//! The reference scenario (docs/ha.md) as a lab: two load balancers sharing a VIP,
 //! two cloud gateways, two on-prem gateways behind a firewall, echo servers A and B, and
 //! clients A and B. `tether demo` and the root tests build it from here, so the demo a user
 //! runs is the one the tests check.
