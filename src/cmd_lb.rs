@@ -34,58 +34,10 @@ pub fn main(args: LbArgs) -> anyhow::Result<ExitCode> {
     }
     let workers = args
         .workers
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
+        .unwrap_or_else(tether_lb::workers::default_count)
         .max(1);
-    // Thread per core, as HAProxy's threads and nginx's workers: every worker is a
-    // current-thread runtime with its own listening sockets (SO_REUSEPORT), and a connection
-    // stays on the thread that accepted it. No work-stealing queues, cross-thread wake-ups
-    // or atomics on the task path: measurably cheaper per connection than tokio's
-    // multi-threaded scheduler (bench/results). The main thread is worker 0 and also runs
-    // the admin listener, health checks and reloads.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    let workers_stop = tokio_util::sync::CancellationToken::new();
-    let mut runtimes = vec![runtime.handle().clone()];
-    let mut threads = Vec::new();
-    for i in 1..workers {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stop = workers_stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("tether-worker-{i}"))
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = tx.send(Ok(rt.handle().clone()));
-                rt.block_on(stop.cancelled());
-            })
-            .context("starting a worker thread")?;
-        let handle = rx
-            .recv()
-            .context("a worker thread ended at start")?
-            .context("starting a worker's runtime")?;
-        runtimes.push(handle);
-        threads.push(thread);
-    }
-    let result = run(&runtime, config, args, workers, runtimes);
-    workers_stop.cancel();
-    for t in threads {
-        let _ = t.join();
-    }
-    result
+    let pool = tether_lb::workers::Pool::start(workers)?;
+    run(&pool.main, config, args, workers, pool.handles.clone())
 }
 
 fn run(

@@ -5,6 +5,8 @@
 //! - [`state`]: live frontends, backends and servers shared by the data path and the API.
 //! - [`relay`]: the bidirectional copy with half-close and idle timeouts.
 //! - [`dr`]: the forwarding tier (`mode = "dr"`): direct server return in the kernel.
+//! - [`announce`]: offering dr VIPs to a routing daemon (BIRD) while they are ready.
+//! - [`workers`]: the thread-per-core worker pool the binary runs the balancer on.
 //! - [`start`] / [`run`]: the daemon, with shutdown injected so tests run it in-process.
 #![warn(missing_docs)]
 
@@ -25,6 +27,7 @@ mod reload;
 mod resolve;
 pub mod runtime;
 pub mod state;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -15,8 +15,8 @@ use crate::inspect::{self, Inspect};
 use crate::metrics::Metrics;
 use crate::peer::{self, Peer};
 use crate::relay::{self, End};
-use crate::runtime::Lb;
-use crate::state::{ActiveGuard, Backend, Frontend, Server};
+use crate::state::{ActiveGuard, Backend, Frontend, Server, State};
+use arc_swap::ArcSwap;
 
 /// What every connection task needs besides its frontend.
 pub struct Ctx {
@@ -42,10 +42,14 @@ impl Ctx {
 /// Accepts on `listener` (configured as `bind`) until `stop` is cancelled. Each connection
 /// goes to the frontend that owns `bind` in the state live at that moment. Errors (EMFILE,
 /// ENOBUFS, ...) are counted and backed off from, never fatal.
+///
+/// The data path sees only the live state and the connection context, never the control
+/// plane that replaces them (`runtime::Lb`).
 pub async fn accept_loop(
     listener: std::net::TcpListener,
     bind: SocketAddr,
-    lb: Arc<Lb>,
+    live: Arc<ArcSwap<State>>,
+    ctx: Arc<Ctx>,
     stop: CancellationToken,
 ) {
     // Registered here, with the reactor of the runtime this loop runs on, so that accepted
@@ -64,7 +68,7 @@ pub async fn accept_loop(
             a = listener.accept() => a,
             _ = stop.cancelled() => return,
         };
-        let state = lb.state();
+        let state = live.load();
         let Some(fe) = state.frontend_for_bind(bind).cloned() else {
             // The bind was removed by a reload a moment ago.
             continue;
@@ -77,8 +81,8 @@ pub async fn accept_loop(
                     p = fe.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                     _ = stop.cancelled() => return,
                 };
-                let ctx = lb.ctx.clone();
-                lb.ctx.tracker.spawn(handle(stream, peer, fe, permit, ctx));
+                ctx.tracker
+                    .spawn(handle(stream, peer, fe, permit, ctx.clone()));
             }
             Err(e) => {
                 fe.accept_errors.inc();

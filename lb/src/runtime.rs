@@ -8,7 +8,7 @@
 //! Connections already open keep the frontend, backend and server they started with, so a
 //! reload never cuts one, even to a server the new configuration removed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,7 +69,6 @@ struct Listening {
 }
 
 struct Monitor {
-    server: Arc<Server>,
     key: String,
     stop: CancellationToken,
 }
@@ -85,7 +84,7 @@ struct Control {
 
 /// The shared core of a running balancer.
 pub struct Lb {
-    state: ArcSwap<State>,
+    state: Arc<ArcSwap<State>>,
     /// The metrics, shared by every generation of the state.
     pub metrics: Metrics,
     pub(crate) ctx: Arc<Ctx>,
@@ -124,7 +123,7 @@ impl Lb {
         let metrics = Metrics::new();
         let metrics_registry = metrics.registry.clone();
         Arc::new(Lb {
-            state: ArcSwap::from_pointee(State::default()),
+            state: Arc::new(ArcSwap::from_pointee(State::default())),
             ctx: Arc::new(Ctx::new(metrics.clone())),
             metrics,
             control: tokio::sync::Mutex::new(Control {
@@ -203,20 +202,12 @@ impl Lb {
         let mut report = ReloadReport::default();
 
         // 1. New listeners, all or nothing. The kernel serves dr frontends: no socket.
-        let wanted: Vec<(SocketAddr, &str)> = config
-            .frontends
-            .iter()
-            .filter(|f| f.dr.is_none())
-            .flat_map(|f| f.binds.iter().map(move |b| (*b, f.name.as_str())))
-            .collect();
+        let plan = crate::reload::listener_plan(control.listeners.keys().copied(), &config);
         let mut fresh: Vec<(SocketAddr, Vec<std::net::TcpListener>)> = Vec::new();
-        for (bind, frontend) in &wanted {
-            if control.listeners.contains_key(bind) {
-                continue;
-            }
+        for (bind, frontend) in &plan.open {
             let group = crate::listener::bind_group(*bind, control.workers).map_err(|source| {
                 LbError::Bind {
-                    frontend: frontend.to_string(),
+                    frontend: frontend.clone(),
                     addr: *bind,
                     source,
                 }
@@ -252,21 +243,19 @@ impl Lb {
         self.dr.changed.notify_one();
 
         // 3. Listeners: retire the ones no frontend wants, start the new ones.
-        let wanted_set: HashSet<SocketAddr> = wanted.iter().map(|(b, _)| *b).collect();
-        control.listeners.retain(|bind, l| {
-            let keep = wanted_set.contains(bind);
-            if !keep {
+        for bind in &plan.close {
+            if let Some(l) = control.listeners.remove(bind) {
                 l.stop.cancel();
                 report.listeners_removed.push(bind.to_string());
             }
-            keep
-        });
-        report.listeners_kept = control.listeners.len();
+        }
+        report.listeners_kept = plan.keep.len();
         for (bind, group) in fresh {
             let stop = self.accepting.child_token();
             let actual = bound.get(&bind).copied().unwrap_or(bind);
             for (i, l) in group.into_iter().enumerate() {
-                let task = proxy::accept_loop(l, bind, self.clone(), stop.clone());
+                let task =
+                    proxy::accept_loop(l, bind, self.state.clone(), self.ctx.clone(), stop.clone());
                 match control.runtimes.get(i % control.runtimes.len().max(1)) {
                     Some(rt) => self.accept_tasks.spawn_on(task, rt),
                     None => self.accept_tasks.spawn(task),
@@ -283,7 +272,8 @@ impl Lb {
         }
 
         // 4. Health monitors follow the servers.
-        let mut keep_monitors = HashSet::new();
+        let mut wanted = BTreeMap::new();
+        let mut specs = HashMap::new();
         for b in &state.backends {
             for s in &b.servers {
                 let id = (b.cfg.name.clone(), s.cfg.name.clone());
@@ -299,44 +289,48 @@ impl Lb {
                         continue;
                     }
                 };
-                let key = format!("{h:?}|{}", spec.checker.target);
-                keep_monitors.insert(id.clone());
-                if let Some(m) = control.monitors.get(&id)
-                    && Arc::ptr_eq(&m.server, s)
-                    && m.key == key
-                {
-                    continue;
-                }
-                if let Some(old) = control.monitors.remove(&id) {
-                    old.stop.cancel();
-                }
-                s.init_judge(h.rise, h.fall);
-                let stop = self.background.child_token();
-                let server = s.clone();
-                let spec = MonitorSpec {
-                    initial: s.health(),
-                    ..spec
-                };
-                spawn_monitor(spec, stop.clone(), move |ev| {
-                    crate::health::on_check(&server, ev)
-                });
-                control.monitors.insert(
-                    id,
-                    Monitor {
-                        server: s.clone(),
-                        key,
-                        stop,
-                    },
-                );
+                // The server's identity is part of the key: a server the reload rebuilt
+                // (a new address) gets a new monitor writing to it.
+                let key = format!("{h:?}|{}|{:p}", spec.checker.target, Arc::as_ptr(s));
+                wanted.insert(id.clone(), key);
+                specs.insert(id, (spec, s.clone(), h.rise, h.fall));
             }
         }
-        control.monitors.retain(|id, m| {
-            let keep = keep_monitors.contains(id);
-            if !keep {
+        let running: BTreeMap<_, String> = control
+            .monitors
+            .iter()
+            .map(|(id, m)| (id.clone(), m.key.clone()))
+            .collect();
+        let plan = crate::reload::monitor_plan(&running, &wanted);
+        for id in &plan.stop {
+            if let Some(m) = control.monitors.remove(id) {
                 m.stop.cancel();
             }
-            keep
-        });
+        }
+        for id in plan.start {
+            let (Some((spec, server, rise, fall)), Some(key)) =
+                (specs.remove(&id), wanted.get(&id))
+            else {
+                continue;
+            };
+            server.init_judge(rise, fall);
+            let stop = self.background.child_token();
+            let spec = MonitorSpec {
+                initial: server.health(),
+                ..spec
+            };
+            let target = server.clone();
+            spawn_monitor(spec, stop.clone(), move |ev| {
+                crate::health::on_check(&target, ev)
+            });
+            control.monitors.insert(
+                id,
+                Monitor {
+                    key: key.clone(),
+                    stop,
+                },
+            );
+        }
         for gone in &report.servers_removed {
             if let Some((b, s)) = gone.split_once('/') {
                 self.metrics.forget_server(b, s);
