@@ -52,7 +52,7 @@ pub enum LbError {
         frontend: String,
         /// The address.
         addr: SocketAddr,
-        /// Why.
+        /// The error from the OS (address in use, not available, no permission).
         source: std::io::Error,
     },
     /// The admin listener could not bind.
@@ -60,7 +60,7 @@ pub enum LbError {
     AdminBind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
+        /// The error from the OS (address in use, not available, no permission).
         source: std::io::Error,
     },
     /// A `mode = "dr"` frontend could not be put into the kernel.
@@ -76,7 +76,7 @@ pub enum LbError {
         backend: String,
         /// The file.
         path: String,
-        /// Why.
+        /// What was wrong with the file.
         reason: String,
     },
 }

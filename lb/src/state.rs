@@ -123,13 +123,13 @@ pub struct Server {
 /// A snapshot of a server for `/api/state`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerView {
-    /// Name.
+    /// The server's name in the configuration.
     pub name: String,
     /// Configured address.
     pub address: String,
     /// Where connections go.
     pub resolved: String,
-    /// Health.
+    /// What the last checks concluded (unknown until the first one finishes).
     pub health: Health,
     /// Operator state.
     pub state: AdminState,
@@ -499,9 +499,9 @@ pub struct Frontend {
 /// Everything `/api/state` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct StateView {
-    /// Frontends.
+    /// Every frontend, in configuration order.
     pub frontends: Vec<FrontendView>,
-    /// Backends.
+    /// Every backend, in configuration order.
     pub backends: Vec<BackendView>,
     /// The VIPs offered to the routers, with `[announce]`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -511,7 +511,7 @@ pub struct StateView {
 /// A frontend in `/api/state`.
 #[derive(Debug, Clone, Serialize)]
 pub struct FrontendView {
-    /// Name.
+    /// The frontend's name in the configuration.
     pub name: String,
     /// Bound addresses.
     pub bind: Vec<String>,
@@ -531,11 +531,11 @@ pub struct FrontendView {
 /// A backend in `/api/state`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendView {
-    /// Name.
+    /// The backend's name in the configuration.
     pub name: String,
-    /// Algorithm.
+    /// How it picks a server.
     pub balance: crate::config::Balance,
-    /// Servers.
+    /// Its servers, in configuration order.
     pub servers: Vec<ServerView>,
 }
 
@@ -543,9 +543,9 @@ pub struct BackendView {
 /// it in; connections keep the objects they started with.
 #[derive(Default)]
 pub struct State {
-    /// Frontends.
+    /// Every frontend, in configuration order.
     pub frontends: Vec<Arc<Frontend>>,
-    /// Backends.
+    /// Every backend, in configuration order.
     pub backends: Vec<Arc<Backend>>,
     /// Configured bind address to index in `frontends`.
     pub binds: std::collections::HashMap<SocketAddr, usize>,

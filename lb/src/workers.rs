@@ -27,7 +27,7 @@ pub struct Pool {
 pub struct PoolError {
     /// Which worker.
     pub worker: usize,
-    /// Why.
+    /// The error from the OS.
     #[source]
     pub source: std::io::Error,
 }

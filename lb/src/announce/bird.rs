@@ -29,7 +29,7 @@ pub enum BirdError {
     Io {
         /// The socket's path.
         path: String,
-        /// Why.
+        /// The error from the OS.
         #[source]
         source: std::io::Error,
     },

@@ -29,7 +29,7 @@ pub enum DeviceError {
     Tun {
         /// The device's name.
         device: String,
-        /// Why.
+        /// The error from the OS.
         #[source]
         source: std::io::Error,
     },
