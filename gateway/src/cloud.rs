@@ -576,7 +576,8 @@ impl Cloud {
         };
         // Authenticated by TLS, not yet by HELLO: what follows is still counted and gated,
         // as any holder of a certificate of the CA could send it.
-        let (mux, mut inbound) = YamuxSession::spawn(tls, Side::Server, MuxTuning::default());
+        let (mux, mut inbound) =
+            YamuxSession::spawn(tls, Side::Server, MuxTuning::new(&self.cfg.limits));
         let ctrl = match tokio::time::timeout(t.handshake_timeout, inbound.recv()).await {
             Ok(Some(s)) => s,
             _ => {

@@ -776,10 +776,7 @@ mod tests {
     async fn a_relay_stuck_on_its_server_ends_with_its_session() {
         use crate::mux::{MuxTuning, Side};
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let tuning = MuxTuning {
-            stream_window: 256 * 1024,
-            ..MuxTuning::default()
-        };
+        let tuning = MuxTuning::default();
         let (a, b) = tokio::io::duplex(1 << 16);
         let (peer, _peer_in) = YamuxSession::spawn(a, Side::Client, tuning);
         let (node, mut node_in) = YamuxSession::spawn(b, Side::Server, tuning);

@@ -146,6 +146,8 @@ pub struct CloudConfig {
     pub forward: Vec<ForwardService>,
     /// Timers.
     pub timers: Timers,
+    /// Per-session limits.
+    pub limits: Limits,
 }
 
 /// How an on-prem gateway checks the server behind an export.
@@ -209,6 +211,8 @@ pub struct OnpremConfig {
     pub consume: Vec<Consume>,
     /// Timers.
     pub timers: Timers,
+    /// Per-session limits.
+    pub limits: Limits,
 }
 
 /// A validated configuration of either role.
@@ -239,6 +243,7 @@ struct RawFile {
     cluster: Option<RawCluster>,
     tls: Option<RawTls>,
     timers: Option<RawTimers>,
+    limits: Option<RawLimits>,
     #[serde(default)]
     reverse: Vec<RawReverse>,
     #[serde(default)]
@@ -561,6 +566,7 @@ impl Validator<'_> {
             .and_then(|s| self.addr(&node("admin_listen"), &s));
         let tls = self.tls(raw.tls, base, ROLE, &n.id);
         let timers = self.timers(raw.timers);
+        let limits = self.limits(raw.limits);
 
         let roster = match raw.cluster {
             Some(c) => c.nodes,
@@ -676,6 +682,7 @@ impl Validator<'_> {
             reverse,
             forward,
             timers,
+            limits,
         })
     }
 
@@ -717,6 +724,7 @@ impl Validator<'_> {
             .and_then(|s| self.addr(&node("admin_listen"), &s));
         let tls = self.tls(raw.tls, base, ROLE, &n.id);
         let timers = self.timers(raw.timers);
+        let limits = self.limits(raw.limits);
 
         let mut services = BTreeSet::new();
         let mut export = Vec::new();
@@ -815,12 +823,16 @@ impl Validator<'_> {
             export,
             consume,
             timers,
+            limits,
         })
     }
 }
 
 mod checks;
 use checks::Listener;
+mod limits;
+pub use limits::Limits;
+use limits::RawLimits;
 
 #[cfg(test)]
 mod tests {

@@ -538,7 +538,8 @@ impl Onprem {
             }
             Err(_) => return Err(DialFailure::new("tls_timeout")),
         };
-        let (mux, inbound) = YamuxSession::spawn(tls, Side::Client, MuxTuning::default());
+        let (mux, inbound) =
+            YamuxSession::spawn(tls, Side::Client, MuxTuning::new(&self.cfg.limits));
         let hello = Control::Hello {
             proto: PROTO_VERSION,
             gateway_id: self.cfg.id.clone(),
