@@ -935,6 +935,10 @@ async fn garbage_after_the_handshake_is_counted() {
     let r = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest))
         .await
         .expect("closed promptly");
-    assert!(rest.len() < 1024, "{r:?}: {} bytes after garbage", rest.len());
+    assert!(
+        rest.len() < 1024,
+        "{r:?}: {} bytes after garbage",
+        rest.len()
+    );
     assert_eq!(cloud.handle.session_count(), 0);
 }
