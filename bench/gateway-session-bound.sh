@@ -70,7 +70,8 @@ while True: held.append(s.accept()[0])
 $T gateway --config cloud.toml 2>cloud.log & CL=$!; PIDS+=($CL)
 $T gateway --config onprem.toml 2>onprem.log & OP=$!; PIDS+=($OP)
 # Ready once the consume listener is bound (on-prem holds a session that accepts svc-b).
-until curl -sf "http://127.0.0.1:$A2/readyz/svc-b" >/dev/null; do sleep 0.2; done
+for _ in $(seq 150); do curl -sf "http://127.0.0.1:$A2/readyz/svc-b" >/dev/null && break; sleep 0.2; done
+curl -sf "http://127.0.0.1:$A2/readyz/svc-b" >/dev/null || { echo "no session came up"; tail cloud.log onprem.log; exit 1; }
 rss() { awk '/VmRSS/{print $2}' /proc/$CL/status; }
 IDLE=$(rss)
 echo "idle, one session up: cloud RSS $((IDLE / 1024)) MiB"
@@ -96,12 +97,14 @@ blocked=sum(1 for x in sent if x < $MIB*16*65536)
 open('pushed','w').write('%d clients, %d blocked before $MIB MiB, %d MiB accepted in all\\n' % ($N, blocked, sum(sent)>>20))
 while True: time.sleep(60)
 " & PIDS+=($!)
-read -r PUSHED < pushed
+# Opened read-write so that a pusher that died cannot leave the open blocked.
+exec 3<>pushed
+read -r -t 600 PUSHED <&3 || { echo "the clients never finished"; exit 1; }
 FULL=$(rss)
 metric() { curl -s "http://127.0.0.1:$A1/metrics" | awk -v m="$1" '$1 ~ "^"m"({|$)" {s+=$2} END {print s+0}'; }
 echo "clients: $PUSHED"
 echo "every stream full: cloud RSS $((FULL / 1024)) MiB (+$(((FULL - IDLE) / 1024)) MiB), \
 streams relayed $(metric tether_gateway_streams_active), sessions $(metric tether_gateway_sessions)"
 kill -9 $OP
-until [ "$(metric tether_gateway_streams_active)" = 0 ]; do sleep 0.2; done
+for _ in $(seq 150); do [ "$(metric tether_gateway_streams_active)" = 0 ] && break; sleep 0.2; done
 echo "on-prem killed, its session's streams all ended: cloud RSS $(($(rss) / 1024)) MiB"
