@@ -183,3 +183,63 @@ impl Link {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn base() -> Arc<Base> {
+        Arc::new(Base::new(Metrics::new().expect("metrics")))
+    }
+
+    /// A drain waits for the work in flight, also work that starts during the drain.
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_waits_for_all_the_work() {
+        use std::sync::atomic::AtomicBool;
+        let b = base();
+        let first = b.work.token();
+        let finished = Arc::new(AtomicBool::new(false));
+        let (w, f) = (b.clone(), finished.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            // Started during the drain: waited for too.
+            let second = w.work.token();
+            drop(first);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            f.store(true, Ordering::SeqCst);
+            drop(second);
+        });
+        // Marks what happens well after the work, well before the grace.
+        let late = Arc::new(AtomicBool::new(false));
+        let l = late.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            l.store(true, Ordering::SeqCst);
+        });
+        b.work_done(Duration::from_secs(3600)).await;
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "the drain ended before its work"
+        );
+        assert!(!late.load(Ordering::SeqCst), "the drain outlasted its work");
+    }
+
+    /// Work that never ends holds a drain for its grace only, and a kill ends it at once.
+    /// (Paused clock: the grace elapses as soon as everything waits.)
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_ends_at_its_grace_or_a_kill() {
+        let stuck = base();
+        let _held = stuck.work.token();
+        stuck.work_done(Duration::from_secs(30)).await;
+        assert_eq!(stuck.work.len(), 1);
+
+        let killed = base();
+        let _held = killed.work.token();
+        let k = killed.kill.clone();
+        tokio::spawn(async move { k.cancel() });
+        killed.work_done(Duration::MAX).await;
+        assert!(killed.kill.is_cancelled());
+    }
+}
