@@ -1,8 +1,8 @@
-//! The cloud role's driver: accepts mTLS sessions from on-prem gateways ([`session`],
-//! authorized by the pure [`admit`]), feeds [`CloudCore`] and applies its actions
+//! The cloud role's driver: accepts mTLS sessions from on-prem gateways (`session`,
+//! authorized by the pure `admit`), feeds [`CloudCore`] and applies its actions
 //! (readiness, listener gating, ejection), opens reverse streams for its clients and
-//! answers forward streams to cloud-side servers ([`streams`]), serves its admin routes
-//! ([`admin`]) and drains.
+//! answers forward streams to cloud-side servers (`streams`), serves its admin routes
+//! (`admin`) and drains.
 
 mod admin;
 mod admit;

@@ -1,6 +1,6 @@
-//! Dialing sessions: the placement loop runs [`Placement`] (which node needs a session,
-//! when, after which backoff) and each dial does TCP, TLS and HELLO, then hands a kept
-//! session to [`super::session`].
+//! Dialing sessions: the placement loop runs [`crate::placement::Placement`] (which node
+//! needs a session, when, after which backoff) and each dial does TCP, TLS and HELLO, then
+//! hands a kept session to [`super::session`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
-//! The on-prem role's driver: dials sessions as [`Placement`] says ([`dial`]), registers
+//! The on-prem role's driver: dials sessions as [`Placement`] says (`dial`), registers
 //! exports and consumes in HELLO, reports its servers' health as SERVICE_STATE
-//! ([`session`]), answers reverse streams to on-prem servers and carries local clients to
-//! the cloud on forward streams ([`streams`]), serves its admin routes ([`admin`]) and
+//! (`session`), answers reverse streams to on-prem servers and carries local clients to
+//! the cloud on forward streams (`streams`), serves its admin routes (`admin`) and
 //! drains.
 
 mod admin;
