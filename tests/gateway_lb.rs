@@ -123,6 +123,7 @@ fn cloud_cfg(dir: &TempDir, id: &str) -> CloudConfig {
         }],
         forward: Vec::new(),
         timers: timers(),
+        limits: Default::default(),
     }
 }
 
@@ -147,6 +148,7 @@ fn onprem_cfg(dir: &TempDir, id: &str, vip: SocketAddr, server: SocketAddr) -> O
         }],
         consume: Vec::new(),
         timers: timers(),
+        limits: Default::default(),
     }
 }
 

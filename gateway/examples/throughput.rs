@@ -234,6 +234,7 @@ async fn main() -> Result<(), BoxError> {
                 allowed_consumers: ["onprem1".to_string()].into(),
             }],
             timers: timers.clone(),
+            limits: Default::default(),
         },
         stop.clone(),
     )
@@ -260,6 +261,7 @@ async fn main() -> Result<(), BoxError> {
                 accept_wait: Duration::from_secs(2),
             }],
             timers,
+            limits: Default::default(),
         },
         stop.clone(),
     )

@@ -12,18 +12,22 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+mod base;
 pub mod certs;
 pub mod cloud;
 mod common;
 pub mod config;
 pub mod duplicate;
+mod listener;
 pub mod loggate;
 pub mod metrics;
 pub mod mux;
 pub mod onprem;
 pub mod placement;
 pub mod proto;
+mod race;
 pub mod readiness;
+mod stream;
 pub mod tls;
 
 pub use cloud::CloudHandle;

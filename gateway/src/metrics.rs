@@ -344,9 +344,10 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::{End, OpenError};
+    use crate::common::End;
     use crate::proto::{RejectCode, Status};
     use crate::readiness::CloseReason;
+    use crate::stream::OpenError;
 
     const STATUSES: [Status; 6] = [
         Status::Ok,

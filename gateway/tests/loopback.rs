@@ -929,11 +929,16 @@ async fn garbage_after_the_handshake_is_counted() {
         ) >= 1.0
     })
     .await;
-    // The cloud closed it.
-    let mut buf = [0u8; 64];
-    let r = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+    // The cloud closed it (yamux 0.13 may first send its own frames: an RTT ping, the
+    // GoAway of the protocol error; the session ends either way).
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest))
         .await
         .expect("closed promptly");
-    assert!(!matches!(r, Ok(n) if n > 0), "{r:?}");
+    assert!(
+        rest.len() < 1024,
+        "{r:?}: {} bytes after garbage",
+        rest.len()
+    );
     assert_eq!(cloud.handle.session_count(), 0);
 }

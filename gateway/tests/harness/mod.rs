@@ -132,6 +132,7 @@ pub fn cloud_config(
             .into_iter()
             .collect(),
         timers: test_timers(),
+        limits: Default::default(),
     }
 }
 
@@ -171,6 +172,7 @@ pub fn onprem_config(
             Vec::new()
         },
         timers: test_timers(),
+        limits: Default::default(),
     }
 }
 

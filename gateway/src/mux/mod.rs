@@ -9,6 +9,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures::FutureExt;
@@ -24,6 +26,9 @@ pub enum MuxError {
     /// The session is closed.
     #[error("session closed")]
     Closed,
+    /// The session already carries its most concurrent streams.
+    #[error("too many streams on the session")]
+    TooManyStreams,
     /// The multiplexer failed.
     #[error("mux: {0}")]
     Failed(String),
@@ -55,13 +60,27 @@ pub enum Side {
 pub struct YamuxStream {
     inner: Compat<yamux::Stream>,
     session_done: CancellationToken,
+    /// The session's count of live streams, one less when this one is dropped.
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for YamuxStream {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl YamuxStream {
-    fn new(stream: yamux::Stream, done: &CancellationToken) -> YamuxStream {
+    fn new(
+        stream: yamux::Stream,
+        done: &CancellationToken,
+        live: &Arc<AtomicUsize>,
+    ) -> YamuxStream {
+        live.fetch_add(1, Ordering::SeqCst);
         YamuxStream {
             inner: stream.compat(),
             session_done: done.clone(),
+            live: live.clone(),
         }
     }
 
@@ -123,51 +142,67 @@ pub struct YamuxSession {
 /// Tuning of the multiplexer.
 #[derive(Debug, Clone, Copy)]
 pub struct MuxTuning {
-    /// Most concurrent streams per session.
+    /// Most concurrent streams per session, both directions together. A peer that opens
+    /// one more has its session ended by yamux. Our own opens stop an eighth short of it
+    /// and fail alone ([`MuxError::TooManyStreams`]), so two honest sides with the same
+    /// cap never meet it.
     pub max_streams: usize,
-    /// Receive window of every stream, in bytes (at least 256 KiB, the yamux default).
-    ///
-    /// The whole window is granted when the stream opens (a window update carrying the
-    /// SYN, or at the first read of an accepted stream), so one stream fills a link of up to
-    /// this bandwidth-delay product from its first round trip instead of ramping up. It is
-    /// also the most a stream buffers when its reader falls behind: memory per session is at
-    /// most `max_streams` times this, reached only by streams whose local side stops reading.
-    pub stream_window: u32,
+    /// Receive window of the whole session, in bytes: the most the session buffers for
+    /// streams whose local side does not read, whatever the peer does. yamux gives every
+    /// stream the default 256 KiB window and lets a stream that is read quickly double its
+    /// window per round trip, drawing on what the session has left beyond `max_streams` x
+    /// 256 KiB; a window never shrinks while its stream lives. At least `max_streams` x
+    /// 256 KiB (raised to that when lower).
+    pub session_window: usize,
     /// Largest data frame payload.
     pub split_send_size: usize,
     /// Inbound streams queued before new ones are refused.
     pub inbound_queue: usize,
 }
 
+/// yamux's initial window of every stream, which the session window must cover for each.
+pub const STREAM_MIN_WINDOW: usize = yamux::DEFAULT_CREDIT as usize;
+
 impl Default for MuxTuning {
     fn default() -> Self {
+        MuxTuning::new(&crate::config::Limits::default())
+    }
+}
+
+impl MuxTuning {
+    /// The tuning that applies `limits` (the `[limits]` section of the configuration).
+    pub fn new(limits: &crate::config::Limits) -> MuxTuning {
         MuxTuning {
-            max_streams: 1024,
-            // yamux grants new credit only once half the window has been read, so a sender
-            // keeps between half and all of it in flight: 32 MiB keeps a 1 Gbit/s x 100 ms
-            // link (12.5 MB in flight) busy.
-            stream_window: 32 * 1024 * 1024,
+            max_streams: limits.max_streams,
+            session_window: limits.session_window,
             split_send_size: 64 * 1024,
             inbound_queue: 256,
         }
     }
 }
 
-/// The yamux configuration for `tuning`, clamped to what yamux accepts.
+/// Live streams (both directions) at which our own opens stop: an eighth below the cap,
+/// since yamux ends the session on an open that meets its cap and on a peer's open past
+/// it. The margin absorbs what the two sides' counts differ by: opens crossing on the
+/// wire, and streams dropped here that the connection task has not yet removed.
+fn open_limit(max_streams: usize) -> usize {
+    let max = max_streams.max(1);
+    max - max / 8
+}
+
+/// The yamux configuration for `tuning`, clamped to what yamux accepts (it panics on a
+/// session window below `max_streams` x 256 KiB).
 fn yamux_config(tuning: &MuxTuning) -> yamux::Config {
     let mut cfg = yamux::Config::default();
-    let window = tuning.stream_window.max(yamux::DEFAULT_CREDIT);
-    let split = tuning.split_send_size.max(1024);
-    cfg.set_max_num_streams(tuning.max_streams.max(1));
-    cfg.set_receive_window(window);
-    // Window updates only as the reader consumes data, so a stream never buffers more than
-    // its window: that is the backpressure towards a sender faster than our reader.
-    cfg.set_window_update_mode(yamux::WindowUpdateMode::OnRead);
-    // yamux resets a stream whose buffer has reached this limit when a data frame arrives,
-    // even the empty one carrying FIN: keep it above the window so a full, unread buffer
-    // (the sender waiting on credit) followed by a half-close is not a reset.
-    cfg.set_max_buffer_size(window as usize + split);
-    cfg.set_split_send_size(split);
+    let streams = tuning.max_streams.max(1);
+    let window = tuning
+        .session_window
+        .max(streams.saturating_mul(STREAM_MIN_WINDOW));
+    // Lift the window first: either order of the two setters asserts the invariant.
+    cfg.set_max_connection_receive_window(None);
+    cfg.set_max_num_streams(streams);
+    cfg.set_max_connection_receive_window(Some(window));
+    cfg.set_split_send_size(tuning.split_send_size.max(1024));
     cfg
 }
 
@@ -182,6 +217,8 @@ impl YamuxSession {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let cfg = yamux_config(&tuning);
+        let open_limit = open_limit(tuning.max_streams);
+        let live = Arc::new(AtomicUsize::new(0));
         let mode = match side {
             Side::Client => yamux::Mode::Client,
             Side::Server => yamux::Mode::Server,
@@ -211,9 +248,15 @@ impl YamuxSession {
                         }
                     }
                     let Some(reply) = pending.take() else { break };
+                    // yamux ends the whole session when an open meets its cap, so ours
+                    // stops short of it (see `open_limit`).
+                    if live.load(Ordering::SeqCst) >= open_limit {
+                        let _ = reply.send(Err(MuxError::TooManyStreams));
+                        continue;
+                    }
                     match conn.poll_new_outbound(cx) {
                         Poll::Ready(Ok(stream)) => {
-                            let _ = reply.send(Ok(YamuxStream::new(stream, &done)));
+                            let _ = reply.send(Ok(YamuxStream::new(stream, &done, &live)));
                         }
                         Poll::Ready(Err(e)) => {
                             let _ = reply.send(Err(MuxError::Failed(e.to_string())));
@@ -230,7 +273,7 @@ impl YamuxSession {
                         Poll::Ready(Some(Ok(stream))) => {
                             // A full queue means the owner is not keeping up: dropping the
                             // stream resets it, and the opener retries elsewhere.
-                            let _ = in_tx.try_send(YamuxStream::new(stream, &done));
+                            let _ = in_tx.try_send(YamuxStream::new(stream, &done, &live));
                         }
                         Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                         Poll::Ready(None) => return Poll::Ready(Ok(false)),
@@ -280,129 +323,4 @@ impl Mux for YamuxSession {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[tokio::test]
-    async fn streams_both_ways_and_close() {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let (client, mut client_in) = YamuxSession::spawn(a, Side::Client, MuxTuning::default());
-        let (server, mut server_in) = YamuxSession::spawn(b, Side::Server, MuxTuning::default());
-
-        let mut s = client.open().await.unwrap();
-        s.write_all(b"hello").await.unwrap();
-        s.flush().await.unwrap();
-        let mut r = server_in.recv().await.unwrap();
-        let mut buf = [0u8; 5];
-        r.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"hello");
-
-        // The other direction, on a stream opened by the server side.
-        let mut s2 = server.open().await.unwrap();
-        s2.write_all(b"back").await.unwrap();
-        s2.shutdown().await.unwrap();
-        let mut r2 = client_in.recv().await.unwrap();
-        let mut got = Vec::new();
-        r2.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"back");
-
-        // Half-close keeps the other direction open.
-        s.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        r.read_to_end(&mut rest).await.unwrap();
-        r.write_all(b"after fin").await.unwrap();
-        r.shutdown().await.unwrap();
-        let mut tail = Vec::new();
-        s.read_to_end(&mut tail).await.unwrap();
-        assert_eq!(tail, b"after fin");
-
-        client.close();
-        tokio::time::timeout(std::time::Duration::from_secs(5), server.closed())
-            .await
-            .unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(5), client.closed())
-            .await
-            .unwrap();
-        assert!(matches!(client.open().await, Err(MuxError::Closed)));
-    }
-
-    #[tokio::test]
-    async fn bulk_transfer_is_intact() {
-        let (a, b) = tokio::io::duplex(1 << 16);
-        let (client, _ci) = YamuxSession::spawn(a, Side::Client, MuxTuning::default());
-        let (_server, mut server_in) = YamuxSession::spawn(b, Side::Server, MuxTuning::default());
-        let data: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
-        let mut s = client.open().await.unwrap();
-        let send = data.clone();
-        let writer = tokio::spawn(async move {
-            s.write_all(&send).await.unwrap();
-            s.shutdown().await.unwrap();
-            s
-        });
-        let mut r = server_in.recv().await.unwrap();
-        let mut got = Vec::new();
-        r.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got.len(), data.len());
-        assert!(got == data);
-        writer.await.unwrap();
-    }
-
-    /// One stream gets its whole configured window at once (no ramp-up), buffers no more
-    /// than that window while its reader stalls, and still carries data both ways after a
-    /// half-close that follows a window filled to the last byte. The clock is paused, so a
-    /// timeout elapses only once every task is idle: "blocked" means no progress was possible.
-    #[tokio::test(start_paused = true)]
-    async fn whole_window_at_open_and_bounded_buffer() {
-        const WINDOW: u32 = 1 << 20;
-        let tuning = MuxTuning {
-            stream_window: WINDOW,
-            ..MuxTuning::default()
-        };
-        let idle = std::time::Duration::from_secs(1);
-        let (a, b) = tokio::io::duplex(1 << 16);
-        let (client, _ci) = YamuxSession::spawn(a, Side::Client, tuning);
-        let (_server, mut server_in) = YamuxSession::spawn(b, Side::Server, tuning);
-
-        // A one-byte preamble; the first read of the accepted stream grants the window.
-        let mut s = client.open().await.unwrap();
-        s.write_all(b"p").await.unwrap();
-        s.flush().await.unwrap();
-        let mut r = server_in.recv().await.unwrap();
-        let mut one = [0u8; 1];
-        r.read_exact(&mut one).await.unwrap();
-
-        // Four times the 256 KiB default goes out while the reader reads nothing.
-        let first: Vec<u8> = (0..WINDOW - 1).map(|i| (i % 251) as u8).collect();
-        tokio::time::timeout(idle, s.write_all(&first))
-            .await
-            .expect("the whole window is granted at open")
-            .unwrap();
-        assert!(
-            tokio::time::timeout(idle, s.write_all(b"x")).await.is_err(),
-            "a stalled reader buffers at most its window"
-        );
-
-        // Reading it all (and then waiting for more) grants a whole window again; fill it to
-        // the last byte, then half-close.
-        let mut got = vec![0u8; first.len()];
-        r.read_exact(&mut got).await.unwrap();
-        assert!(got == first);
-        assert!(tokio::time::timeout(idle, r.read(&mut one)).await.is_err());
-        let second: Vec<u8> = (0..WINDOW).map(|i| (i % 241) as u8).collect();
-        tokio::time::timeout(idle, s.write_all(&second))
-            .await
-            .expect("a whole window again once read")
-            .unwrap();
-        s.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        r.read_to_end(&mut rest).await.unwrap();
-        assert!(rest == second);
-        // The half-closed stream still carries the answer back.
-        r.write_all(b"done").await.unwrap();
-        r.shutdown().await.unwrap();
-        let mut answer = Vec::new();
-        s.read_to_end(&mut answer).await.unwrap();
-        assert_eq!(answer, b"done");
-    }
-}
+mod tests;
