@@ -34,7 +34,7 @@ impl WhenNotReady {
     }
 }
 
-/// Timers shared by both roles (reference §4.9 defaults).
+/// Timers shared by both roles (defaults and meanings: docs/gateway.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timers {
     /// Interval of control-stream pings.

@@ -266,7 +266,7 @@ pub async fn start(
         let mut changed = c.core_changed.subscribe();
         loop {
             changed.borrow_and_update();
-            let next = lock(&c.core).next_timeout();
+            let next = lock(&c.core).next_deadline();
             let due = async {
                 match next {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -277,7 +277,7 @@ pub async fn start(
                 _ = c.base.kill.cancelled() => return,
                 _ = changed.changed() => {}
                 _ = due => {
-                    let actions = lock(&c.core).poll(Instant::now());
+                    let actions = lock(&c.core).handle_timeout(Instant::now());
                     c.apply_actions(actions);
                 }
             }

@@ -58,7 +58,7 @@ impl Onprem {
             let (actions, next, deficits) = {
                 let mut p = lock(&self.placement);
                 let a = p.poll(now);
-                (a, p.next_timeout(), p.deficits())
+                (a, p.next_deadline(), p.deficits())
             };
             for (node, d) in deficits {
                 self.base

@@ -311,7 +311,7 @@ impl Placement {
     }
 
     /// When [`Placement::poll`] should run next because a backoff expires.
-    pub fn next_timeout(&self) -> Option<Instant> {
+    pub fn next_deadline(&self) -> Option<Instant> {
         if self.nodes.is_empty() {
             return if self.dials.is_empty() {
                 self.bootstrap_not_before

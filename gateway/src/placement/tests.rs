@@ -39,7 +39,7 @@ fn bootstrap_dials_the_vip_once() {
     assert!(p.poll(t).is_empty());
     let mut rng = StdRng::seed_from_u64(1);
     p.dial_failed(t, a[0].0, Duration::ZERO, &mut rng);
-    let next = p.next_timeout().expect("retry scheduled");
+    let next = p.next_deadline().expect("retry scheduled");
     assert!(next <= t + Duration::from_millis(200));
     assert_eq!(p.poll(next).len(), 1);
 }
@@ -93,7 +93,7 @@ fn sni_pinning_covers_every_node_with_quota() {
     );
     assert!(p.deficits().values().all(|d| *d == 0));
     assert!(p.poll(t + Duration::from_secs(60)).is_empty());
-    assert_eq!(p.next_timeout(), None);
+    assert_eq!(p.next_deadline(), None);
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn node_restart_is_recovered_within_the_backoff_cap() {
     let t1 = t0 + Duration::from_secs(60);
     p.session_down(t1, 1, &mut rng);
     p.session_down(t1, 2, &mut rng);
-    let first_retry = p.next_timeout().expect("retry");
+    let first_retry = p.next_deadline().expect("retry");
     assert!(
         first_retry <= t1 + Duration::from_millis(200),
         "first retry is quick"
@@ -210,7 +210,7 @@ fn node_restart_is_recovered_within_the_backoff_cap() {
             p.dial_failed(now, *dial, Duration::ZERO, &mut rng);
             attempts += 1;
         }
-        let next = p.next_timeout().expect("always retrying");
+        let next = p.next_deadline().expect("always retrying");
         assert!(next <= now + cap, "gap {:?} above cap", next - now);
         now = next;
     }
@@ -227,7 +227,7 @@ fn node_restart_is_recovered_within_the_backoff_cap() {
             covered_at = Some(now);
             break;
         }
-        now = p.next_timeout().unwrap_or(now + Duration::from_millis(10));
+        now = p.next_deadline().unwrap_or(now + Duration::from_millis(10));
     }
     assert!(covered_at.is_some_and(|c| c <= back + cap));
     // cloud2 was never disturbed.
@@ -249,7 +249,7 @@ fn short_lived_sessions_keep_backing_off() {
         now += Duration::from_millis(100);
         p.session_down(now, s, &mut rng);
         ceilings.push(p.nodes["c1"].backoff.ceiling());
-        now = p.next_timeout().expect("retry");
+        now = p.next_deadline().expect("retry");
     }
     assert_eq!(ceilings.last().copied(), Some(Duration::from_secs(2)));
 }
@@ -281,7 +281,7 @@ fn draining_node_is_not_dialed_until_retry_after() {
         &mut rng,
     );
     assert!(
-        p.next_timeout()
+        p.next_deadline()
             .is_some_and(|n| n >= t + Duration::from_secs(8))
     );
 }

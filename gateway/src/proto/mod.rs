@@ -78,7 +78,8 @@ pub enum RejectCode {
     OverQuota,
 }
 
-/// Control messages (reference §4.4).
+/// Control messages on a session's first stream (framing in the module doc; the exchange in
+/// docs/architecture.md, the gateway session).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Control {

@@ -282,14 +282,14 @@ impl CloudCore {
     }
 
     /// Lets debounced readiness changes fall due.
-    pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         self.evaluate(now, &mut actions);
         actions
     }
 
-    /// When [`CloudCore::poll`] must be called next, if ever.
-    pub fn next_timeout(&self) -> Option<Instant> {
+    /// When [`CloudCore::handle_timeout`] must be called next, if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
         self.services
             .values()
             .filter(|s| s.ready)

@@ -28,7 +28,7 @@ fn ready(service: &str, ready: bool) -> Action {
 fn not_ready_without_sessions() {
     let mut c = core();
     let t = Instant::now();
-    assert!(c.poll(t).is_empty());
+    assert!(c.handle_timeout(t).is_empty());
     assert!(!c.is_ready("svc-a"));
     assert!(!c.all_ready());
     assert!(!c.is_ready("nope"));
@@ -65,10 +65,13 @@ fn export_with_server_down_is_no_capacity() {
     // Down: debounced.
     assert!(c.service_state(t, 1, "svc-a", false).is_empty());
     assert!(c.is_ready("svc-a"));
-    assert_eq!(c.next_timeout(), Some(t + DEBOUNCE));
-    assert!(c.poll(t + DEBOUNCE - Duration::from_millis(1)).is_empty());
-    assert_eq!(c.poll(t + DEBOUNCE), vec![ready("svc-a", false)]);
-    assert_eq!(c.next_timeout(), None);
+    assert_eq!(c.next_deadline(), Some(t + DEBOUNCE));
+    assert!(
+        c.handle_timeout(t + DEBOUNCE - Duration::from_millis(1))
+            .is_empty()
+    );
+    assert_eq!(c.handle_timeout(t + DEBOUNCE), vec![ready("svc-a", false)]);
+    assert_eq!(c.next_deadline(), None);
 }
 
 #[test]
@@ -88,7 +91,7 @@ fn session_swap_within_debounce_does_not_flap() {
         )
         .is_empty()
     );
-    assert!(c.poll(t + Duration::from_secs(5)).is_empty());
+    assert!(c.handle_timeout(t + Duration::from_secs(5)).is_empty());
     assert!(c.is_ready("svc-a"));
 }
 
@@ -223,7 +226,7 @@ fn silent_open_ejects_and_readiness_follows() {
         }]
     );
     assert_eq!(c.pick("svc-a", &[], &BTreeSet::new()), None);
-    assert_eq!(c.poll(t + DEBOUNCE), vec![ready("svc-a", false)]);
+    assert_eq!(c.handle_timeout(t + DEBOUNCE), vec![ready("svc-a", false)]);
     // Events for unknown sessions are harmless.
     assert!(c.open_silent(t, 99).is_empty());
     assert!(c.service_state(t, 99, "svc-a", true).is_empty());
@@ -239,7 +242,7 @@ fn draining_session_is_not_capacity() {
     c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", true)]));
     assert!(c.session_draining(t, 1).is_empty());
     assert_eq!(c.pick("svc-a", &[], &BTreeSet::new()), None);
-    assert_eq!(c.poll(t + DEBOUNCE), vec![ready("svc-a", false)]);
+    assert_eq!(c.handle_timeout(t + DEBOUNCE), vec![ready("svc-a", false)]);
 }
 
 #[test]
