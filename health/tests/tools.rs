@@ -90,6 +90,8 @@ async fn monitor_goes_down_after_fall_and_up_after_rise() {
             timeout: Duration::from_millis(500),
         },
         interval: Duration::from_millis(20),
+        fast_interval: Duration::from_millis(20),
+        down_interval: Duration::from_millis(20),
         rise: 2,
         fall: 3,
         initial: Health::Unknown,

@@ -241,6 +241,12 @@ pub struct RawHealth {
     /// Time between checks.
     #[serde(default, with = "humantime_serde")]
     pub interval: Option<Duration>,
+    /// Time between checks while a rise or fall is under way (HAProxy's `fastinter`).
+    #[serde(default, with = "humantime_serde")]
+    pub fast_interval: Option<Duration>,
+    /// Time between checks while the server is down (HAProxy's `downinter`).
+    #[serde(default, with = "humantime_serde")]
+    pub down_interval: Option<Duration>,
     /// Time one check may take.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
@@ -411,6 +417,10 @@ pub struct HealthConfig {
     pub kind: HealthKind,
     /// Time between checks.
     pub interval: Duration,
+    /// Time between checks while a rise or fall is under way.
+    pub fast_interval: Duration,
+    /// Time between checks while the server is down.
+    pub down_interval: Duration,
     /// Time one check may take.
     pub timeout: Duration,
     /// Consecutive successes to go up.
@@ -504,7 +514,8 @@ fn allowed(path: &[Seg]) -> Option<&'static str> {
         "port" | "check_port" => "an integer 1..=65535",
         "expect_status" => "an integer 100..=599",
         "connect_timeout" | "client_timeout" | "server_timeout" | "queue_timeout"
-        | "grace_period" | "resolve_interval" | "inspect_timeout" | "interval" | "timeout" => {
+        | "grace_period" | "resolve_interval" | "inspect_timeout" | "interval"
+        | "fast_interval" | "down_interval" | "timeout" => {
             "a duration such as \"500ms\", \"2s\" or \"1m\""
         }
         "splice" | "backup" | "accept_proxy" => "true or false",
@@ -879,6 +890,15 @@ fn admin_bind_conflict(
     ))
 }
 
+/// Checks while a rise or fall is under way come at most this far apart unless
+/// `fast_interval` says otherwise: a server's change is confirmed within a second, not
+/// `rise` full intervals.
+const DEFAULT_FAST_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A down server is checked at most this far apart unless `down_interval` says otherwise,
+/// so one that comes back takes new connections within about a second.
+const DEFAULT_DOWN_INTERVAL: Duration = Duration::from_millis(500);
+
 fn validate_health(
     b: &RawBackend,
     bi: usize,
@@ -889,6 +909,8 @@ fn validate_health(
     let default = RawHealth {
         kind: HealthKind::Tcp,
         interval: None,
+        fast_interval: None,
+        down_interval: None,
         timeout: None,
         rise: None,
         fall: None,
@@ -905,6 +927,8 @@ fn validate_health(
     check_range(errs, src, &at("port"), h.port, 1, 65535);
     check_range(errs, src, &at("expect_status"), h.expect_status, 100, 599);
     check_nonzero(errs, src, &at("interval"), h.interval);
+    check_nonzero(errs, src, &at("fast_interval"), h.fast_interval);
+    check_nonzero(errs, src, &at("down_interval"), h.down_interval);
     check_nonzero(errs, src, &at("timeout"), h.timeout);
     if h.kind != HealthKind::Http {
         for (key, set) in [
@@ -958,6 +982,12 @@ fn validate_health(
     Some(HealthConfig {
         kind: h.kind,
         interval,
+        fast_interval: h
+            .fast_interval
+            .unwrap_or(interval.min(DEFAULT_FAST_INTERVAL)),
+        down_interval: h
+            .down_interval
+            .unwrap_or(interval.min(DEFAULT_DOWN_INTERVAL)),
         timeout: h.timeout.unwrap_or(interval.min(Duration::from_secs(2))),
         rise: h.rise.unwrap_or(2).max(1) as u32,
         fall: h.fall.unwrap_or(3).max(1) as u32,

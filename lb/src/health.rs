@@ -28,6 +28,8 @@ pub fn monitor_spec(h: &HealthConfig, s: &Server, backend: &str) -> Result<Monit
             timeout: h.timeout,
         },
         interval: h.interval,
+        fast_interval: h.fast_interval,
+        down_interval: h.down_interval,
         rise: h.rise,
         fall: h.fall,
         initial: Health::Unknown,

@@ -747,6 +747,9 @@ impl Tracks {
                     timeout: t.timeout,
                 },
                 interval: t.interval,
+                // keepalived's vrrp_script checks at one interval whatever the state.
+                fast_interval: t.interval,
+                down_interval: t.interval,
                 rise: t.rise,
                 fall: t.fall,
                 initial: Health::Unknown,

@@ -187,6 +187,8 @@ pub async fn start(
                 timeout: h.timeout,
             },
             interval: h.interval,
+            fast_interval: h.interval,
+            down_interval: h.interval,
             rise: h.rise,
             fall: h.fall,
             initial: Health::Unknown,

@@ -73,6 +73,11 @@ impl RiseFall {
         self.state
     }
 
+    /// No rise or fall is under way: the last result agreed with the state.
+    pub fn settled(&self) -> bool {
+        self.streak == 0
+    }
+
     /// Feeds one check result; returns the transition it caused, if any.
     pub fn observe(&mut self, ok: bool) -> Option<Transition> {
         let from = self.state;

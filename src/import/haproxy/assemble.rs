@@ -207,6 +207,16 @@ pub(super) fn backend(
                         s.opts.inter.map(|d| d.as_millis() as i64),
                         first.opts.inter.map(|d| d.as_millis() as i64),
                     ),
+                    (
+                        "fastinter",
+                        s.opts.fastinter.map(|d| d.as_millis() as i64),
+                        first.opts.fastinter.map(|d| d.as_millis() as i64),
+                    ),
+                    (
+                        "downinter",
+                        s.opts.downinter.map(|d| d.as_millis() as i64),
+                        first.opts.downinter.map(|d| d.as_millis() as i64),
+                    ),
                     ("rise", s.opts.rise, first.opts.rise),
                     ("fall", s.opts.fall, first.opts.fall),
                 ] {
@@ -270,6 +280,12 @@ pub(super) fn backend(
             h.set("kind", Val::Str(if c.http { "http" } else { "tcp" }.into()));
             if let Some(i) = first.opts.inter {
                 h.set("interval", Val::Dur(i));
+            }
+            if let Some(i) = first.opts.fastinter {
+                h.set("fast_interval", Val::Dur(i));
+            }
+            if let Some(i) = first.opts.downinter {
+                h.set("down_interval", Val::Dur(i));
             }
             if let Some(t) = p.common.check_timeout {
                 h.set("timeout", Val::Dur(t));

@@ -30,6 +30,8 @@ impl Role {
 pub(super) struct ServerOpts {
     pub(super) check: Option<bool>,
     pub(super) inter: Option<Duration>,
+    pub(super) fastinter: Option<Duration>,
+    pub(super) downinter: Option<Duration>,
     pub(super) rise: Option<i64>,
     pub(super) fall: Option<i64>,
     pub(super) port: Option<i64>,
@@ -47,6 +49,8 @@ impl ServerOpts {
         ServerOpts {
             check: over.check.or(self.check),
             inter: over.inter.or(self.inter),
+            fastinter: over.fastinter.or(self.fastinter),
+            downinter: over.downinter.or(self.downinter),
             rise: over.rise.or(self.rise),
             fall: over.fall.or(self.fall),
             port: over.port.or(self.port),
@@ -84,9 +88,15 @@ impl ServerOpts {
                     self.check = Some(false);
                     took_arg = false;
                 }
-                "inter" => match arg.and_then(time) {
-                    Some(t) if !t.is_zero() => self.inter = Some(t),
-                    _ => w.push(Warning::new(l.no, format!("{who} inter"), "not a time")),
+                "inter" | "fastinter" | "downinter" => match arg.and_then(time) {
+                    Some(t) if !t.is_zero() => {
+                        *match k {
+                            "inter" => &mut self.inter,
+                            "fastinter" => &mut self.fastinter,
+                            _ => &mut self.downinter,
+                        } = Some(t)
+                    }
+                    _ => w.push(Warning::new(l.no, format!("{who} {k}"), "not a time")),
                 },
                 "rise" => self.rise = num(w),
                 "fall" => self.fall = num(w),
@@ -143,9 +153,7 @@ pub(super) const SERVER_ARG_KEYWORDS: &[&str] = &[
     "cookie",
     "crl-file",
     "crt",
-    "downinter",
     "error-limit",
-    "fastinter",
     "id",
     "init-addr",
     "init-state",
@@ -184,7 +192,6 @@ pub(super) fn server_keyword_why(k: &str) -> &'static str {
         "resolvers" | "init-addr" | "resolve-prefer" | "resolve-net" => {
             "a host:port address is resolved with [resolver] nameservers and followed every resolve_interval"
         }
-        "fastinter" | "downinter" => "tether checks at one interval",
         "slowstart" => "tether gives a returning server its full weight at once",
         "cookie" | "redir" => "HTTP features; tether lb is layer 4",
         "agent-check" | "agent-inter" | "agent-port" | "agent-send" => {

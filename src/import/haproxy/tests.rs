@@ -407,3 +407,21 @@ fn servers_with_and_without_check_or_different_settings_are_reported() {
         ]
     );
 }
+
+#[test]
+fn fastinter_and_downinter_become_the_faster_check_intervals() {
+    let cfg = "defaults\n default-server inter 3s fastinter 400ms downinter 1s\n\
+               listen l\n bind 127.0.0.1:1\n server s 127.0.0.1:2 check\n";
+    let c = convert(cfg, "x").unwrap();
+    let l = lb(c.file("lb.toml").unwrap());
+    let h = l.backends[0].health.as_ref().unwrap();
+    assert_eq!(
+        (h.interval, h.fast_interval, h.down_interval),
+        (
+            Duration::from_secs(3),
+            Duration::from_millis(400),
+            Duration::from_secs(1)
+        )
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
