@@ -210,20 +210,30 @@ impl VrrpLab {
         want: &[&str],
         timeout: Duration,
     ) -> Result<Duration, String> {
-        let start = Instant::now();
         let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
         want.sort();
+        self.wait_holders_until(vip, |now| now == want.as_slice(), timeout)
+            .map_err(|now| format!("after {timeout:?} {vip} held by {now:?}, wanted {want:?}"))
+    }
+
+    /// Waits until the (sorted) holders of `vip` satisfy `done`, re-reading on every
+    /// address change in any host; the time it took, or the holders at the end.
+    pub fn wait_holders_until(
+        &self,
+        vip: &str,
+        done: impl Fn(&[String]) -> bool,
+        timeout: Duration,
+    ) -> Result<Duration, Vec<String>> {
+        let start = Instant::now();
         loop {
             self.drain_changes();
             let now = self.holders(vip);
-            if now == want {
+            if done(&now) {
                 return Ok(start.elapsed());
             }
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() || self.changes.next_line(left).is_none() {
-                return Err(format!(
-                    "after {timeout:?} {vip} held by {now:?}, wanted {want:?}"
-                ));
+                return Err(now);
             }
         }
     }
