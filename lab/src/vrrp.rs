@@ -64,9 +64,14 @@ impl std::ops::Deref for VrrpLab {
 
 impl VrrpLab {
     /// Builds the lab with hosts `(name, host number)` on [`LAN`] (`a`=1 is 192.0.2.1 and
-    /// 2001:db8::1). `Ok(None)` (after saying so) when this machine cannot make namespaces.
+    /// 2001:db8::1). `Ok(None)` (after saying so) when a user other than root cannot make
+    /// namespaces; an error when root cannot.
     pub fn new(tag: &str, hosts: &[(&str, u8)], daemon: Daemon) -> Result<Option<Self>, LabError> {
         if let Err(e) = crate::available() {
+            // Root that cannot make namespaces is a broken machine, not a reason to skip.
+            if crate::unsafe_geteuid() == 0 {
+                return Err(e);
+            }
             eprintln!("SKIP: {e}");
             return Ok(None);
         }
