@@ -714,30 +714,30 @@ impl Lab {
         self.hosts.iter().map(|h| h.name.clone()).collect()
     }
 
-    /// A host's address on a network.
-    pub fn addr(&self, host: &str, net: &str) -> Result<Ipv4Addr, LabError> {
+    /// A host's number on a network.
+    fn octet(&self, host: &str, net: &str) -> Result<u8, LabError> {
         let h = self.host_spec(host)?;
-        let (_, octet) = h
-            .ifaces
+        h.ifaces
             .iter()
             .find(|(n, _)| n == net)
-            .ok_or_else(|| LabError::Spec(format!("host {host:?} is not on {net:?}")))?;
-        self.net(net)?.cidr.host(*octet)
+            .map(|(_, o)| *o)
+            .ok_or_else(|| LabError::Spec(format!("host {host:?} is not on {net:?}")))
+    }
+
+    /// A host's address on a network.
+    pub fn addr(&self, host: &str, net: &str) -> Result<Ipv4Addr, LabError> {
+        let octet = self.octet(host, net)?;
+        self.net(net)?.cidr.host(octet)
     }
 
     /// A host's IPv6 address on a network that has an IPv6 prefix.
     pub fn addr6(&self, host: &str, net: &str) -> Result<Ipv6Addr, LabError> {
-        let h = self.host_spec(host)?;
-        let (_, octet) = h
-            .ifaces
-            .iter()
-            .find(|(n, _)| n == net)
-            .ok_or_else(|| LabError::Spec(format!("host {host:?} is not on {net:?}")))?;
+        let octet = self.octet(host, net)?;
         let v6 = self
             .net(net)?
             .v6
             .ok_or_else(|| LabError::Spec(format!("network {net:?} has no IPv6 prefix")))?;
-        Ok(v6.host(*octet))
+        Ok(v6.host(octet))
     }
 
     /// A host's interface name on a network (`eth0`, `eth1`...).
