@@ -3,13 +3,11 @@
 //! ratios. Client-visible outage = longest gap between answered connections of a client
 //! that opens one through the VIP every 10 ms.
 
-#[path = "../vrrp/tests/lab/mod.rs"]
-mod lab;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use lab::{Lab, install_peers, keepalived_config, tether_config};
+use tether_lab::Sig;
+use tether_lab::vrrp::{Daemon, Keepalived, LAN, VrrpLab as Lab, install_peers, tether_config};
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 const VIP: &str = "192.0.2.100";
@@ -45,23 +43,34 @@ struct Bench {
     lab: Lab,
     imp: Imp,
     ver: Ver,
-    vrrp_a: u32,
-    lb_a: u32,
 }
 
 impl Bench {
-    fn start_lb(&mut self, node: &str) -> u32 {
-        let cfg = self.lab.write(&format!("lb-{node}.toml"), &lb_config());
+    fn start_lb(&self, node: &str) {
+        let cfg = self
+            .lab
+            .write(&format!("lb-{node}.toml"), &lb_config())
+            .unwrap();
         let cfg = cfg.to_string_lossy().to_string();
-        self.lab.start_process(
-            node,
-            &format!("lb-{node}"),
-            &PathBuf::from(TETHER),
-            &["lb", "--config", &cfg],
-        )
+        self.lab
+            .start_process(
+                node,
+                &format!("lb-{node}"),
+                &PathBuf::from(TETHER),
+                &["lb", "--config", &cfg],
+            )
+            .unwrap();
     }
 
-    fn start_vrrp(&mut self, node: &str, prio: u8) -> u32 {
+    /// The lab's name of node a's VRRP daemon.
+    fn vrrp_a(&self) -> &'static str {
+        match self.imp {
+            Imp::Tether => "tether-a",
+            Imp::Keepalived => "ka-a",
+        }
+    }
+
+    fn start_vrrp(&self, node: &str, prio: u8) {
         let vip = format!("{VIP}/24");
         match self.imp {
             Imp::Tether => {
@@ -75,11 +84,11 @@ impl Bench {
                     &[&vip],
                     track,
                 );
-                self.lab.start_tether(node, &cfg)
+                self.lab.start_tether(node, &cfg).unwrap();
             }
             Imp::Keepalived => {
                 // The classic keepalived setup: a script checks the balancer's process.
-                let pidfile = self.lab.dir.join(format!("lb-{node}.pid"));
+                let pidfile = self.lab.dir().join(format!("lb-{node}.pid"));
                 let script = self.lab.write(
                     &format!("chk-lb-{node}.sh"),
                     &format!(
@@ -87,22 +96,26 @@ impl Bench {
                         pidfile.display()
                     ),
                 );
-                lab::run(&["chmod", "755", &script.to_string_lossy()]);
+                let script = script.unwrap();
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                        .unwrap();
+                }
                 let mut cfg = format!(
                     "vrrp_script chk_lb {{\n    script \"{}\"\n    interval 1\n    fall 1\n    rise 1\n}}\n",
                     script.display()
                 );
-                cfg.push_str(&keepalived_config(
-                    &format!("ka_{node}"),
-                    "VI_1",
-                    51,
+                let ka = Keepalived {
+                    router: &format!("ka_{node}"),
+                    name: "VI_1",
+                    vrid: 51,
                     prio,
-                    self.ver.v,
-                    self.ver.ka_int,
-                    &[&vip],
-                    "    track_script {\n        chk_lb\n    }\n",
-                ));
-                self.lab.start_keepalived(node, &cfg)
+                    version: self.ver.v,
+                    interval: self.ver.ka_int,
+                };
+                cfg.push_str(&ka.config(&[&vip], "    track_script {\n        chk_lb\n    }\n"));
+                self.lab.start_keepalived(node, &cfg).unwrap();
             }
         }
     }
@@ -114,41 +127,39 @@ impl Bench {
         }
     }
 
-    fn stop_vrrp_a(&mut self, sig: i32) {
-        if self.imp == Imp::Keepalived && sig == lab::SIGKILL {
+    fn stop_vrrp_a(&self, sig: Sig) {
+        if self.imp == Imp::Keepalived && sig == Sig::Kill {
             // A hard crash of keepalived: freeze the parent so it cannot respawn its
             // VRRP child, kill the child (the parent's death would send it SIGTERM,
             // a clean stop), then the parent.
-            self.lab.signal(self.vrrp_a, lab::SIGSTOP);
+            self.lab.signal(self.vrrp_a(), Sig::Stop).unwrap();
             if let Some(p) = self.lab.keepalived_vrrp_pid("a") {
-                self.lab.signal(p, lab::SIGKILL);
+                // Not the lab's own child but keepalived's: killed inside its host.
+                let _ = self.lab.exec("a", &["kill", "-KILL", &p.to_string()]);
             }
         }
-        self.lab.signal(self.vrrp_a, sig);
-        self.lab.wait_exit(self.vrrp_a, self.ver.timeout);
+        self.lab.signal(self.vrrp_a(), sig).unwrap();
+        let _ = self.lab.wait_exit(self.vrrp_a(), self.ver.timeout);
     }
 }
 
 fn measure(imp: Imp, ver: Ver) -> Option<[Duration; 6]> {
-    let lab = Lab::new(&[("a", 1), ("b", 2), ("c", 10), ("s", 20)])?;
-    let mut b = Bench {
-        lab,
-        imp,
-        ver,
-        vrrp_a: 0,
-        lb_a: 0,
-    };
-    b.lab.tether_bin = Some(PathBuf::from(TETHER));
-    b.lab.start_service("s");
-    b.lb_a = b.start_lb("a");
+    let hosts = [("a", 1), ("b", 2), ("c", 10), ("s", 20)];
+    let lab = Lab::new("vfo", &hosts, Daemon::Binary(PathBuf::from(TETHER))).unwrap()?;
+    let mut b = Bench { lab, imp, ver };
+    b.lab.start_service("s").unwrap();
+    b.start_lb("a");
     b.start_lb("b");
-    b.vrrp_a = b.start_vrrp("a", 150);
+    b.start_vrrp("a", 150);
     b.start_vrrp("b", 100);
     let t = ver.timeout;
     b.lab.wait_holders(VIP, &["a"], t).ok()?;
     let (log, needle) = b.backup_log();
     assert!(b.lab.wait_log(log, needle, t), "{}", b.lab.log(log));
-    let probe = b.lab.start_probe("c", format!("{VIP}:5551").parse().ok()?);
+    let probe = b
+        .lab
+        .start_probe("c", format!("{VIP}:5551").parse().ok()?)
+        .unwrap();
     assert!(
         probe.wait_streak(Instant::now(), 30, t),
         "client never got through"
@@ -164,49 +175,46 @@ fn measure(imp: Imp, ver: Ver) -> Option<[Duration; 6]> {
 
     // 1. VRRP daemon stopped on the master.
     let m = probe.mark();
-    b.stop_vrrp_a(lab::SIGTERM);
+    b.stop_vrrp_a(Sig::Term);
     settle(&b, &["b"]);
     out[0] = probe.gap_since(m);
-    b.vrrp_a = b.start_vrrp("a", 150);
+    b.start_vrrp("a", 150);
     settle(&b, &["a"]);
 
     // 2. Link cut; held until a's balancer has marked the server down.
     let m = probe.mark();
-    b.lab.cut("a");
+    b.lab.cut("a", LAN).unwrap();
     settle(&b, &["b"]);
     out[1] = probe.gap_since(m);
     assert!(b.lab.wait_log("lb-a", "server down", t));
 
     // 3. Link restored: the master preempts back.
     let m = probe.mark();
-    b.lab.heal("a");
+    b.lab.heal("a", LAN).unwrap();
     settle(&b, &["a"]);
     out[3] = probe.gap_since(m);
 
     // 4. Balancer killed on the master.
     let m = probe.mark();
-    b.lab.signal(b.lb_a, lab::SIGKILL);
+    b.lab.signal("lb-a", Sig::Kill).unwrap();
+    // Reaped at once, as its init would on a real host: a zombie still passes the
+    // `kill -0` of keepalived's check script.
+    let _ = b.lab.wait_exit("lb-a", t);
     settle(&b, &["b"]);
     out[2] = probe.gap_since(m);
-    b.lb_a = b.start_lb("a");
+    b.start_lb("a");
     settle(&b, &["a"]);
 
     // 5. SIGKILL of the VRRP daemon: the VIP stays on a, so both hold it.
     let m = probe.mark();
-    b.stop_vrrp_a(lab::SIGKILL);
+    b.stop_vrrp_a(Sig::Kill);
     b.lab.wait_holders(VIP, &["a", "b"], t).unwrap();
     assert!(probe.wait_streak(Instant::now(), 30, t));
     out[4] = probe.gap_since(m);
     let restart = Instant::now();
-    b.vrrp_a = b.start_vrrp("a", 150);
-    let deadline = restart + t;
-    while Instant::now() < deadline {
-        let h = b.lab.holders(VIP);
-        if h.len() != 2 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    b.start_vrrp("a", 150);
+    // Until a removed its stale copy: no longer two holders.
+    let _ = b.lab.wait_holders_until(VIP, |h| h.len() != 2, t);
     out[5] = restart.elapsed();
     settle(&b, &["a"]);
     Some(out)

@@ -2,13 +2,11 @@
 //! balancer on the master moves the VIP to the backup; when it returns the master waits
 //! for the balancer's readiness before it preempts, so the client sees no second outage.
 
-#[path = "../vrrp/tests/lab/mod.rs"]
-mod lab;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use lab::{Lab, tether_config};
+use tether_lab::Sig;
+use tether_lab::vrrp::{Daemon, LAN, VrrpLab as Lab, tether_config};
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 const VIP: &str = "192.0.2.100";
@@ -32,8 +30,8 @@ fn vrrp_config(prio: u8) -> String {
     )
 }
 
-fn start_lb(lab: &mut Lab, node: &str) -> u32 {
-    let cfg = lab.write(&format!("lb-{node}.toml"), &lb_config());
+fn start_lb(lab: &Lab, node: &str) {
+    let cfg = lab.write(&format!("lb-{node}.toml"), &lb_config()).unwrap();
     let cfg = cfg.to_string_lossy().to_string();
     lab.start_process(
         node,
@@ -41,26 +39,30 @@ fn start_lb(lab: &mut Lab, node: &str) -> u32 {
         &PathBuf::from(TETHER),
         &["lb", "--config", &cfg],
     )
+    .unwrap();
 }
 
 #[test]
 fn killed_balancer_on_the_master_moves_the_vip_and_readiness_gates_the_return() {
-    let Some(mut lab) = Lab::new(&[("a", 1), ("b", 2), ("c", 10), ("s", 20)]) else {
+    let hosts = [("a", 1), ("b", 2), ("c", 10), ("s", 20)];
+    let daemon = Daemon::Binary(PathBuf::from(TETHER));
+    let Some(mut lab) = Lab::new("vlb", &hosts, daemon).unwrap() else {
         return;
     };
-    lab.tether_bin = Some(PathBuf::from(TETHER));
-    lab.start_service("s");
-    let lb_a = start_lb(&mut lab, "a");
-    start_lb(&mut lab, "b");
-    lab.start_tether("a", &vrrp_config(150));
-    lab.start_tether("b", &vrrp_config(100));
+    lab.start_service("s").unwrap();
+    start_lb(&lab, "a");
+    start_lb(&lab, "b");
+    lab.start_tether("a", &vrrp_config(150)).unwrap();
+    lab.start_tether("b", &vrrp_config(100)).unwrap();
     lab.wait_holders(VIP, &["a"], T).unwrap();
     assert!(
         lab.wait_log("tether-b", "-> BACKUP", T),
         "{}",
         lab.log("tether-b")
     );
-    let probe = lab.start_probe("c", format!("{VIP}:5551").parse().unwrap());
+    let probe = lab
+        .start_probe("c", format!("{VIP}:5551").parse().unwrap())
+        .unwrap();
     let t0 = Instant::now();
     assert!(
         probe.wait_streak(t0, 20, T),
@@ -70,7 +72,7 @@ fn killed_balancer_on_the_master_moves_the_vip_and_readiness_gates_the_return() 
     // Kill the balancer on the master: the built-in check notices, a goes FAULT and
     // sends priority 0, b takes the VIP.
     let mark = probe.mark();
-    lab.signal(lb_a, lab::SIGKILL);
+    lab.signal("lb-a", Sig::Kill).unwrap();
     lab.wait_holders(VIP, &["b"], T).unwrap();
     assert!(
         lab.wait_log("tether-a", "MASTER -> FAULT", T),
@@ -88,7 +90,7 @@ fn killed_balancer_on_the_master_moves_the_vip_and_readiness_gates_the_return() 
 
     // The balancer returns: a leaves FAULT only once /readyz says ready, then preempts.
     let mark = probe.mark();
-    start_lb(&mut lab, "a");
+    start_lb(&lab, "a");
     lab.wait_holders(VIP, &["a"], T).unwrap();
     assert!(probe.wait_streak(Instant::now(), 20, T));
     eprintln!(
@@ -98,7 +100,7 @@ fn killed_balancer_on_the_master_moves_the_vip_and_readiness_gates_the_return() 
 
     // Link cut and heal: while cut, a's balancer marks the server down; after the heal
     // a must not take the VIP back before its balancer is ready again.
-    lab.cut("a");
+    lab.cut("a", LAN).unwrap();
     lab.wait_holders(VIP, &["b"], T).unwrap();
     assert!(probe.wait_streak(Instant::now(), 20, T));
     // Long enough for a's balancer to mark the server down (fall 2 x 500 ms).
@@ -108,7 +110,7 @@ fn killed_balancer_on_the_master_moves_the_vip_and_readiness_gates_the_return() 
         lab.log("lb-a")
     );
     let mark = probe.mark();
-    lab.heal("a");
+    lab.heal("a", LAN).unwrap();
     lab.wait_holders(VIP, &["a"], T).unwrap();
     assert!(probe.wait_streak(Instant::now(), 30, T));
     let gap = probe.gap_since(mark);

@@ -1,8 +1,50 @@
 //! IPv4 prefixes, restricted to the documentation ranges (RFC 5737).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::LabError;
+
+/// The only IPv6 range a lab may use: 2001:db8::/32 (RFC 3849).
+pub const DOCUMENTATION_RANGE_V6: (Ipv6Addr, u8) =
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32);
+
+/// An IPv6 network of a lab: a /64 inside 2001:db8::/32, hosts numbered like on IPv4
+/// (host 7 is `<prefix>::7`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr6 {
+    /// The network address (host bits zero).
+    pub base: Ipv6Addr,
+}
+
+impl Cidr6 {
+    /// Parses `2001:db8:x:y::/64`; anything but a /64 inside 2001:db8::/32 is refused.
+    pub fn parse(s: &str) -> Result<Cidr6, LabError> {
+        let bad = || LabError::BadCidr(s.to_string());
+        let (a, l) = s.split_once('/').ok_or_else(bad)?;
+        let base: Ipv6Addr = a.parse().map_err(|_| bad())?;
+        if l != "64" || u128::from(base) & u128::from(u64::MAX) != 0 {
+            return Err(bad());
+        }
+        let (doc, len) = DOCUMENTATION_RANGE_V6;
+        if u128::from(base) >> (128 - len) != u128::from(doc) >> (128 - len) {
+            return Err(LabError::NotDocumentation(s.to_string()));
+        }
+        Ok(Cidr6 { base })
+    }
+
+    /// The address of host number `octet` (`<prefix>::<octet>`, written in decimal digits
+    /// as in the IPv4 network: host 10 is `::10`, so both families read alike).
+    pub fn host(&self, octet: u8) -> Ipv6Addr {
+        let digits = u128::from_str_radix(&octet.to_string(), 16).unwrap_or(0);
+        Ipv6Addr::from(u128::from(self.base) | digits)
+    }
+}
+
+impl std::fmt::Display for Cidr6 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/64", self.base)
+    }
+}
 
 /// The only IPv4 ranges a lab may use: TEST-NET-1, -2 and -3 (RFC 5737).
 pub const DOCUMENTATION_RANGES: [(Ipv4Addr, u8); 3] = [
@@ -108,6 +150,26 @@ mod tests {
         for junk in ["192.0.2.0", "192.0.2.0/33", "x/24", "192.0.2.0/"] {
             assert!(
                 matches!(Cidr::parse(junk), Err(LabError::BadCidr(_))),
+                "{junk}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_networks_are_64s_inside_2001_db8_and_hosts_read_like_their_ipv4_octet() {
+        let c = Cidr6::parse("2001:db8::/64").unwrap();
+        assert_eq!(c.host(10), "2001:db8::10".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(c.host(1).to_string(), "2001:db8::1");
+        assert!(Cidr6::parse("2001:db8:5:6::/64").is_ok());
+        for bad in ["2001:db9::/64", "fd00::/64", "::/64"] {
+            assert!(
+                matches!(Cidr6::parse(bad), Err(LabError::NotDocumentation(_))),
+                "{bad}"
+            );
+        }
+        for junk in ["2001:db8::/48", "2001:db8::1/64", "2001:db8::", "x/64"] {
+            assert!(
+                matches!(Cidr6::parse(junk), Err(LabError::BadCidr(_))),
                 "{junk}"
             );
         }

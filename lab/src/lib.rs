@@ -8,7 +8,8 @@
 //!
 //! Safety rails, because this runs as root on a developer's machine:
 //! - every address comes from the documentation ranges (192.0.2.0/24, 198.51.100.0/24,
-//!   203.0.113.0/24); anything else is refused before a single command runs;
+//!   203.0.113.0/24, and 2001:db8::/32 for a network given an IPv6 prefix); anything else is
+//!   refused before a single command runs;
 //! - nothing is ever added to the machine's own namespace: veth pairs are created directly
 //!   inside the lab's namespaces (`ip link add ... netns A type veth peer ... netns B`);
 //! - everything is torn down on drop (also while a panic unwinds), on SIGINT/SIGTERM (a
@@ -25,16 +26,17 @@ mod proc;
 pub mod scale_out;
 pub mod scenario;
 mod signals;
+pub mod vrrp;
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-pub use addr::{Cidr, DOCUMENTATION_RANGES};
+pub use addr::{Cidr, Cidr6, DOCUMENTATION_RANGE_V6, DOCUMENTATION_RANGES};
 pub use proc::{ProcSpec, ProcState, Sig, Watch};
 
 use proc::Procs;
@@ -109,6 +111,8 @@ impl LabError {
 struct NetSpec {
     name: String,
     cidr: Cidr,
+    /// Its IPv6 prefix, when it has one ([`LabBuilder::ipv6`]).
+    v6: Option<Cidr6>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,8 +149,27 @@ impl LabBuilder {
             Ok(c) => self.nets.push(NetSpec {
                 name: name.to_string(),
                 cidr: c,
+                v6: None,
             }),
             Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Gives network `net` (added before) an IPv6 prefix too, a /64 inside 2001:db8::/32:
+    /// each host on it gets `<prefix>::<octet>` beside its IPv4 address. Hosts on such a
+    /// network run without duplicate address detection, so their addresses (the
+    /// link-local one included) are usable at once, as a VRRP advert source must be.
+    pub fn ipv6(mut self, net: &str, cidr: &str) -> Self {
+        match (
+            Cidr6::parse(cidr),
+            self.nets.iter_mut().find(|n| n.name == net),
+        ) {
+            (Ok(c), Some(n)) => n.v6 = Some(c),
+            (Err(e), _) => self.errors.push(e),
+            (Ok(_), None) => self.errors.push(LabError::Spec(format!(
+                "ipv6: no network {net:?} (add it first)"
+            ))),
         }
         self
     }
@@ -570,7 +593,20 @@ impl Lab {
                 // Gratuitous ARP from a new VRRP master must update neighbours at once.
                 &["net.ipv4.conf.all.arp_accept=1"]
             };
-            for s in sysctls {
+            let on_v6 = h
+                .ifaces
+                .iter()
+                .any(|(n, _)| self.net(n).is_ok_and(|n| n.v6.is_some()));
+            // Before the links exist: they inherit `default`, so DAD is off from the start.
+            let no_dad: &[&str] = if on_v6 {
+                &[
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ]
+            } else {
+                &[]
+            };
+            for s in sysctls.iter().chain(no_dad) {
                 run(&["ip", "netns", "exec", &ns, "sysctl", "-qw", s])?;
             }
             for (i, (net, octet)) in h.ifaces.iter().enumerate() {
@@ -588,6 +624,10 @@ impl Lab {
                 let cidr = self.net(net)?.cidr;
                 let a = format!("{}/{}", cidr.host(*octet)?, cidr.len);
                 run(&["ip", "-n", &ns, "addr", "add", &a, "dev", &eth])?;
+                if let Some(v6) = self.net(net)?.v6 {
+                    let a = format!("{}/64", v6.host(*octet));
+                    run(&["ip", "-n", &ns, "addr", "add", &a, "dev", &eth, "nodad"])?;
+                }
                 run(&["ip", "-n", &ns, "link", "set", &eth, "up"])?;
             }
         }
@@ -674,15 +714,30 @@ impl Lab {
         self.hosts.iter().map(|h| h.name.clone()).collect()
     }
 
-    /// A host's address on a network.
-    pub fn addr(&self, host: &str, net: &str) -> Result<Ipv4Addr, LabError> {
+    /// A host's number on a network.
+    fn octet(&self, host: &str, net: &str) -> Result<u8, LabError> {
         let h = self.host_spec(host)?;
-        let (_, octet) = h
-            .ifaces
+        h.ifaces
             .iter()
             .find(|(n, _)| n == net)
-            .ok_or_else(|| LabError::Spec(format!("host {host:?} is not on {net:?}")))?;
-        self.net(net)?.cidr.host(*octet)
+            .map(|(_, o)| *o)
+            .ok_or_else(|| LabError::Spec(format!("host {host:?} is not on {net:?}")))
+    }
+
+    /// A host's address on a network.
+    pub fn addr(&self, host: &str, net: &str) -> Result<Ipv4Addr, LabError> {
+        let octet = self.octet(host, net)?;
+        self.net(net)?.cidr.host(octet)
+    }
+
+    /// A host's IPv6 address on a network that has an IPv6 prefix.
+    pub fn addr6(&self, host: &str, net: &str) -> Result<Ipv6Addr, LabError> {
+        let octet = self.octet(host, net)?;
+        let v6 = self
+            .net(net)?
+            .v6
+            .ok_or_else(|| LabError::Spec(format!("network {net:?} has no IPv6 prefix")))?;
+        Ok(v6.host(octet))
     }
 
     /// A host's interface name on a network (`eth0`, `eth1`...).
@@ -766,6 +821,37 @@ impl Lab {
     pub fn listen(&self, host: &str, addr: SocketAddr) -> Result<TcpListener, LabError> {
         self.in_ns(host, || TcpListener::bind(addr))?
             .map_err(|e| LabError::io(format!("binding {addr} in {host}"), e))
+    }
+
+    /// Runs `f` on a new thread that lives inside the host's network namespace, for as long
+    /// as `f` runs (a server or a client loop that a test leaves running). The caller stops
+    /// it; the thread's sockets stay in the namespace.
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        host: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<T, LabError>>, LabError> {
+        self.host_spec(host)?;
+        let path = format!("/run/netns/{}", self.ns(host));
+        std::thread::Builder::new()
+            .name(format!("lab-{host}"))
+            .spawn(move || {
+                enter_ns(&path)?;
+                Ok(f())
+            })
+            .map_err(|e| LabError::io(format!("starting a thread in {host}"), e))
+    }
+
+    /// Runs `args` in each of `hosts` and follows their output merged, line by line: one
+    /// place to wait for an event that may happen in any of them (an address moving
+    /// between hosts, seen by `ip monitor address` in each).
+    pub fn watch_all(&self, hosts: &[&str], args: &[&str]) -> Result<Watch, LabError> {
+        let mut ns = Vec::new();
+        for h in hosts {
+            self.host_spec(h)?;
+            ns.push(self.ns(h));
+        }
+        self.inner.procs.watch_all(&ns, args)
     }
 
     /// Runs `args` in `host` and follows its output line by line (an `ip monitor`, a log

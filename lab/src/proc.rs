@@ -186,6 +186,33 @@ impl Procs {
     /// Runs `args` in namespace `ns` with its output sent, line by line, to a [`Watch`]: for
     /// event streams such as `ip monitor`, which a test waits on instead of polling.
     pub(crate) fn watch(&self, ns: &str, args: &[&str]) -> Result<Watch, LabError> {
+        self.watch_all(&[ns.to_string()], args)
+    }
+
+    /// [`Procs::watch`] in several namespaces at once, their lines merged in one [`Watch`].
+    pub(crate) fn watch_all(
+        &self,
+        namespaces: &[String],
+        args: &[&str],
+    ) -> Result<Watch, LabError> {
+        let (tx, lines) = mpsc::channel();
+        let mut w = Watch {
+            children: Vec::new(),
+            lines,
+        };
+        for ns in namespaces {
+            // Pushed as they start: a later failure drops `w`, which kills the earlier ones.
+            w.children.push(self.watch_one(ns, args, tx.clone())?);
+        }
+        Ok(w)
+    }
+
+    fn watch_one(
+        &self,
+        ns: &str,
+        args: &[&str],
+        tx: mpsc::Sender<String>,
+    ) -> Result<Child, LabError> {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns])
             .args(args)
@@ -207,7 +234,6 @@ impl Procs {
             .stdout
             .take()
             .ok_or_else(|| LabError::io("no stdout", std::io::Error::other("not piped")))?;
-        let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
             for l in std::io::BufReader::new(out).lines() {
@@ -217,7 +243,7 @@ impl Procs {
                 }
             }
         });
-        Ok(Watch { child, lines })
+        Ok(child)
     }
 
     pub(crate) fn start(&self, spec: ProcSpec, ns: &str, log: &Path) -> Result<u32, LabError> {
@@ -344,7 +370,7 @@ impl Procs {
 /// A command's output, line by line, as it comes; the command is killed when this is
 /// dropped (and when the lab's process dies).
 pub struct Watch {
-    child: Child,
+    children: Vec<Child>,
     /// The lines.
     pub lines: mpsc::Receiver<String>,
 }
@@ -358,7 +384,9 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

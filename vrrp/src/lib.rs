@@ -5,6 +5,7 @@
 //! protocol 112, rtnetlink for VIPs, packet sockets for gratuitous ARP / NA.
 #![warn(missing_docs)]
 
+pub mod admit;
 pub mod config;
 pub mod daemon;
 pub mod fsm;

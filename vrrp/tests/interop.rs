@@ -2,18 +2,19 @@
 //! v3 at 100 ms, with Tether as the higher and as the lower priority: the right node wins
 //! and failover works both ways. tshark decodes Tether's adverts with a good checksum.
 
-mod lab;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use lab::{Lab, install_peers, keepalived_config, tether_config};
+use tether_lab::Sig;
+use tether_lab::vrrp::{Keepalived, VrrpLab as Lab, install_peers, tether_config};
 
 /// Same child entry point as in netns.rs: this binary re-executed as a daemon.
 #[test]
 fn daemon_child() {
-    lab::run_daemon_child_if_asked();
+    support::run_daemon_child_if_asked();
 }
 
 struct Case {
@@ -47,7 +48,7 @@ const V3: Case = Case {
 };
 
 fn lab() -> Option<Lab> {
-    let lab = Lab::new(&[("a", 1), ("b", 2), ("c", 10)])?;
+    let lab = support::lab("ka", &[("a", 1), ("b", 2), ("c", 10)])?;
     install_peers();
     Some(lab)
 }
@@ -65,23 +66,22 @@ fn tether(c: &Case, prio: u8) -> String {
 }
 
 fn keepalived(c: &Case, node: &str, prio: u8) -> String {
-    keepalived_config(
-        &format!("ka_{node}"),
-        "VI_1",
-        c.vrid,
+    Keepalived {
+        router: &format!("ka_{node}"),
+        name: "VI_1",
+        vrid: c.vrid,
         prio,
-        c.version,
-        c.ka_int,
-        &[&format!("{}/24", c.vip)],
-        "",
-    )
+        version: c.version,
+        interval: c.ka_int,
+    }
+    .config(&[&format!("{}/24", c.vip)], "")
 }
 
 /// Tether on a (150), keepalived on b (100).
 fn tether_higher(c: &Case) {
-    let Some(mut lab) = lab() else { return };
-    let t = lab.start_tether("a", &tether(c, 150));
-    lab.start_keepalived("b", &keepalived(c, "b", 100));
+    let Some(lab) = lab() else { return };
+    lab.start_tether("a", &tether(c, 150)).unwrap();
+    lab.start_keepalived("b", &keepalived(c, "b", 100)).unwrap();
     lab.wait_holders(c.vip, &["a"], c.timeout).unwrap();
     assert!(
         lab.wait_log("ka-b", "Entering BACKUP STATE", c.timeout),
@@ -96,10 +96,10 @@ fn tether_higher(c: &Case) {
         lab.log("ka-b")
     );
     // Our SIGTERM sends priority 0: keepalived takes over.
-    lab.signal(t, lab::SIGTERM);
+    lab.signal("tether-a", Sig::Term).unwrap();
     lab.wait_holders(c.vip, &["b"], c.timeout).unwrap();
     // Back again: we preempt keepalived, and it lets go.
-    lab.start_tether("a", &tether(c, 150));
+    lab.start_tether("a", &tether(c, 150)).unwrap();
     lab.wait_holders(c.vip, &["a"], c.timeout).unwrap();
     let ka = lab.log("ka-b");
     assert!(ka.contains("Entering MASTER STATE"), "{ka}");
@@ -111,9 +111,9 @@ fn tether_higher(c: &Case) {
 
 /// keepalived on a (150), Tether on b (100).
 fn tether_lower(c: &Case) {
-    let Some(mut lab) = lab() else { return };
-    let k = lab.start_keepalived("a", &keepalived(c, "a", 150));
-    lab.start_tether("b", &tether(c, 100));
+    let Some(lab) = lab() else { return };
+    lab.start_keepalived("a", &keepalived(c, "a", 150)).unwrap();
+    lab.start_tether("b", &tether(c, 100)).unwrap();
     lab.wait_holders(c.vip, &["a"], c.timeout).unwrap();
     assert!(
         lab.wait_log("tether-b", "-> BACKUP", c.timeout),
@@ -123,8 +123,8 @@ fn tether_lower(c: &Case) {
     // We accept keepalived's adverts: we stay backup past our Master_Down_Interval.
     lab.hold_steady(c.vip, &["a"], c.steady).unwrap();
     // keepalived stops (priority 0): we take over.
-    lab.signal(k, lab::SIGTERM);
-    assert!(lab.wait_exit(k, c.timeout));
+    lab.signal("ka-a", Sig::Term).unwrap();
+    assert!(!lab.wait_exit("ka-a", c.timeout).unwrap().is_running());
     lab.wait_holders(c.vip, &["b"], c.timeout).unwrap();
     assert!(
         lab.log("tether-b").contains("BACKUP -> MASTER"),
@@ -132,7 +132,7 @@ fn tether_lower(c: &Case) {
         lab.log("tether-b")
     );
     // keepalived returns and preempts: we step down.
-    lab.start_keepalived("a", &keepalived(c, "a", 150));
+    lab.start_keepalived("a", &keepalived(c, "a", 150)).unwrap();
     lab.wait_holders(c.vip, &["a"], c.timeout).unwrap();
     assert!(
         lab.wait_log("tether-b", "MASTER -> BACKUP", c.timeout),
@@ -164,23 +164,20 @@ fn keepalived_v2_1s_tether_lower() {
 
 #[test]
 fn keepalived_v3_unicast_interop() {
-    let Some(mut lab) = lab() else { return };
+    let Some(lab) = lab() else { return };
     let vip = "192.0.2.102";
     let extra_ka = "    unicast_src_ip 192.0.2.2\n    unicast_peer {\n        192.0.2.1\n    }\n";
-    lab.start_keepalived(
-        "b",
-        &keepalived_config(
-            "ka_b",
-            "VI_UC",
-            54,
-            100,
-            3,
-            "0.1",
-            &[&format!("{vip}/24")],
-            extra_ka,
-        ),
-    );
-    let t = lab.start_tether(
+    let ka = Keepalived {
+        router: "ka_b",
+        name: "VI_UC",
+        vrid: 54,
+        prio: 100,
+        version: 3,
+        interval: "0.1",
+    };
+    lab.start_keepalived("b", &ka.config(&[&format!("{vip}/24")], extra_ka))
+        .unwrap();
+    lab.start_tether(
         "a",
         &tether_config(
             "VI_UC",
@@ -191,7 +188,8 @@ fn keepalived_v3_unicast_interop() {
             &[&format!("{vip}/24")],
             "unicast_peers = [\"192.0.2.2\"]",
         ),
-    );
+    )
+    .unwrap();
     lab.wait_holders(vip, &["a"], V3.timeout).unwrap();
     assert!(
         lab.wait_log("ka-b", "Entering BACKUP STATE", V3.timeout),
@@ -199,7 +197,7 @@ fn keepalived_v3_unicast_interop() {
         lab.log("ka-b")
     );
     lab.hold_steady(vip, &["a"], V3.steady).unwrap();
-    lab.signal(t, lab::SIGTERM);
+    lab.signal("tether-a", Sig::Term).unwrap();
     lab.wait_holders(vip, &["b"], V3.timeout).unwrap();
 }
 
@@ -228,7 +226,7 @@ fn tshark_fields(file: &Path, filter: &str, prefs: &[&str], fields: &[&str]) -> 
 
 #[test]
 fn tshark_decodes_tether_adverts_with_good_checksums() {
-    let Some(mut lab) = lab() else { return };
+    let Some(lab) = lab() else { return };
     // Four instances on one node: v2, v3 keepalived-style, v3 RFC 9568-style, v3 IPv6.
     let cfg = [
         tether_config("V2", 51, 150, 2, "1s", &["192.0.2.100/24"], ""),
@@ -253,33 +251,31 @@ fn tshark_decodes_tether_adverts_with_good_checksums() {
         ),
     ]
     .join("\n");
-    lab.start_tether("a", &cfg);
+    lab.start_tether("a", &cfg).unwrap();
     // Every instance master before the capture starts: the 1 s v2 one takes about 3.5 s
     // (three missed adverts plus skew), and a capture begun on the 100 ms ones alone
     // caught a single v2 advert.
     lab.wait_holders("192.0.2.101", &["a"], V3.timeout).unwrap();
     lab.wait_holders("192.0.2.100", &["a"], V2.timeout).unwrap();
-    let pcap = lab.dir.join("adverts.pcapng");
-    let ns = lab.node("c").ns.clone();
+    let pcap = lab.dir().join("adverts.pcapng");
     // Bounded capture: 3.5 s of protocol 112 (at least 3 v2 adverts at 1 s).
-    let st = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            "tshark",
-            "-q",
-            "-i",
-            "eth0",
-            "-n",
-            "-a",
-            "duration:3.5",
-            "-f",
-            "ip proto 112 or ip6 proto 112",
-            "-w",
-        ])
-        .arg(&pcap)
-        .output()
+    let st = lab
+        .exec(
+            "c",
+            &[
+                "tshark",
+                "-q",
+                "-i",
+                "eth0",
+                "-n",
+                "-a",
+                "duration:3.5",
+                "-f",
+                "ip proto 112 or ip6 proto 112",
+                "-w",
+                &pcap.to_string_lossy(),
+            ],
+        )
         .expect("tshark capture");
     assert!(
         st.status.success(),
@@ -338,18 +334,25 @@ fn tshark_decodes_tether_adverts_with_good_checksums() {
 
 #[test]
 fn keepalived_v3_ipv6_interop_both_ways() {
-    let Some(mut lab) = lab() else { return };
+    let Some(lab) = lab() else { return };
     let vips = ["fe80::53/64", "2001:db8::101/64"];
     let probe_vip = "2001:db8::101";
+    let ka = |prio| Keepalived {
+        router: "ka_a",
+        name: "VI_V3_6",
+        vrid: 53,
+        prio,
+        version: 3,
+        interval: "0.1",
+    };
     // keepalived higher, Tether lower.
-    let k = lab.start_keepalived(
-        "a",
-        &keepalived_config("ka_a", "VI_V3_6", 53, 150, 3, "0.1", &vips, ""),
-    );
-    let t = lab.start_tether(
+    lab.start_keepalived("a", &ka(150).config(&vips, ""))
+        .unwrap();
+    lab.start_tether(
         "b",
         &tether_config("VI_V3_6", 53, 100, 3, "100ms", &vips, ""),
-    );
+    )
+    .unwrap();
     lab.wait_holders(probe_vip, &["a"], V3.timeout).unwrap();
     assert!(
         lab.wait_log("tether-b", "-> BACKUP", V3.timeout),
@@ -357,15 +360,13 @@ fn keepalived_v3_ipv6_interop_both_ways() {
         lab.log("tether-b")
     );
     lab.hold_steady(probe_vip, &["a"], V3.steady).unwrap();
-    lab.signal(k, lab::SIGTERM);
-    assert!(lab.wait_exit(k, V3.timeout));
+    lab.signal("ka-a", Sig::Term).unwrap();
+    assert!(!lab.wait_exit("ka-a", V3.timeout).unwrap().is_running());
     lab.wait_holders(probe_vip, &["b"], V3.timeout).unwrap();
     // keepalived comes back at a lower priority than ours: it stays backup, accepting
     // our IPv6 adverts (link-local source, pseudo-header checksum, hop limit 255).
-    lab.start_keepalived(
-        "a",
-        &keepalived_config("ka_a", "VI_V3_6", 53, 50, 3, "0.1", &vips, ""),
-    );
+    lab.start_keepalived("a", &ka(50).config(&vips, ""))
+        .unwrap();
     assert!(
         lab.wait_log_count("ka-a", "Entering BACKUP STATE", 2, V3.timeout),
         "{}",
@@ -373,7 +374,7 @@ fn keepalived_v3_ipv6_interop_both_ways() {
     );
     lab.hold_steady(probe_vip, &["b"], Duration::from_millis(1500))
         .unwrap();
-    lab.signal(t, lab::SIGTERM);
+    lab.signal("tether-b", Sig::Term).unwrap();
     lab.wait_holders(probe_vip, &["a"], V3.timeout).unwrap();
     assert!(!lab.log("ka-a").contains("Invalid"), "{}", lab.log("ka-a"));
 }

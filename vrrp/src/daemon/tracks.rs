@@ -1,0 +1,192 @@
+//! The instance's tracked objects: built-in checks from tether-health run as monitors,
+//! interface tracks read on the link poll; their health feeds a watch channel.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tether_health::check::{CheckKind, Checker, Health, MonitorSpec, spawn_monitor};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{InstanceConfig, TrackKind};
+use crate::netlink::Netlink;
+use crate::track::Tracked;
+
+/// The instance's tracked objects: built-in checks from tether-health run as monitors;
+/// interface tracks are read on the link poll.
+pub(super) struct Tracks {
+    weights: Vec<i32>,
+    health: Arc<Mutex<Vec<TrackHealth>>>,
+    interfaces: Vec<(usize, String)>,
+    pub(super) changed: watch::Sender<()>,
+    /// Bumped when the link comes back: a check counts as up again only after a pass
+    /// observed since then, so a master returning from a cut does not take the VIP on
+    /// the strength of results from before the cut (the tracked balancer may not yet
+    /// know its servers are unreachable, nor that they are back).
+    epoch: Arc<AtomicU64>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct TrackHealth {
+    up: bool,
+    /// Epoch of the last passing check; interface tracks use `u64::MAX` (always fresh).
+    ok_epoch: u64,
+}
+
+impl TrackHealth {
+    fn effective(self, epoch: u64) -> bool {
+        self.up && (self.ok_epoch == epoch || self.ok_epoch == u64::MAX)
+    }
+}
+
+impl Tracks {
+    pub(super) fn spawn(cfg: &InstanceConfig, shutdown: CancellationToken) -> Tracks {
+        let (changed, _) = watch::channel(());
+        // Unknown counts as down: never take the VIP before the tracked service answered.
+        let health = Arc::new(Mutex::new(vec![TrackHealth::default(); cfg.tracks.len()]));
+        let epoch = Arc::new(AtomicU64::new(0));
+        let mut interfaces = Vec::new();
+        for (i, t) in cfg.tracks.iter().enumerate() {
+            let (kind, target) = match &t.kind {
+                TrackKind::Http {
+                    addr,
+                    path,
+                    host,
+                    expect_status,
+                } => (
+                    CheckKind::Http {
+                        path: path.clone(),
+                        host: Some(host.clone()),
+                        expect_status: *expect_status,
+                    },
+                    *addr,
+                ),
+                TrackKind::Tcp { addr } => (CheckKind::Tcp, *addr),
+                TrackKind::Exec { argv } => (
+                    CheckKind::Exec { argv: argv.clone() },
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                ),
+                TrackKind::Interface { name } => {
+                    interfaces.push((i, name.clone()));
+                    continue;
+                }
+            };
+            let spec = MonitorSpec {
+                checker: Checker {
+                    kind,
+                    target,
+                    timeout: t.timeout,
+                },
+                interval: t.interval,
+                // keepalived's vrrp_script checks at one interval whatever the state.
+                fast_interval: t.interval,
+                down_interval: t.interval,
+                rise: t.rise,
+                fall: t.fall,
+                initial: Health::Unknown,
+            };
+            let h = health.clone();
+            let ch = changed.clone();
+            let ep = epoch.clone();
+            let instance = cfg.name.clone();
+            spawn_monitor(spec, shutdown.clone(), move |ev| {
+                if let Some(tr) = ev.transition {
+                    info!(instance = %instance, track = i, "track {} -> {}", tr.from.as_str(), tr.to.as_str());
+                }
+                let e = ep.load(Ordering::SeqCst);
+                let mut changed = false;
+                if let Ok(mut v) = h.lock() {
+                    if let Some(x) = v.get_mut(i) {
+                        let before = x.effective(e);
+                        x.up = ev.state == Health::Up;
+                        if ev.result.is_ok() {
+                            x.ok_epoch = e;
+                        }
+                        changed = x.effective(e) != before;
+                    }
+                }
+                if changed {
+                    ch.send_replace(());
+                }
+            });
+        }
+        Tracks {
+            weights: cfg.tracks.iter().map(|t| t.weight).collect(),
+            health,
+            interfaces,
+            changed,
+            epoch,
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> Vec<Tracked> {
+        let e = self.epoch.load(Ordering::SeqCst);
+        let h = self.health.lock().map(|v| v.clone()).unwrap_or_default();
+        self.weights
+            .iter()
+            .zip(h)
+            .map(|(&weight, t)| Tracked {
+                weight,
+                up: t.effective(e),
+            })
+            .collect()
+    }
+
+    /// The link came back: require a fresh pass from every check.
+    pub(super) fn new_epoch(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(super) async fn poll_interfaces(&self, nl: &Netlink) {
+        for (i, name) in &self.interfaces {
+            let up = matches!(nl.link(name).await, Ok(Some(l)) if l.up);
+            let mut changed = false;
+            if let Ok(mut v) = self.health.lock() {
+                if let Some(x) = v.get_mut(*i) {
+                    changed = x.up != up;
+                    *x = TrackHealth {
+                        up,
+                        ok_epoch: u64::MAX,
+                    };
+                }
+            }
+            if changed {
+                self.changed.send_replace(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_counts_as_up_only_with_a_pass_seen_in_the_current_epoch() {
+        let passed_before_the_cut = TrackHealth {
+            up: true,
+            ok_epoch: 0,
+        };
+        assert!(passed_before_the_cut.effective(0));
+        assert!(
+            !passed_before_the_cut.effective(1),
+            "the link came back: an old pass does not count"
+        );
+        let passed_since = TrackHealth {
+            up: true,
+            ok_epoch: 1,
+        };
+        assert!(passed_since.effective(1));
+        let interface = TrackHealth {
+            up: true,
+            ok_epoch: u64::MAX,
+        };
+        assert!(interface.effective(7), "interface tracks are always fresh");
+        assert!(
+            !TrackHealth::default().effective(0),
+            "unknown counts as down"
+        );
+    }
+}

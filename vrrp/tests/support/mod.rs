@@ -1,0 +1,73 @@
+//! What the vrrp crate's namespace tests share: a `tether_lab::vrrp` lab whose daemon is
+//! this test binary re-executed, the daemon side of that re-execution, and running a
+//! command inside a lab host.
+
+#![allow(dead_code)]
+
+use tether_lab::vrrp::{Daemon, VrrpLab};
+
+/// The variable that carries the config file to a re-executed test binary.
+const CHILD_ENV: &str = "TETHER_VRRP_CHILD_CONFIG";
+
+/// A lab with hosts `(name, host number)`; `None` (after saying so) when this machine
+/// cannot make network namespaces.
+pub fn lab(tag: &str, hosts: &[(&str, u8)]) -> Option<VrrpLab> {
+    let daemon = Daemon::ReExec {
+        test: "daemon_child".into(),
+        env: CHILD_ENV.into(),
+    };
+    VrrpLab::new(tag, hosts, daemon).unwrap_or_else(|e| panic!("building the lab: {e}"))
+}
+
+/// Runs `args` in `host` and fails the test unless it succeeds.
+pub fn run_in(lab: &VrrpLab, host: &str, args: &[&str]) {
+    let out = lab
+        .exec(host, args)
+        .unwrap_or_else(|e| panic!("{args:?} in {host}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} in {host} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes a script the lab wrote executable.
+pub fn make_executable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// The child side of the lab: when the test binary is re-executed as a daemon (with
+/// `TETHER_VRRP_CHILD_CONFIG` set), runs `tether vrrp` on that file and exits; otherwise
+/// returns at once. Each test binary calls it from a test named `daemon_child`.
+pub fn run_daemon_child_if_asked() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cfg = match tether_vrrp::load(std::path::Path::new(&path)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let token = tokio_util::sync::CancellationToken::new();
+        tether_vrrp::cancel_on_signals(token.clone()).expect("signals");
+        if let Err(e) = tether_vrrp::run(cfg, token).await {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    });
+    eprintln!("tether vrrp stopped");
+    std::process::exit(0);
+}
