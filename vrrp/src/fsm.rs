@@ -1,5 +1,5 @@
 //! Sans-IO VRRP state machine (RFC 3768/5798/9568 §6.4, with keepalived 2.2.7's choices
-//! where the RFCs leave room; reference/vrrp.md §1.5–1.6).
+//! where the RFCs leave room; the timers and the state table are in docs/architecture.md).
 //!
 //! [`Instance::handle`] takes `(now, input)` and returns the [`Action`]s the driver must
 //! carry out; [`Instance::next_deadline`] says when to call it with [`Input::Timer`].
@@ -173,7 +173,7 @@ impl Instance {
             .min()
     }
 
-    /// Skew_Time in µs precision (reference §1.5): v2 uses whole seconds of 1/256 s,
+    /// Skew_Time in µs precision, as keepalived computes it: v2 uses whole seconds of 1/256 s,
     /// v3 scales with the master's interval.
     pub fn skew_time(&self) -> Duration {
         skew_time(
@@ -350,7 +350,7 @@ impl Instance {
         self.master_down_timer = None;
         self.preempt_time = None;
         self.master_adver_interval = self.params.advert_interval;
-        // Advert first, so an old master drops the VIP before our GARPs land (§1.7).
+        // Advert first, so an old master drops the VIP before our GARPs land (keepalived does the same).
         out.push(Action::SendAdvert {
             priority: self.priority(),
         });

@@ -1,4 +1,4 @@
-//! Linux sockets for VRRP (reference §1.8): raw IP protocol 112 for adverts, TTL 255 sent
+//! Linux sockets for VRRP: raw IP protocol 112 for adverts, TTL 255 sent
 //! and checked, multicast membership or unicast; an `AF_PACKET` socket for gratuitous ARP
 //! and unsolicited NA frames. Thin: all parsing lives in [`crate::packet`].
 

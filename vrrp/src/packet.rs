@@ -1,5 +1,6 @@
 //! VRRP advertisement codec: v2 (RFC 3768) and v3 (RFC 5798 / RFC 9568), IPv4 and IPv6,
-//! byte-for-byte as keepalived 2.2.7 sends and checks them (reference/vrrp.md §1.1–1.3).
+//! byte-for-byte as keepalived 2.2.7 sends and checks them (docs/architecture.md, VRRP on the
+//! wire).
 //!
 //! Pure functions only: no sockets, no clock. The driver hands in raw bytes plus what the
 //! kernel told it (TTL/hop limit, source, destination) and gets back an [`Advert`] or the
@@ -43,7 +44,8 @@ impl Version {
     }
 }
 
-/// How the VRRPv3-over-IPv4 checksum is computed (reference §1.2: the trap).
+/// How the VRRPv3-over-IPv4 checksum is computed: keepalived includes an IPv4
+/// pseudo-header, RFC 9568 does not, and keepalived rejects the RFC's form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ChecksumMode {

@@ -1,4 +1,4 @@
-//! The state table of reference §1.6, row by row, with a fake clock.
+//! The state table of docs/architecture.md, row by row, with a fake clock.
 
 use super::*;
 

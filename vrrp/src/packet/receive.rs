@@ -165,7 +165,8 @@ pub fn decode_vrrp(msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) -> Result<Rece
     })
 }
 
-/// What a receiving instance checks a decoded advert against (reference §1.3).
+/// What a receiving instance checks a decoded advert against (the receive checks in
+/// docs/architecture.md).
 #[derive(Debug, Clone)]
 pub struct RxExpect<'a> {
     /// Configured version.

@@ -1,5 +1,5 @@
-//! Codec tests: keepalived 2.2.7 golden bytes from reference/vrrp.md §1.1, both checksum
-//! conventions, and every receive check of §1.3 / §4.6.
+//! Codec tests: golden bytes captured from keepalived 2.2.7, both checksum conventions, and
+//! every receive check keepalived applies (docs/architecture.md, VRRP on the wire).
 
 use super::*;
 
@@ -226,7 +226,7 @@ fn decode_rejects_malformed() {
 
 #[test]
 fn v2_without_auth_trailer_is_too_short_for_keepalived() {
-    // §4.6: a 12-byte v2 message (32 bytes with IP) is refused ("expect 40").
+    // keepalived refuses a 12-byte v2 message (32 bytes with IP): "expect 40".
     let v2 = hex(GOLDEN_V2);
     let short = &v2[..12];
     assert_eq!(
