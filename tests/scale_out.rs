@@ -20,27 +20,6 @@ fn split(sc: &ScaleOut, lbs: &[&str]) -> Vec<(String, u64)> {
     lbs.iter().map(|l| (l.to_string(), sc.flows(l))).collect()
 }
 
-fn check(row: &str, r: TrafficReport) -> Vec<Conn> {
-    let conns = r
-        .conns
-        .unwrap_or_else(|e| panic!("{row}: a held connection broke: {e}"));
-    eprintln!(
-        "FIGURE scale-out: {row}: {} of {} connections kept ({} rounds, longest stall {:?}); new connections {} ok, {} failed",
-        conns.len(),
-        conns.len(),
-        r.rounds,
-        r.longest,
-        r.probes_ok,
-        r.probes_failed.len()
-    );
-    assert!(
-        r.probes_failed.is_empty(),
-        "{row}: new connections failed: {:?}",
-        r.probes_failed
-    );
-    conns
-}
-
 #[test]
 fn balancers_die_join_drain_and_crash_without_cutting_a_connection() {
     if !can_run() {
@@ -104,7 +83,7 @@ fn balancers_die_join_drain_and_crash_without_cutting_a_connection() {
         .expect("lb2 withdrawn");
     eprintln!("FIGURE scale-out: power cut: the router dropped lb2 after {took:?}");
     traffic.wait_rounds(10);
-    let conns = check("power cut of lb2", traffic.stop());
+    let conns = traffic.stop().check("scale-out", "power cut of lb2");
 
     // lb2 comes back and joins: the router moves part of the flows to it.
     let traffic = Traffic::start(sc.clone(), "c", to, conns, patience);
@@ -114,7 +93,7 @@ fn balancers_die_join_drain_and_crash_without_cutting_a_connection() {
         .expect("lb2 back");
     eprintln!("FIGURE scale-out: join: lb2 back in the router's paths after {took:?}");
     traffic.wait_rounds(10);
-    let conns = check("lb2 joining", traffic.stop());
+    let conns = traffic.stop().check("scale-out", "lb2 joining");
     eprintln!(
         "FIGURE scale-out: after the join, flows per balancer {:?}",
         split(&sc, &BALANCERS)
@@ -133,7 +112,7 @@ fn balancers_die_join_drain_and_crash_without_cutting_a_connection() {
         t.elapsed()
     );
     traffic.wait_rounds(10);
-    let conns = check("lb3 draining", traffic.stop());
+    let conns = traffic.stop().check("scale-out", "lb3 draining");
 
     // lb1's balancer is SIGKILLed while its host and BIRD stay up: its announcement dies
     // with the process. Its rules stay in the kernel, so what still arrives is forwarded.
@@ -151,7 +130,9 @@ fn balancers_die_join_drain_and_crash_without_cutting_a_connection() {
         .expect("lb1 back");
     eprintln!("FIGURE scale-out: crash: lb1 announced again {took:?} after its restart");
     traffic.wait_rounds(10);
-    let conns = check("lb1's balancer crashing and restarting", traffic.stop());
+    let conns = traffic
+        .stop()
+        .check("scale-out", "lb1's balancer crashing and restarting");
     assert!(conns.len() >= 16);
     drop(routes);
     let sc = Arc::try_unwrap(sc).unwrap_or_else(|_| panic!("lab still shared"));
@@ -169,28 +150,11 @@ fn degraded_and_ipv6_vips_are_offered_with_their_marks() {
     }
     let lab = Lab::builder(&Lab::unique_prefix("ann"))
         .network("lan", "203.0.113.0/24")
+        .ipv6("lan", "2001:db8::/64")
         .host("lb1", &[("lan", 11)])
         .host("s1", &[("lan", 21)])
         .build()
         .expect("building the lab");
-    for (h, a) in [("lb1", "2001:db8::11"), ("s1", "2001:db8::21")] {
-        let out = lab
-            .exec(
-                h,
-                &[
-                    "ip",
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{a}/64"),
-                    "dev",
-                    "eth0",
-                    "nodad",
-                ],
-            )
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
     let cfg = write(
         &lab,
         "lb.toml",

@@ -12,20 +12,21 @@ use tether_lab::scale_out::{BALANCERS, ScaleOut, VIP};
 
 use super::netns::{OutputClosed, TeardownOnExit, log_tails, output_gone, say};
 
-fn handle(sc: &ScaleOut, line: &str) -> String {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let result = match words.as_slice() {
-        ["status"] => return sc.status().to_string(),
-        ["kill", b, sig] => {
-            let sig = if *sig == "term" { Sig::Term } else { Sig::Kill };
-            sc.kill_box(b, sig).map(|()| format!("ok: {b} is down\n"))
-        }
-        ["start", b] => sc.start_box(b).map(|()| format!("ok: {b} started\n")),
-        _ => return format!("error: unknown command {line:?}\n"),
-    };
-    match result {
-        Ok(s) => s,
-        Err(e) => format!("error: {e} (balancers: {})\n", BALANCERS.join(", ")),
+/// The BGP tier's boxes are its balancers.
+struct Tier<'a>(&'a ScaleOut);
+
+impl super::control::Boxes for Tier<'_> {
+    fn status(&self) -> String {
+        self.0.status().to_string()
+    }
+    fn kill(&self, name: &str, sig: Sig) -> Result<(), tether_lab::LabError> {
+        self.0.kill_box(name, sig)
+    }
+    fn start(&self, name: &str) -> Result<(), tether_lab::LabError> {
+        self.0.start_box(name)
+    }
+    fn names(&self) -> Vec<&'static str> {
+        BALANCERS.to_vec()
     }
 }
 
@@ -80,7 +81,9 @@ fn run(prefix: &str, sc: &Arc<ScaleOut>, tether: &std::path::Path) -> anyhow::Re
     let sc2 = sc.clone();
     std::thread::Builder::new()
         .name("demo-control".into())
-        .spawn(move || super::control::serve(listener, |line| handle(&sc2, line)))
+        .spawn(move || {
+            super::control::serve(listener, |line| super::control::answer(&Tier(&sc2), line))
+        })
         .context("starting the control thread")?;
     say(&format!(
         "\nThe tier is up ({:.1} s): lb1, lb2 and lb3 each run `tether lb` (mode = dr) and BIRD, \

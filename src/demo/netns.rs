@@ -19,20 +19,21 @@ fn features() -> Features {
     }
 }
 
-fn handle(sc: &Scenario, line: &str) -> String {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let result = match words.as_slice() {
-        ["status"] => return sc.status().to_string(),
-        ["kill", b, sig] => {
-            let sig = if *sig == "term" { Sig::Term } else { Sig::Kill };
-            sc.kill_box(b, sig).map(|()| format!("ok: {b} is down\n"))
-        }
-        ["start", b] => sc.start_box(b).map(|()| format!("ok: {b} started\n")),
-        _ => return format!("error: unknown command {line:?}\n"),
-    };
-    match result {
-        Ok(s) => s,
-        Err(e) => format!("error: {e} (boxes: {})\n", BOXES.join(", ")),
+/// The reference scenario's boxes.
+struct Boxes<'a>(&'a Scenario);
+
+impl super::control::Boxes for Boxes<'_> {
+    fn status(&self) -> String {
+        self.0.status().to_string()
+    }
+    fn kill(&self, name: &str, sig: Sig) -> Result<(), tether_lab::LabError> {
+        self.0.kill_box(name, sig)
+    }
+    fn start(&self, name: &str) -> Result<(), tether_lab::LabError> {
+        self.0.start_box(name)
+    }
+    fn names(&self) -> Vec<&'static str> {
+        BOXES.to_vec()
     }
 }
 
@@ -142,7 +143,9 @@ fn run(
     let sc2 = sc.clone();
     std::thread::Builder::new()
         .name("demo-control".into())
-        .spawn(move || super::control::serve(listener, |line| handle(&sc2, line)))
+        .spawn(move || {
+            super::control::serve(listener, |line| super::control::answer(&Boxes(&sc2), line))
+        })
         .context("starting the control thread")?;
 
     say(&format!(

@@ -289,6 +289,30 @@ pub struct TrafficReport {
     pub probes_failed: Vec<String>,
 }
 
+impl TrafficReport {
+    /// Prints the figures as `FIGURE <tag>: <row>: ...` and returns the held connections;
+    /// fails the test when one broke or a new connection failed.
+    pub fn check(self, tag: &str, row: &str) -> Vec<Conn> {
+        let conns = self
+            .conns
+            .unwrap_or_else(|e| panic!("{row}: a held connection broke: {e}"));
+        eprintln!(
+            "FIGURE {tag}: {row}: {n} of {n} connections kept ({} rounds, longest stall {:?}); new connections {} ok, {} failed",
+            self.rounds,
+            self.longest,
+            self.probes_ok,
+            self.probes_failed.len(),
+            n = conns.len(),
+        );
+        assert!(
+            self.probes_failed.is_empty(),
+            "{row}: new connections failed: {:?}",
+            self.probes_failed
+        );
+        conns
+    }
+}
+
 impl Traffic {
     /// Starts exchanging on `conns` and probing `to` from `client` (each probe may take
     /// `patience`). Both loops are bounded (2,000 rounds, 400 probes) and stop on their own.
