@@ -7,28 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tether_lab::Sig;
 use tether_lab::scale_out::{BALANCERS, ScaleOut, VIP};
 
-use super::netns::{OutputClosed, TeardownOnExit, log_tails, output_gone, say};
-
-/// The BGP tier's boxes are its balancers.
-struct Tier<'a>(&'a ScaleOut);
-
-impl super::control::Boxes for Tier<'_> {
-    fn status(&self) -> String {
-        self.0.status().to_string()
-    }
-    fn kill(&self, name: &str, sig: Sig) -> Result<(), tether_lab::LabError> {
-        self.0.kill_box(name, sig)
-    }
-    fn start(&self, name: &str) -> Result<(), tether_lab::LabError> {
-        self.0.start_box(name)
-    }
-    fn names(&self) -> Vec<&'static str> {
-        BALANCERS.to_vec()
-    }
-}
+use super::live::{
+    OutputClosed, TeardownOnExit, log_tails, say, serve_control, status_loop, tutorial,
+};
 
 pub fn main(prefix: &str) -> anyhow::Result<ExitCode> {
     let tether = std::env::current_exe().context("finding the tether executable")?;
@@ -75,16 +58,17 @@ fn run(prefix: &str, sc: &Arc<ScaleOut>, tether: &std::path::Path) -> anyhow::Re
             eprintln!("{}", log_tails(&sc.lab));
             anyhow::anyhow!("{e}")
         })?;
-    let listener = super::control::bind(prefix)?;
-    sc.lab
-        .remove_on_teardown(super::control::socket_path(prefix));
-    let sc2 = sc.clone();
-    std::thread::Builder::new()
-        .name("demo-control".into())
-        .spawn(move || {
-            super::control::serve(listener, |line| super::control::answer(&Tier(&sc2), line))
-        })
-        .context("starting the control thread")?;
+    serve_control(
+        prefix,
+        &sc.lab,
+        sc.clone(),
+        &BALANCERS,
+        (
+            |s| s.status().to_string(),
+            ScaleOut::kill_box,
+            ScaleOut::start_box,
+        ),
+    )?;
     say(&format!(
         "\nThe tier is up ({:.1} s): lb1, lb2 and lb3 each run `tether lb` (mode = dr) and BIRD, \
          and announce VIP {VIP} to the router over BGP while they can forward it. The router \
@@ -92,34 +76,13 @@ fn run(prefix: &str, sc: &Arc<ScaleOut>, tether: &std::path::Path) -> anyhow::Re
          the same server, so a flow may move between balancers without being cut.",
         started.elapsed().as_secs_f64()
     ))?;
-    say(&format!("Logs and configs: {}\n", sc.lab.dir().display()))?;
-    let exe = if std::env::args()
-        .next()
-        .is_some_and(|a| a.contains("target/"))
-    {
-        tether.display().to_string()
-    } else {
-        "tether".to_string()
-    };
-    for (i, (what, cmd)) in sc.steps(&exe).iter().enumerate() {
-        say(&format!("{}. {what}\n     {cmd}", i + 1))?;
-    }
-    say(&format!(
-        "\n`{exe} demo --tier bgp --kill BOX [--signal term]`, `--start BOX`, `--status`. \
-         Ctrl-C stops everything and removes the namespaces.\n"
-    ))?;
-    let mut last = String::new();
-    loop {
-        if output_gone() {
-            return Err(OutputClosed(std::io::ErrorKind::BrokenPipe.into()).into());
-        }
-        let table = sc.status().to_string();
-        if table != last {
-            let t = started.elapsed().as_secs_f64();
-            say(&format!("[{t:7.1} s]\n{table}"))?;
-            last = table;
-        }
-        // A route change shows at once; flows and processes are looked at every second.
-        let _ = routes.next_line(Duration::from_secs(1));
-    }
+    tutorial(&sc.lab, tether, " --tier bgp", |exe| sc.steps(exe))?;
+    // A route change shows at once; flows and processes are looked at every second.
+    Err(status_loop(
+        started,
+        || sc.status().to_string(),
+        || {
+            let _ = routes.next_line(Duration::from_secs(1));
+        },
+    ))
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use tether_lab::{LabError, Sig};
 
 /// Where the demo with this prefix listens.
 pub fn socket_path(prefix: &str) -> PathBuf {
@@ -48,37 +49,30 @@ pub fn bind(prefix: &str) -> anyhow::Result<UnixListener> {
     UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))
 }
 
-/// What a running demo can do to its boxes, for [`answer`].
-pub trait Boxes {
-    /// The status table.
-    fn status(&self) -> String;
-    /// Takes a box down (`Sig::Kill`: a power cut; `Sig::Term`: a clean stop).
-    fn kill(&self, name: &str, sig: tether_lab::Sig) -> Result<(), tether_lab::LabError>;
-    /// Brings a box back.
-    fn start(&self, name: &str) -> Result<(), tether_lab::LabError>;
-    /// The boxes' names, for error messages.
-    fn names(&self) -> Vec<&'static str>;
-}
-
-/// Answers one control command (`status`, `kill BOX kill|term`, `start BOX`).
-pub fn answer(boxes: &impl Boxes, line: &str) -> String {
+/// Answers one control command (`status`, `kill BOX kill|term`, `start BOX`) with what a
+/// running demo does: `status` prints its table, `kill` takes a box down (`Sig::Kill`: a
+/// power cut; `Sig::Term`: a clean stop), `start` brings it back; `boxes` names them for
+/// errors.
+pub fn answer(
+    line: &str,
+    status: impl FnOnce() -> String,
+    kill: impl FnOnce(&str, Sig) -> Result<(), LabError>,
+    start: impl FnOnce(&str) -> Result<(), LabError>,
+    boxes: &[&str],
+) -> String {
     let words: Vec<&str> = line.split_whitespace().collect();
     let result = match words.as_slice() {
-        ["status"] => return boxes.status(),
+        ["status"] => return status(),
         ["kill", b, sig] => {
-            let sig = if *sig == "term" {
-                tether_lab::Sig::Term
-            } else {
-                tether_lab::Sig::Kill
-            };
-            boxes.kill(b, sig).map(|()| format!("ok: {b} is down\n"))
+            let sig = if *sig == "term" { Sig::Term } else { Sig::Kill };
+            kill(b, sig).map(|()| format!("ok: {b} is down\n"))
         }
-        ["start", b] => boxes.start(b).map(|()| format!("ok: {b} started\n")),
+        ["start", b] => start(b).map(|()| format!("ok: {b} started\n")),
         _ => return format!("error: unknown command {line:?}\n"),
     };
     match result {
         Ok(s) => s,
-        Err(e) => format!("error: {e} (boxes: {})\n", boxes.names().join(", ")),
+        Err(e) => format!("error: {e} (boxes: {})\n", boxes.join(", ")),
     }
 }
 

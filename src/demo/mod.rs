@@ -7,6 +7,7 @@
 
 mod bgp;
 mod control;
+mod live;
 mod loopback;
 mod netns;
 
