@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# What one session can make a cloud node buffer (issue 13): an on-prem gateway opens every
+# What one session can make a cloud node buffer: an on-prem gateway opens every
 # forward stream the session may carry (the control stream plus 511 data streams under the
 # default [limits] max_streams = 512), each towards a server that accepts and never reads,
 # and its clients push until they block. Prints the cloud node's RSS idle and once every
 # client is blocked, and what the clients got accepted. Loopback only; ports 17611-17615.
 # Usage: bench/gateway-session-bound.sh [TETHER_BINARY] [STREAMS] [MIB_PER_CLIENT]
 #   (default target/debug/tether, 511 streams, 8 MiB). For a binary without the [limits]
-#   section (before issue 13), run with NO_LIMITS=1.
+#   section (yamux 0.12, before the bound), run with NO_LIMITS=1.
 set -u
 T=$(realpath "${1:-target/debug/tether}")
 N=${2:-511}

@@ -106,7 +106,15 @@ fn balancers_die_join_drain_and_crash_without_cutting_a_connection() {
     let took = sc
         .wait_paths(&routes, &["lb1", "lb2"], within)
         .expect("lb3 withdrawn");
+    // Withdrawn first: the route went while tether lb was still forwarding (stop_delay 2 s).
+    let still = sc.lab.state("lb-lb3").unwrap();
+    assert!(
+        still.is_running(),
+        "lb3 exited ({still:?}) before its route was withdrawn"
+    );
+    assert!(took < Duration::from_secs(2), "withdrawn after {took:?}");
     let exit = sc.lab.wait_exit("lb-lb3", T).unwrap();
+    assert!(!exit.is_running(), "lb3 still running after its stop");
     eprintln!(
         "FIGURE scale-out: drain: lb3 withdrawn after {took:?}, stopped after {:?} ({exit:?})",
         t.elapsed()

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use addr::{Cidr, Cidr6, DOCUMENTATION_RANGE_V6, DOCUMENTATION_RANGES};
-pub use proc::{ProcSpec, ProcState, Sig, Watch};
+pub use proc::{ProcSpec, ProcState, Sig, Watch, WatchEnded};
 
 use proc::Procs;
 

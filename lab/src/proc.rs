@@ -371,14 +371,25 @@ impl Procs {
 /// dropped (and when the lab's process dies).
 pub struct Watch {
     children: Vec<Child>,
-    /// The lines.
+    /// Every line the command writes, in order, as it writes it.
     pub lines: mpsc::Receiver<String>,
 }
 
+/// The watched command ended (or its output closed): no line will come any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the watched command ended")]
+pub struct WatchEnded;
+
 impl Watch {
-    /// Waits up to `timeout` for the next line; `None` when none came or the command ended.
-    pub fn next_line(&self, timeout: Duration) -> Option<String> {
-        self.lines.recv_timeout(timeout).ok()
+    /// Waits up to `timeout` for the next line: `Ok(None)` when none came in time,
+    /// `Err(WatchEnded)` when none ever will, so a caller never takes a dead watch's
+    /// silence for quiet.
+    pub fn next_line(&self, timeout: Duration) -> Result<Option<String>, WatchEnded> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(l) => Ok(Some(l)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(WatchEnded),
+        }
     }
 }
 

@@ -23,9 +23,9 @@ use crate::{Lab, LabError, ProcSpec, ProcState, Sig, Watch};
 pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 /// The service's port.
 pub const PORT: u16 = 5551;
-/// The balancers.
+/// The balancers' host names, in address order (.11, .12, .13 on the lan).
 pub const BALANCERS: [&str; 3] = ["lb1", "lb2", "lb3"];
-/// The servers.
+/// The servers' host names (.21, .22 on the lan), each holding the VIP on its loopback.
 pub const SERVERS: [&str; 2] = ["s1", "s2"];
 /// The router's AS.
 pub const ROUTER_AS: u32 = 65000;
@@ -57,7 +57,7 @@ pub struct ScaleOut {
 /// One balancer right now.
 #[derive(Debug, Clone)]
 pub struct BalancerStatus {
-    /// Its name.
+    /// The balancer's host name (`lb1`...).
     pub name: String,
     /// `tether lb` runs.
     pub lb: bool,
@@ -341,7 +341,7 @@ impl ScaleOut {
                 return Ok(start.elapsed());
             }
             let left = (start + within).saturating_duration_since(Instant::now());
-            if routes.next_line(left).is_none() {
+            if !matches!(routes.next_line(left), Ok(Some(_))) {
                 return Err(format!(
                     "the router's next hops for {VIP} stayed {have:?}, not {want:?} ({within:?})"
                 ));

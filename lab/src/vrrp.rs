@@ -241,7 +241,7 @@ impl VrrpLab {
                 return Ok(start.elapsed());
             }
             let left = timeout.saturating_sub(start.elapsed());
-            if left.is_zero() || self.changes.next_line(left).is_none() {
+            if left.is_zero() || !matches!(self.changes.next_line(left), Ok(Some(_))) {
                 return Err(now);
             }
         }
@@ -263,8 +263,14 @@ impl VrrpLab {
                 ));
             }
             let left = window.saturating_sub(start.elapsed());
-            if left.is_zero() || self.changes.next_line(left).is_none() {
+            if left.is_zero() {
                 return Ok(());
+            }
+            match self.changes.next_line(left) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                // Without address events the window proves nothing.
+                Err(e) => return Err(format!("watching the addresses of {vip}: {e}")),
             }
         }
     }
@@ -285,13 +291,13 @@ impl VrrpLab {
         loop {
             let left = timeout.saturating_sub(start.elapsed());
             match tail.next_line(left) {
-                Some(l) => {
+                Ok(Some(l)) => {
                     seen += l.matches(needle).count();
                     if seen >= n {
                         return true;
                     }
                 }
-                None => return false,
+                Ok(None) | Err(_) => return false,
             }
         }
     }

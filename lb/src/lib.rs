@@ -159,7 +159,17 @@ pub async fn start(
     warn_open_admin(&config);
     let grace = config.grace_period;
     let stop_delay = config.stop_delay;
-    let announce_cfg = config.announce.clone();
+    // Made before anything listens or checks, so a device name in use fails the start with
+    // nothing to undo.
+    let announce_dev = match config.announce.clone() {
+        Some(cfg) => {
+            let dev = announce::prepare(&lb, &cfg)
+                .await
+                .map_err(LbError::Announce)?;
+            Some((cfg, dev))
+        }
+        None => None,
+    };
     let report = lb.apply(config).await?;
     let has_dr = lb.state().frontends.iter().any(|f| f.cfg.dr.is_some());
     // The kernel keeps forwarding until the very end of the stop, after the proxy's drain.
@@ -173,25 +183,8 @@ pub async fn start(
     // Also without dr frontends now: a reload may add one.
     let dr_task = tokio::spawn(dr::run(lb.clone(), controller, dr_stop.clone()));
     let announce_stop = CancellationToken::new();
-    let announce_task = match announce_cfg {
-        Some(cfg) => {
-            let dev = match announce::prepare(&lb, &cfg).await {
-                Ok(d) => d,
-                Err(e) => {
-                    dr_stop.cancel();
-                    let _ = dr_task.await;
-                    return Err(LbError::Announce(e));
-                }
-            };
-            Some(tokio::spawn(announce::run(
-                lb.clone(),
-                cfg,
-                dev,
-                announce_stop.clone(),
-            )))
-        }
-        None => None,
-    };
+    let announce_task = announce_dev
+        .map(|(cfg, dev)| tokio::spawn(announce::run(lb.clone(), cfg, dev, announce_stop.clone())));
     for f in &lb.state().frontends {
         match &f.cfg.dr {
             None => {

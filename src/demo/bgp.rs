@@ -82,7 +82,10 @@ fn run(prefix: &str, sc: &Arc<ScaleOut>, tether: &std::path::Path) -> anyhow::Re
         started,
         || sc.status().to_string(),
         || {
-            let _ = routes.next_line(Duration::from_secs(1));
+            if routes.next_line(Duration::from_secs(1)).is_err() {
+                // Without route events, look every second all the same.
+                std::thread::sleep(Duration::from_secs(1));
+            }
         },
     ))
 }

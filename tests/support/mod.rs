@@ -131,7 +131,7 @@ pub fn start_echo(lab: &Lab, host: &str, listen: &str) {
 
 /// A client connection that knows which server answered.
 pub struct Conn {
-    /// The socket.
+    /// The client's socket, its banner already read.
     pub s: TcpStream,
     /// The server's name, from its banner.
     pub server: String,
@@ -339,6 +339,11 @@ impl Traffic {
                 let _ = round_tx.send(rounds);
                 match done_rx.recv_timeout(Duration::from_millis(20)) {
                     Err(mpsc::RecvTimeoutError::Timeout) if rounds < 2_000 => {}
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        return Err(format!(
+                            "ran out of rounds ({rounds}) before the step ended"
+                        ));
+                    }
                     _ => return Ok((rounds, longest, conns)),
                 }
             }
@@ -346,7 +351,11 @@ impl Traffic {
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let prober = std::thread::spawn(move || {
             let (mut ok, mut failed) = (0, Vec::new());
-            for _ in 0..400 {
+            for i in 0.. {
+                if i == 400 {
+                    failed.push("ran out of probes (400) before the step ended".to_string());
+                    break;
+                }
                 match Conn::open_from((*lab).as_ref(), client, to, patience)
                     .and_then(|mut c| c.exchange())
                 {

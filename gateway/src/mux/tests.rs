@@ -67,7 +67,7 @@ async fn bulk_transfer_is_intact() {
     writer.await.unwrap();
 }
 
-/// The attack of issue 13: a peer opens every stream it may and writes without end,
+/// The attack the bound is for: a peer opens every stream it may and writes without end,
 /// while the node reads nothing more. Every stream was read fast first, so yamux had
 /// reason to grow its window. What the peer gets accepted (and the node must buffer)
 /// stays within the session window, never streams x window. The clock is paused: the

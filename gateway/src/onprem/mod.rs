@@ -94,7 +94,7 @@ impl OnpremHandle {
     }
 
     /// Fault injection for tests and drills: while wedged, reverse stream opens are held
-    /// unanswered (pings still flow), the failure mode of cloudflared #1300.
+    /// unanswered while pings still flow (a tunnel that looks alive and carries nothing).
     pub fn set_wedged(&self, wedged: bool) {
         self.inner.wedged.store(wedged, Ordering::SeqCst);
     }

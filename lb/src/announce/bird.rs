@@ -84,16 +84,13 @@ pub fn parse(lines: &[String]) -> Result<Vec<Protocol>, BirdError> {
     let mut code = 0u32;
     let mut out = Vec::new();
     for l in lines {
-        let text = match l.get(..4).and_then(|c| c.parse::<u32>().ok()) {
-            Some(c) if l.len() >= 5 => {
-                code = c;
-                &l[5..]
-            }
-            Some(c) => {
-                code = c;
-                ""
-            }
-            None => l.strip_prefix(' ').unwrap_or(l),
+        let b = l.as_bytes();
+        let text = if b.len() >= 4 && b[..4].iter().all(u8::is_ascii_digit) {
+            code = b[..4].iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'));
+            // After the code comes '-' or ' ' (one byte), then the text.
+            l.get(5..).unwrap_or("")
+        } else {
+            l.strip_prefix(' ').unwrap_or(l)
         };
         if code >= 8000 {
             return Err(BirdError::Refused(text.trim().to_string()));
@@ -156,6 +153,14 @@ mod tests {
         assert_eq!(p[4].info, "Active Socket: Connection refused");
         assert!(is_last("0000 "));
         assert!(!is_last("1002-device1"));
+    }
+
+    #[test]
+    fn odd_lines_are_not_codes_and_do_not_panic() {
+        let reply = lines("+123 async\n1002\u{e9}x\n9999\n0000 ");
+        assert!(parse(&reply).is_err(), "9999 is an error code");
+        let reply = lines("+123 async\n1002-\u{e9}\n0000 ");
+        assert_eq!(parse(&reply).unwrap(), vec![]);
     }
 
     #[test]

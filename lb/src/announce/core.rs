@@ -26,7 +26,7 @@ pub enum Verdict {
 /// A dr frontend as the assessment sees it.
 #[derive(Debug, Clone)]
 pub struct DrFrontend<'a> {
-    /// Its name.
+    /// The frontend's name in the configuration, for the reason a VIP is not announced.
     pub name: &'a str,
     /// The VIPs it forwards.
     pub vips: Vec<IpAddr>,
@@ -79,6 +79,20 @@ pub fn assess(
     out
 }
 
+impl Verdict {
+    /// Every verdict, for a state-set metric.
+    pub const ALL: [Verdict; 3] = [Verdict::Announced, Verdict::Degraded, Verdict::Withdrawn];
+
+    /// The name in metrics labels and logs (as in `/api/state`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Announced => "announced",
+            Verdict::Degraded => "degraded",
+            Verdict::Withdrawn => "withdrawn",
+        }
+    }
+}
+
 fn rank(v: Verdict) -> u8 {
     match v {
         Verdict::Announced => 0,
@@ -92,14 +106,14 @@ fn rank(v: Verdict) -> u8 {
 pub enum RouteOp {
     /// Add or replace the VIP's route, marked degraded or not.
     Set {
-        /// The VIP.
+        /// The VIP whose route (/32 or /128) is set.
         vip: IpAddr,
         /// Whether the route carries the degraded marker.
         degraded: bool,
     },
     /// Delete the VIP's route.
     Remove {
-        /// The VIP.
+        /// The VIP whose route is deleted.
         vip: IpAddr,
     },
 }
@@ -107,14 +121,17 @@ pub enum RouteOp {
 /// One VIP's announcement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
-    /// What the route says now (as far as the kernel accepted it).
+    /// What the route in the kernel says (the last change the kernel took).
     pub verdict: Verdict,
+    /// What the route should say; differs from `verdict` while a change waits to be made
+    /// (again, after the kernel refused it).
+    pub want: Verdict,
     /// Why it is not announced (empty when it is).
     pub reason: String,
-    /// When the verdict last changed.
+    /// When `verdict` last changed.
     pub since: Instant,
-    /// The kernel has not taken the last change yet: make it again.
-    pub pending: bool,
+    /// No frontend forwards this VIP any more: forgotten once its route is gone.
+    pub leaving: bool,
 }
 
 /// The announcements this balancer holds, and the changes that move them to a new
@@ -130,44 +147,39 @@ impl Announcer {
         Announcer::default()
     }
 
-    /// Moves to `wanted`; returns the route changes to make. A VIP no frontend forwards any
-    /// more is removed and forgotten.
+    /// Moves toward `wanted`; returns the route changes to make, each to be reported with
+    /// [`Announcer::applied`]. A VIP no frontend forwards any more is withdrawn, then
+    /// forgotten.
     pub fn update(
         &mut self,
         now: Instant,
         wanted: &BTreeMap<IpAddr, (Verdict, String)>,
     ) -> Vec<RouteOp> {
-        let mut ops = Vec::new();
-        let gone: Vec<IpAddr> = self
-            .held
-            .keys()
-            .filter(|v| !wanted.contains_key(v))
-            .copied()
-            .collect();
-        for vip in gone {
-            if let Some(h) = self.held.remove(&vip)
-                && (h.verdict != Verdict::Withdrawn || h.pending)
-            {
-                ops.push(RouteOp::Remove { vip });
+        for (vip, h) in self.held.iter_mut() {
+            if !wanted.contains_key(vip) {
+                h.want = Verdict::Withdrawn;
+                h.reason = "no frontend forwards it any more".into();
+                h.leaving = true;
             }
         }
         for (vip, (verdict, reason)) in wanted {
             let h = self.held.entry(*vip).or_insert(Held {
                 verdict: Verdict::Withdrawn,
+                want: Verdict::Withdrawn,
                 reason: String::new(),
                 since: now,
-                pending: false,
+                leaving: false,
             });
+            h.want = *verdict;
             h.reason = reason.clone();
-            if h.verdict == *verdict && !h.pending {
-                continue;
-            }
-            if h.verdict != *verdict {
-                h.since = now;
-            }
-            h.verdict = *verdict;
-            h.pending = true;
-            ops.push(match verdict {
+            h.leaving = false;
+        }
+        self.held
+            .retain(|_, h| !(h.leaving && h.verdict == Verdict::Withdrawn));
+        self.held
+            .iter()
+            .filter(|(_, h)| h.want != h.verdict)
+            .map(|(vip, h)| match h.want {
                 Verdict::Withdrawn => RouteOp::Remove { vip: *vip },
                 Verdict::Announced => RouteOp::Set {
                     vip: *vip,
@@ -177,22 +189,30 @@ impl Announcer {
                     vip: *vip,
                     degraded: true,
                 },
-            });
-        }
-        ops
+            })
+            .collect()
     }
 
-    /// The kernel took (`ok`) or refused the change for `vip`; a refused one is made again on
-    /// the next [`Announcer::update`].
-    pub fn applied(&mut self, vip: IpAddr, ok: bool) {
-        if let Some(h) = self.held.get_mut(&vip) {
-            h.pending = !ok;
+    /// The kernel took (`ok`) or refused the change [`Announcer::update`] asked for `vip`; a
+    /// refused one is asked for again by the next update. Returns the new verdict when the
+    /// kernel's route changed.
+    pub fn applied(&mut self, now: Instant, vip: IpAddr, ok: bool) -> Option<Verdict> {
+        let h = self.held.get_mut(&vip)?;
+        if !ok || h.verdict == h.want {
+            return None;
         }
+        h.verdict = h.want;
+        h.since = now;
+        let v = h.verdict;
+        if h.leaving && v == Verdict::Withdrawn {
+            self.held.remove(&vip);
+        }
+        Some(v)
     }
 
     /// Whether a change is waiting to be made again.
     pub fn has_pending(&self) -> bool {
-        self.held.values().any(|h| h.pending)
+        self.held.values().any(|h| h.want != h.verdict)
     }
 
     /// Every VIP held, in address order.
@@ -311,7 +331,7 @@ mod tests {
     }
 
     #[test]
-    fn changes_are_made_once_and_since_moves_only_with_the_verdict() {
+    fn changes_are_made_once_and_since_moves_only_when_the_kernel_took_one() {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_secs(1);
         let t2 = t0 + Duration::from_secs(2);
@@ -327,7 +347,8 @@ mod tests {
                 degraded: false
             }]
         );
-        a.applied(vip, true);
+        assert_eq!(a.held()[&vip].verdict, Verdict::Withdrawn, "not taken yet");
+        assert_eq!(a.applied(t1, vip, true), Some(Verdict::Announced));
         assert!(
             a.update(t2, &want(&[("192.0.2.100", Verdict::Announced)]))
                 .is_empty()
@@ -341,23 +362,42 @@ mod tests {
                 degraded: true
             }]
         );
+        assert_eq!(a.applied(t2, vip, true), Some(Verdict::Degraded));
         assert_eq!(a.held()[&vip].since, t2);
     }
 
     #[test]
-    fn a_refused_change_is_made_again_and_a_vip_gone_from_the_config_is_removed() {
+    fn a_refused_change_keeps_the_old_verdict_and_is_asked_for_again() {
         let t0 = Instant::now();
         let vip = ip("192.0.2.100");
         let mut a = Announcer::new();
         a.update(t0, &want(&[("192.0.2.100", Verdict::Announced)]));
-        a.applied(vip, false);
+        assert_eq!(a.applied(t0, vip, false), None);
         assert!(a.has_pending());
+        assert_eq!(a.held()[&vip].verdict, Verdict::Withdrawn);
         let ops = a.update(t0, &want(&[("192.0.2.100", Verdict::Announced)]));
-        assert_eq!(ops.len(), 1, "retried");
-        a.applied(vip, true);
+        assert_eq!(ops.len(), 1, "asked for again");
+        assert_eq!(a.applied(t0, vip, true), Some(Verdict::Announced));
         assert!(!a.has_pending());
+    }
+
+    #[test]
+    fn a_vip_gone_from_the_config_is_withdrawn_before_it_is_forgotten() {
+        let t0 = Instant::now();
+        let vip = ip("192.0.2.100");
+        let mut a = Announcer::new();
+        a.update(t0, &want(&[("192.0.2.100", Verdict::Degraded)]));
+        a.applied(t0, vip, true);
         let ops = a.update(t0, &BTreeMap::new());
         assert_eq!(ops, vec![RouteOp::Remove { vip }]);
+        // The kernel refused: still held, asked for again.
+        a.applied(t0, vip, false);
+        assert_eq!(
+            a.update(t0, &BTreeMap::new()),
+            vec![RouteOp::Remove { vip }]
+        );
+        assert_eq!(a.applied(t0, vip, true), Some(Verdict::Withdrawn));
         assert!(a.held().is_empty());
+        assert!(a.update(t0, &BTreeMap::new()).is_empty());
     }
 }

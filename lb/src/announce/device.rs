@@ -106,8 +106,7 @@ impl Device {
         &self.name
     }
 
-    fn route(&self, vip: IpAddr, proto: u8) -> RouteMessage {
-        let proto = RouteProtocol::from(proto);
+    fn route(&self, vip: IpAddr, proto: RouteProtocol) -> RouteMessage {
         match vip {
             IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
                 .destination_prefix(a, 32)
@@ -133,7 +132,7 @@ impl Device {
         };
         self.handle
             .route()
-            .add(self.route(vip, proto))
+            .add(self.route(vip, RouteProtocol::from(proto)))
             .replace()
             .execute()
             .await
@@ -148,7 +147,9 @@ impl Device {
         match self
             .handle
             .route()
-            .del(self.route(vip, PROTO_ANNOUNCED))
+            // Protocol unspecified: the kernel deletes only a route whose protocol matches a
+            // non-zero one, and the route may carry either mark.
+            .del(self.route(vip, RouteProtocol::Unspec))
             .execute()
             .await
         {

@@ -13,7 +13,6 @@ pub mod config;
 pub mod core;
 pub mod device;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,7 +44,7 @@ pub struct Announce {
 /// A VIP in `/api/state`.
 #[derive(Debug, Clone, Serialize)]
 pub struct VipView {
-    /// The VIP.
+    /// A dr frontend's bind address, offered as a /32 or /128 route.
     pub vip: IpAddr,
     /// `announced`, `degraded` or `withdrawn`.
     pub state: Verdict,
@@ -86,8 +85,6 @@ impl Announce {
         .expect("static metric definition");
         r.register(Box::new(failures.clone()))
             .expect("metric registered once");
-        r.register(Box::new(bird_up.clone()))
-            .expect("metric registered once");
         Announce {
             config: Mutex::new(None),
             view: Mutex::new(Vec::new()),
@@ -121,34 +118,49 @@ impl Announce {
     }
 
     fn publish(&self, core: &Announcer, now: Instant) {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
         let mut view = Vec::new();
         for (vip, h) in core.held() {
             let v = vip.to_string();
-            for (s, name) in [
-                (Verdict::Announced, "announced"),
-                (Verdict::Degraded, "degraded"),
-                (Verdict::Withdrawn, "withdrawn"),
-            ] {
+            for s in Verdict::ALL {
                 self.state
-                    .with_label_values(&[v.as_str(), name])
+                    .with_label_values(&[v.as_str(), s.as_str()])
                     .set(i64::from(h.verdict == s));
             }
-            let age = now.saturating_duration_since(h.since);
-            self.last_change
-                .with_label_values(&[v.as_str()])
-                .set(wall.saturating_sub(age).as_secs() as i64);
             view.push(VipView {
                 vip: *vip,
                 state: h.verdict,
                 reason: h.reason.clone(),
-                since_seconds: age.as_secs_f64(),
+                since_seconds: now.saturating_duration_since(h.since).as_secs_f64(),
             });
         }
         if let Ok(mut g) = self.view.lock() {
+            // A VIP no frontend forwards any more leaves no series behind.
+            for gone in g.iter().filter(|v| !core.held().contains_key(&v.vip)) {
+                let v = gone.vip.to_string();
+                for s in Verdict::ALL {
+                    let _ = self.state.remove_label_values(&[v.as_str(), s.as_str()]);
+                }
+                let _ = self.last_change.remove_label_values(&[v.as_str()]);
+                let _ = self.changes.remove_label_values(&[v.as_str()]);
+            }
             *g = view;
+        }
+    }
+
+    /// Counts and logs a change of the route in the kernel, when it happens.
+    fn changed(&self, vip: IpAddr, verdict: Verdict, reason: &str) {
+        let v = vip.to_string();
+        self.changes.with_label_values(&[v.as_str()]).inc();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_change
+            .with_label_values(&[v.as_str()])
+            .set(wall.as_secs() as i64);
+        match verdict {
+            Verdict::Announced => tracing::info!(%vip, "VIP announced"),
+            Verdict::Degraded => tracing::warn!(%vip, reason, "VIP announced as degraded"),
+            Verdict::Withdrawn => tracing::warn!(%vip, reason, "VIP withdrawn"),
         }
     }
 
@@ -169,6 +181,8 @@ impl Announce {
             }
             Err(e) => {
                 self.bird_up.set(0);
+                // What BIRD said last is no longer known: no protocol is reported up.
+                self.bird_protocol_up.reset();
                 tracing::debug!(error = %e, "reading BIRD's protocols");
             }
         }
@@ -206,6 +220,13 @@ pub(crate) async fn prepare(lb: &Lb, cfg: &AnnounceConfig) -> Result<Device, dev
     if let Ok(mut c) = lb.announce.config.lock() {
         *c = Some(cfg.clone());
     }
+    if cfg.bird_socket.is_some() {
+        // Only a balancer told where BIRD is says whether BIRD answers.
+        let _ = lb
+            .metrics
+            .registry
+            .register(Box::new(lb.announce.bird_up.clone()));
+    }
     tracing::info!(
         device = dev.name(),
         table = cfg.table,
@@ -234,8 +255,6 @@ pub(crate) async fn run(lb: Arc<Lb>, cfg: AnnounceConfig, dev: Device, stop: Can
             .collect();
         let desired = installed.borrow_and_update().clone();
         let wanted = core::assess(&frontends, desired.as_ref(), cfg.degraded, stopping);
-        let before: BTreeMap<IpAddr, Verdict> =
-            core.held().iter().map(|(v, h)| (*v, h.verdict)).collect();
         for op in core.update(Instant::now(), &wanted) {
             let (vip, result) = match op {
                 RouteOp::Set { vip, degraded } => (vip, dev.set(vip, degraded).await),
@@ -245,23 +264,13 @@ pub(crate) async fn run(lb: Arc<Lb>, cfg: AnnounceConfig, dev: Device, stop: Can
                 lb.announce.failures.inc();
                 tracing::error!(error = %e, %vip, "changing the announcement failed; retrying");
             }
-            core.applied(vip, result.is_ok());
-        }
-        for (vip, h) in core.held() {
-            if before.get(vip) != Some(&h.verdict) {
-                lb.announce
-                    .changes
-                    .with_label_values(&[vip.to_string().as_str()])
-                    .inc();
-                match h.verdict {
-                    Verdict::Announced => tracing::info!(%vip, "VIP announced"),
-                    Verdict::Degraded => {
-                        tracing::warn!(%vip, reason = %h.reason, "VIP announced as degraded")
-                    }
-                    Verdict::Withdrawn => {
-                        tracing::warn!(%vip, reason = %h.reason, "VIP withdrawn")
-                    }
-                }
+            let reason = core
+                .held()
+                .get(&vip)
+                .map(|h| h.reason.clone())
+                .unwrap_or_default();
+            if let Some(v) = core.applied(Instant::now(), vip, result.is_ok()) {
+                lb.announce.changed(vip, v, &reason);
             }
         }
         lb.announce.publish(&core, Instant::now());

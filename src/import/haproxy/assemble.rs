@@ -281,11 +281,28 @@ pub(super) fn backend(
             if let Some(i) = first.opts.inter {
                 h.set("interval", Val::Dur(i));
             }
-            if let Some(i) = first.opts.fastinter {
-                h.set("fast_interval", Val::Dur(i));
-            }
-            if let Some(i) = first.opts.downinter {
-                h.set("down_interval", Val::Dur(i));
+            // HAProxy's fastinter and downinter default to inter (2 s without it); Tether's
+            // defaults are faster, so they are written out to keep HAProxy's timing.
+            let inter = first
+                .opts
+                .inter
+                .unwrap_or(std::time::Duration::from_secs(2));
+            for (key, given) in [
+                ("fast_interval", first.opts.fastinter),
+                ("down_interval", first.opts.downinter),
+            ] {
+                match given {
+                    Some(i) => {
+                        h.set(key, Val::Dur(i));
+                    }
+                    None => {
+                        h.set_noted(
+                            key,
+                            Val::Dur(inter),
+                            Some("HAProxy's default (inter); tether's own is faster".into()),
+                        );
+                    }
+                }
             }
             if let Some(t) = p.common.check_timeout {
                 h.set("timeout", Val::Dur(t));
