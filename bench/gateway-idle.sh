@@ -8,7 +8,9 @@
 # 512 streams ([limits] max_streams) and our opens stop an eighth short (448), and
 # prepared_connections is at most 16, so 16 x 448 = 7,168. This bench therefore sets
 # prepared_connections = 16 and max_streams = 1024 on both sides (16 x 896 = 14,336) for
-# every checkpoint, so that the slope is measured with one configuration.
+# every checkpoint, so that the slope is measured with one configuration. PREPARED and
+# MAX_STREAMS in the environment override the two (PREPARED=16 MAX_STREAMS=512 with
+# checkpoints up to 7,000 measures the default cap).
 #
 # Loopback only, ports 17621-17625; stops only the processes it started, by pid; the
 # whole run is bounded by `timeout`. Needs an open-file limit of about N + 1,000 per process
@@ -31,8 +33,9 @@ trap 'exit 130' INT TERM
 cd "$D"
 "$T" gateway certs --out certs --names cloud1,onprem1 >/dev/null || exit 1
 S=17621; PORT=17622; A1=17623; A2=17624; ECHO=17625
+PREPARED=${PREPARED:-16}
 LIMITS="[limits]
-max_streams = 1024"
+max_streams = ${MAX_STREAMS:-1024}"
 cat > cloud.toml <<EOT
 [node]
 role = "cloud"
@@ -56,7 +59,7 @@ id = "onprem1"
 cloud = "127.0.0.1:$S"
 server_name = "cloud1"
 sni_pinning = false
-prepared_connections = 16
+prepared_connections = $PREPARED
 admin_listen = "127.0.0.1:$A2"
 [tls]
 cert = "certs/onprem1.pem"
@@ -81,13 +84,13 @@ asyncio.run(main())
 " & PIDS+=($!)
 "$T" gateway --config cloud.toml 2>cloud.log & CL=$!; PIDS+=($CL)
 "$T" gateway --config onprem.toml 2>onprem.log & OP=$!; PIDS+=($OP)
-# Ready once every prepared session is up (the cloud node's sessions gauge sums to 16).
+# Ready once every prepared session is up (the cloud node's sessions gauge sums to them).
 sessions() {
     curl -sf "http://127.0.0.1:$A1/metrics" |
         awk '/^tether_gateway_sessions\{/{n+=$2} END{print n+0}'
 }
-for _ in $(seq 150); do [ "$(sessions)" = 16 ] && break; sleep 0.2; done
-[ "$(sessions)" = 16 ] || { echo "sessions did not come up"; tail cloud.log onprem.log; exit 1; }
+for _ in $(seq 150); do [ "$(sessions)" = "$PREPARED" ] && break; sleep 0.2; done
+[ "$(sessions)" = "$PREPARED" ] || { echo "sessions did not come up"; tail cloud.log onprem.log; exit 1; }
 # The clients: open connections up to each checkpoint, each sends 16 bytes and reads the
 # echo (so the stream was relayed both ways), and stays open. At 0 and at each checkpoint,
 # once every client got its echo and a second has passed, read VmRSS of both gateways.
