@@ -16,7 +16,8 @@
 # whole run is bounded by `timeout`. Needs an open-file limit of about N + 1,000 per process
 # (raised to the hard limit here).
 # Usage: bench/gateway-idle.sh [TETHER_BINARY] [CHECKPOINTS]
-#   (default target/release/tether, checkpoints "1000 10000").
+#   (default target/release/tether, checkpoints "1000 10000"). MSG_BYTES sets the size of
+#   each client's one message (default 16).
 set -u
 T=$(realpath "${1:-target/release/tether}")
 CHECKS=${2:-"1000 10000"}
@@ -91,13 +92,14 @@ sessions() {
 }
 for _ in $(seq 150); do [ "$(sessions)" = "$PREPARED" ] && break; sleep 0.2; done
 [ "$(sessions)" = "$PREPARED" ] || { echo "sessions did not come up"; tail cloud.log onprem.log; exit 1; }
-# The clients: open connections up to each checkpoint, each sends 16 bytes and reads the
+# The clients: open connections up to each checkpoint, each sends MSG_BYTES and reads the
 # echo (so the stream was relayed both ways), and stays open. At 0 and at each checkpoint,
 # once every client got its echo and a second has passed, read VmRSS of both gateways.
-timeout 600 python3 - "$PORT" "$CL" "$OP" $CHECKS <<'EOPY'
+timeout 600 python3 - "$PORT" "$CL" "$OP" "${MSG_BYTES:-16}" $CHECKS <<'EOPY'
 import socket, sys, time
 port, cl, op = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-checks = [int(c) for c in sys.argv[4:]]
+size = int(sys.argv[4])
+checks = [int(c) for c in sys.argv[5:]]
 def rss(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -108,7 +110,7 @@ def point():
     time.sleep(1)
     return (len(held), rss(cl), rss(op))
 rows = [point()]
-msg = b"0123456789abcdef"
+msg = bytes(i % 251 for i in range(size))
 for target in checks:
     while len(held) < target:
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
