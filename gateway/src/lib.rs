@@ -27,6 +27,7 @@ pub mod placement;
 pub mod proto;
 mod race;
 pub mod readiness;
+mod relay;
 mod stream;
 pub mod tls;
 

@@ -1,6 +1,6 @@
 //! Data streams, the same for both roles: opening one (preamble, status byte, timing and
 //! failure metrics), answering one (connect the server, status byte, relay), carrying an
-//! accepted client over raced opens, and the relay itself.
+//! accepted client over raced opens, and counting the relay (`relay.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::mux::{Mux, YamuxSession, YamuxStream};
 use crate::proto::{Preamble, Status, StreamKind};
 pub(crate) use crate::race::race_opens;
+use crate::relay::Relay;
 
 /// Why opening a data stream failed.
 #[derive(Debug)]
@@ -89,7 +90,7 @@ pub(crate) enum TcpEnd {
     Server,
 }
 
-/// [`relay`] between a TCP connection and its stream until both directions finish, the
+/// [`Relay`] between a TCP connection and its stream until both directions finish, the
 /// stream's session ends (a dead session ends all its streams at once) or the gateway is
 /// killed, counted: work a drain waits for and the `streams_active` gauge while it runs,
 /// then its bytes in `bytes`.
@@ -109,7 +110,7 @@ pub(crate) async fn relay_counted<T: AsyncRead + AsyncWrite + Unpin>(
     let work = base.work.token();
     let session_ended = stream.session_ended();
     let (from_tcp, to_tcp) = tokio::select! {
-        r = relay(tcp, stream) => r,
+        r = Relay::new(tcp, stream) => r,
         _ = base.kill.cancelled() => (0, 0),
         _ = session_ended => (0, 0),
     };
@@ -127,18 +128,6 @@ pub(crate) async fn relay_counted<T: AsyncRead + AsyncWrite + Unpin>(
         .bytes
         .with_label_values(&[service, "to_client"])
         .inc_by(to_client);
-}
-
-/// Copies both ways until both directions finished, propagating half-close. Returns bytes
-/// (a→b, b→a).
-pub(crate) async fn relay<A, B>(a: &mut A, b: &mut B) -> (u64, u64)
-where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
-{
-    tokio::io::copy_bidirectional_with_sizes(a, b, 64 * 1024, 64 * 1024)
-        .await
-        .unwrap_or((0, 0))
 }
 
 /// Waits until `ready` is true, for at most `limit`. Returns the final state.
