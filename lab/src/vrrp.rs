@@ -323,7 +323,7 @@ impl VrrpLab {
         out
     }
 
-    /// Starts the host's TCP service on [::]:[`SERVICE_PORT`]: it answers with its name.
+    /// Starts the host's TCP service on `[::]` port [`SERVICE_PORT`]: it answers with its name.
     pub fn start_service(&mut self, host: &str) -> Result<(), LabError> {
         let listener = self.listen(host, SocketAddr::from(([0u16; 8], SERVICE_PORT)))?;
         let serving = listener
