@@ -235,12 +235,9 @@ pub fn admin(lab: &Lab, host: &str, req: &str) -> String {
     out
 }
 
-pub fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+/// The sum of the samples of a metric in Prometheus text (not every test reads metrics).
+#[allow(unused_imports)]
+pub use tether_lab::client::metric_sum as metric;
 
 /// The machine's own namespace has no table of ours (tests program only their namespaces).
 pub fn assert_host_untouched() {
