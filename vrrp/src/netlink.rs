@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
 };
@@ -51,6 +51,38 @@ pub struct IfAddr {
     pub prefix: u8,
     /// IPv4 secondary flag (primary addresses are the advert source).
     pub secondary: bool,
+}
+
+/// Link changes in the caller's network namespace as the kernel announces them (the
+/// `RTNLGRP_LINK` multicast group): a link going down is known within milliseconds, not at
+/// the next poll.
+pub struct LinkEvents {
+    rx: futures::channel::mpsc::UnboundedReceiver<(
+        rtnetlink::packet_core::NetlinkMessage<netlink_packet_route::RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+}
+
+impl LinkEvents {
+    /// Subscribes, on a netlink socket of its own, and spawns its connection task.
+    pub fn subscribe() -> Result<LinkEvents, NetlinkError> {
+        use rtnetlink::sys::AsyncSocket;
+        let (mut conn, _handle, rx) = rtnetlink::new_connection().map_err(NetlinkError::Open)?;
+        conn.socket_mut()
+            .socket_mut()
+            .bind(&rtnetlink::sys::SocketAddr::new(
+                0,
+                rtnetlink::constants::RTMGRP_LINK,
+            ))
+            .map_err(NetlinkError::Open)?;
+        tokio::spawn(conn);
+        Ok(LinkEvents { rx })
+    }
+
+    /// Waits for the next change of any link; `None` once the subscription has ended.
+    pub async fn next(&mut self) -> Option<()> {
+        self.rx.next().await.map(|_| ())
+    }
 }
 
 /// A handle on rtnetlink in the caller's network namespace.

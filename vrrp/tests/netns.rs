@@ -125,8 +125,27 @@ fn link_cut_faults_the_master_and_heal_preempts_back() {
     let probe = lab.start_probe("c", vip_sock()).unwrap();
     assert!(probe.wait_answer("a", T));
     let mark = probe.mark();
+    // From before the `ip link set down` command starts: an upper bound on the reaction.
+    let cut = seconds_of_day(std::time::SystemTime::now());
     lab.cut("a", LAN).unwrap();
-    // a sees carrier loss: FAULT, VIP removed; b takes over.
+    // a sees carrier loss (a link event): FAULT, VIP removed; b takes over.
+    assert!(
+        lab.wait_log("tether-a", "link down: FAULT", T),
+        "{}",
+        lab.log("tether-a")
+    );
+    // The daemon's own timestamp on the line, against the moment the cable was pulled.
+    if let Some(at) = lab
+        .log("tether-a")
+        .lines()
+        .find(|l| l.contains("link down: FAULT"))
+        .and_then(log_seconds_of_day)
+    {
+        eprintln!(
+            "FIGURE tether link cut -> FAULT within {:.1} ms",
+            (at - cut) * 1000.0
+        );
+    }
     lab.wait_holders(VIP, &["b"], T).unwrap();
     assert!(
         lab.wait_log("tether-a", "MASTER -> FAULT", T),
@@ -483,4 +502,26 @@ fn receive_checks_drop_by_reason_and_accept_both_checksums() {
     assert!(lab.wait_log("tether-a", "rfc9568 v3 checksum convention", T));
     lab.wait_holders(VIP, &["a"], T).unwrap();
     assert!(lab.wait_log("tether-a", "BACKUP -> MASTER", T));
+}
+
+/// Seconds since midnight UTC.
+fn seconds_of_day(t: std::time::SystemTime) -> f64 {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (d.as_secs() % 86_400) as f64 + f64::from(d.subsec_micros()) / 1e6
+}
+
+/// Seconds since midnight UTC of a log line's `2026-12-06T04:10:57.838296Z` timestamp (the
+/// daemon runs inside this test binary, whose log lines may carry colour codes).
+fn log_seconds_of_day(line: &str) -> Option<f64> {
+    let start = line.find("20")?;
+    let t = line[start..]
+        .split(['Z', ' ', '\u{1b}'])
+        .next()?
+        .split_once('T')?
+        .1;
+    let mut parts = t.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }

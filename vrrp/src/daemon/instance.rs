@@ -1,6 +1,7 @@
 //! The per-instance task: open netlink, start the tracks, wait for the interface
 //! ([`super::setup`]), then drive the state machine from timers, received adverts, the
-//! link poll, tracks and the sync group until shutdown or until the interface goes away.
+//! kernel's link events (a slow poll as a backstop), tracks and the sync group until
+//! shutdown or until the interface goes away.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +17,9 @@ use crate::fsm::{self, Action, Input};
 use crate::netlink::Netlink;
 use crate::track::{Tracked, effective_priority};
 
-/// How often the interface's link state is read (link down = FAULT).
-const LINK_POLL: Duration = Duration::from_millis(100);
+/// How often the interface's link state is read besides the kernel's link events: a
+/// backstop, should an event be lost (the netlink socket's buffer overflowed).
+const LINK_POLL: Duration = Duration::from_secs(1);
 
 /// Why [`drive`] returned.
 enum Exit {
@@ -128,6 +130,15 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &Tracks) -> Exit {
 
     let mut admission = Admission::new(ctx.idx, &ctx.siblings, &cfg, s.src);
     let mut buf = vec![0u8; 2048];
+    // Link changes as the kernel announces them: a cable pulled is FAULT within
+    // milliseconds. Without the subscription (it could not be made), the poll alone.
+    let mut link_events = match crate::netlink::LinkEvents::subscribe() {
+        Ok(e) => Some(e),
+        Err(e) => {
+            warn!(instance = %name, "no link events ({e}); reading the link every second");
+            None
+        }
+    };
     let mut link_poll = tokio::time::interval(LINK_POLL);
     link_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let far = Duration::from_secs(3600);
@@ -135,6 +146,8 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &Tracks) -> Exit {
         let deadline = machine
             .next_deadline()
             .unwrap_or_else(|| Instant::now() + far);
+        // A link event or the backstop poll: read the interface's state after the select.
+        let mut look = false;
         tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => {
@@ -178,33 +191,19 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &Tracks) -> Exit {
                     }
                 }
             }
-            _ = link_poll.tick() => {
-                match nl.link(&cfg.interface).await {
-                    Ok(Some(l)) if l.index == s.link.index => {
-                        if l.up != link_up {
-                            link_up = l.up;
-                            if link_up {
-                                info!(instance = %name, interface = %cfg.interface, "link up; waiting for fresh track results");
-                                tracks.new_epoch();
-                            } else {
-                                warn!(instance = %name, interface = %cfg.interface, "link down: FAULT");
-                            }
-                            let acts = update(&mut machine, link_up, &group_rx);
-                            io.exec(&mut machine, acts).await;
-                        }
-                        tracks.poll_interfaces(nl).await;
-                    }
-                    Ok(_) => {
-                        warn!(instance = %name, interface = %cfg.interface, "interface gone or replaced; setting up again");
-                        let acts = update(&mut machine, false, &group_rx);
-                        io.exec(&mut machine, acts).await;
-                        let acts = machine.handle(Instant::now(), Input::Shutdown);
-                        io.exec(&mut machine, acts).await;
-                        return Exit::Restart;
-                    }
-                    Err(e) => debug!(instance = %name, "link poll: {e}"),
+            event = async {
+                match link_events.as_mut() {
+                    Some(e) => e.next().await,
+                    None => std::future::pending().await,
                 }
+            }, if link_events.is_some() => {
+                if event.is_none() {
+                    warn!(instance = %name, "link events ended; reading the link every second");
+                    link_events = None;
+                }
+                look = true;
             }
+            _ = link_poll.tick() => look = true,
             Ok(()) = track_rx.changed() => {
                 let acts = update(&mut machine, link_up, &group_rx);
                 io.exec(&mut machine, acts).await;
@@ -212,6 +211,33 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &Tracks) -> Exit {
             Some(Ok(())) = async { match group_rx.as_mut() { Some(r) => Some(r.changed().await), None => None } } => {
                 let acts = update(&mut machine, link_up, &group_rx);
                 io.exec(&mut machine, acts).await;
+            }
+        }
+        if look {
+            match nl.link(&cfg.interface).await {
+                Ok(Some(l)) if l.index == s.link.index => {
+                    if l.up != link_up {
+                        link_up = l.up;
+                        if link_up {
+                            info!(instance = %name, interface = %cfg.interface, "link up; waiting for fresh track results");
+                            tracks.new_epoch();
+                        } else {
+                            warn!(instance = %name, interface = %cfg.interface, "link down: FAULT");
+                        }
+                        let acts = update(&mut machine, link_up, &group_rx);
+                        io.exec(&mut machine, acts).await;
+                    }
+                    tracks.poll_interfaces(nl).await;
+                }
+                Ok(_) => {
+                    warn!(instance = %name, interface = %cfg.interface, "interface gone or replaced; setting up again");
+                    let acts = update(&mut machine, false, &group_rx);
+                    io.exec(&mut machine, acts).await;
+                    let acts = machine.handle(Instant::now(), Input::Shutdown);
+                    io.exec(&mut machine, acts).await;
+                    return Exit::Restart;
+                }
+                Err(e) => debug!(instance = %name, "link poll: {e}"),
             }
         }
     }
