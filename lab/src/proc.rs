@@ -427,7 +427,9 @@ fn wait_pidfd(pid: u32, timeout: Duration) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX).max(1);
+    let ms = i32::try_from(timeout.as_millis())
+        .unwrap_or(i32::MAX)
+        .max(1);
     // SAFETY: one valid pollfd that outlives the call.
     unsafe { libc::poll(&mut p, 1, ms) };
     true
