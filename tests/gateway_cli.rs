@@ -1,8 +1,10 @@
 //! `tether gateway` as a user runs it: `certs`, `--check` on the examples and on a broken
 //! file, and a real pair of processes (cloud + on-prem) that becomes ready and relays.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -105,13 +107,6 @@ fn check_reports_file_line_and_key() {
     );
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
 fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -152,23 +147,14 @@ fn certs_then_cloud_and_onprem_processes_relay() {
     }
 
     // An echo server as the on-prem server A.
-    let echo = TcpListener::bind("127.0.0.1:0").expect("echo");
-    let echo_port = echo.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for conn in echo.incoming() {
-            let Ok(mut c) = conn else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = c.read(&mut buf) {
-                    if n == 0 || c.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    let echo_port = support::spawn_echo();
 
-    let (session, admin, svc, oadmin) = (free_port(), free_port(), free_port(), free_port());
+    let (session, admin, svc, oadmin) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
     let cloud_toml = dir.path().join("cloud.toml");
     std::fs::write(
         &cloud_toml,
@@ -258,7 +244,7 @@ fn sighup_is_logged_as_not_supported_and_the_gateway_keeps_running() {
         .output()
         .expect("certs");
     assert!(out.status.success());
-    let (session, admin) = (free_port(), free_port());
+    let (session, admin) = (support::free_port(), support::free_port());
     let cfg = dir.path().join("cloud.toml");
     std::fs::write(
         &cfg,

@@ -2,6 +2,8 @@
 //! daemons' own `--check` accepts, and an haproxy.cfg whose conversion, run by `tether lb`,
 //! picks the same servers as real HAProxy does on the original.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -171,14 +173,6 @@ fn echo(banner: &str) -> (Proc, SocketAddr) {
     panic!("echo {banner} exited before it was ready");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A TLS ClientHello naming `sni`, as a client would send it first.
 fn client_hello(sni: &str) -> Vec<u8> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -306,7 +300,12 @@ fn the_converted_haproxy_cfg_picks_the_same_servers_as_haproxy() {
     ];
     let servers: Vec<(Proc, SocketAddr)> = names.iter().map(|n| echo(n)).collect();
     let at = |n: &str| servers[names.iter().position(|x| *x == n).unwrap()].1;
-    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let ports = [
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    ];
     let cfg = format!(
         "global\n  maxconn 1000\n\
          defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\

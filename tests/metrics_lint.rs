@@ -7,8 +7,10 @@
 //! families that appear only after traffic (connect times, stream opens, bytes) are linted
 //! too.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,33 +58,6 @@ fn promtool() -> Option<PathBuf> {
         );
     }
     found
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// An echo server on a thread: the balancer's server and the on-prem gateway's export.
-fn spawn_echo() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("echo bind");
-    let port = l.local_addr().expect("echo addr").port();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = c.read(&mut buf) {
-                    if n == 0 || c.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
 }
 
 /// Starts `tether ARGS --config CFG` and waits for its READY=1 (systemd's notify protocol,
@@ -184,9 +159,9 @@ fn every_daemons_metrics_pass_promtool_check_metrics() {
     let dir = TempDir(std::env::temp_dir().join(format!("tether-lint-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).expect("tempdir");
     let d = dir.0.as_path();
-    let echo = spawn_echo();
+    let echo = support::spawn_echo();
 
-    let (lb_admin, fe) = (free_port(), free_port());
+    let (lb_admin, fe) = (support::free_port(), support::free_port());
     let _lb = start(
         d,
         "lb",
@@ -198,7 +173,7 @@ fn every_daemons_metrics_pass_promtool_check_metrics() {
         ),
     );
 
-    let vrrp_admin = free_port();
+    let vrrp_admin = support::free_port();
     let _vrrp = start(
         d,
         "vrrp",
@@ -221,8 +196,12 @@ fn every_daemons_metrics_pass_promtool_check_metrics() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (session, cloud_admin, svc, onprem_admin) =
-        (free_port(), free_port(), free_port(), free_port());
+    let (session, cloud_admin, svc, onprem_admin) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
     // `hold`: the service port listens from the start and a client waits for the on-prem
     // gateway's session, so the test needs no readiness poll.
     let _cloud = start(

@@ -12,6 +12,35 @@ use std::time::{Duration, Instant};
 
 use tether_lab::{Lab, ProcSpec};
 
+/// A port free on 127.0.0.1 a moment ago, for a daemon the test starts on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An echo server on 127.0.0.1 in threads of this test process; its port. It lives as long
+/// as the test binary.
+pub fn spawn_echo() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("echo bind");
+    let port = l.local_addr().expect("echo addr").port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
 /// The binary under test.
 pub const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 /// How long any one wait may take.
