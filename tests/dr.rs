@@ -242,6 +242,89 @@ fn servers_join_die_drain_and_reload_without_cutting_other_flows() {
     assert_host_untouched();
 }
 
+/// A SYN sent to a server that has died but is not yet known down is recorded in the flow
+/// map against it; its retransmission, once the server is down, goes to a live server. When
+/// the dead server comes back, that connection must stay where it was established: going
+/// back would have the returned server answer it with a reset.
+#[test]
+fn a_flow_rehashed_while_its_server_was_down_stays_when_the_server_returns() {
+    if !can_run() {
+        return;
+    }
+    let lab = lab("drback");
+    route_vip_via(&lab, VIP, "192.0.2.11");
+    let to: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+    // Health is checked on its own port, so the test decides when s2 is known down apart
+    // from when its service stops answering.
+    let check = |name: &str, host: &str| {
+        start(
+            &lab,
+            name,
+            host,
+            &["echo", "--listen", "0.0.0.0:6000", "--banner", host],
+        )
+        .wait(&["echo server ready"])
+        .expect("check listener");
+    };
+    for host in ["s1", "s2"] {
+        start_server(&lab, host, &[VIP], "0.0.0.0:5551");
+        check(&format!("check-{host}"), host);
+    }
+    let cfg = write(
+        &lab,
+        "lb.toml",
+        &lb_config(&format!("{VIP}:{PORT}"), &three_servers()[..2], "")
+            .replace("fall = 2\n", "fall = 2\nport = 6000\n"),
+    );
+    let lb = start(&lab, "lb", "lb1", &["lb", "--config", &cfg]);
+    lb.wait_table(&["s1", "s2"]).unwrap();
+
+    // s2 dies unnoticed: its service drops every packet while its check still answers.
+    let blackhole = write(
+        &lab,
+        "blackhole.nft",
+        "table inet blackhole {\n chain in { type filter hook input priority 0; tcp dport 5551 drop; }\n}\n",
+    );
+    let out = lab.exec("s2", &["nft", "-f", &blackhole]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Of 16 new flows, those hashed to s2 hang in SYN_SENT (all 16 land on s1 with
+    // probability 2^-16).
+    let started = start_connects(&lab, "c", to, 16);
+    let (on_s1, to_s2) = await_connects(started, Duration::from_millis(500));
+    assert!(!to_s2.is_empty(), "no flow hashed to s2");
+
+    // s2 is found down; the retransmitted SYNs go to s1.
+    lab.stop("check-s2", Duration::from_secs(2)).unwrap();
+    lb.wait_table(&["s1"]).unwrap();
+    let (moved, stuck) = await_connects(to_s2, Duration::from_secs(5));
+    assert!(
+        stuck.is_empty(),
+        "{} connections never established",
+        stuck.len()
+    );
+    let mut conns: Vec<Conn> = on_s1
+        .into_iter()
+        .chain(moved)
+        .map(|s| Conn::from_stream(s).expect("banner"))
+        .collect();
+    assert_eq!(servers(&conns), ["s1"]);
+    all_exchange(&mut conns).unwrap();
+
+    // s2 comes back: new flows reach it again, and every open flow stays on s1.
+    let out = lab
+        .exec("s2", &["nft", "delete", "table", "inet", "blackhole"])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    check("check-s2-again", "s2");
+    lb.wait_table(&["s1", "s2"]).unwrap();
+    all_exchange(&mut conns).expect("a flow went back to the server that returned");
+    let fresh = open_many(&lab, to, 16);
+    assert!(servers(&fresh).contains(&"s2".to_string()));
+    drop(lb);
+    drop(lab);
+    assert_host_untouched();
+}
+
 #[test]
 fn ipv6_vip_is_forwarded_with_fwd_ip6() {
     if !can_run() {

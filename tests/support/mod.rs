@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Socket, Type};
 use tether_lab::{Lab, ProcSpec};
 
 /// A port free on 127.0.0.1 a moment ago, for a daemon the test starts on loopback.
@@ -183,6 +184,12 @@ impl Conn {
         let s = lab
             .connect(client, to, patience)
             .map_err(|e| format!("connect: {e}"))?;
+        Conn::from_stream(s)
+    }
+
+    /// A connected socket whose server's banner is still to be read.
+    pub fn from_stream(s: TcpStream) -> Result<Conn, String> {
+        s.set_nonblocking(false).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| e.to_string())?;
         let mut line = Vec::new();
@@ -212,6 +219,61 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// Starts `n` connections from lab host `client` to `to` without waiting for them: each
+/// one's SYN has left when this returns.
+pub fn start_connects(lab: &Lab, client: &str, to: SocketAddr, n: usize) -> Vec<Socket> {
+    lab.in_ns(client, || {
+        (0..n)
+            .map(|_| {
+                let s = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
+                s.set_nonblocking(true)?;
+                match s.connect(&to.into()) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                    Err(e) => return Err(e),
+                }
+                Ok(s)
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .expect("entering the client's namespace")
+    .expect("starting connections")
+}
+
+/// Waits until `pending` connections are established, or `within` has passed: returns the
+/// established ones (blocking sockets) and those still waiting. A connection refused or
+/// reset fails the test.
+pub fn await_connects(mut pending: Vec<Socket>, within: Duration) -> (Vec<TcpStream>, Vec<Socket>) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let end = Instant::now() + within;
+    let mut done = Vec::new();
+    while !pending.is_empty() {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd> = pending
+                .iter()
+                .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLOUT))
+                .collect();
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            poll(&mut fds, timeout).expect("poll");
+            fds.iter().map(|f| f.any().unwrap_or(false)).collect()
+        };
+        let (now, still): (Vec<_>, Vec<_>) = pending.into_iter().zip(ready).partition(|(_, r)| *r);
+        pending = still.into_iter().map(|(s, _)| s).collect();
+        for (s, _) in now {
+            if let Some(e) = s.take_error().expect("SO_ERROR") {
+                panic!("connection failed: {e}");
+            }
+            done.push(TcpStream::from(s));
+        }
+    }
+    (done, pending)
 }
 
 pub fn open_many(lab: &Lab, to: SocketAddr, n: usize) -> Vec<Conn> {

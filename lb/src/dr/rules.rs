@@ -8,8 +8,8 @@
 //! flooded frame is not forwarded twice) to the frontend's chain. The frontend chain:
 //!
 //! 1. looks the flow up in the frontend's flow map (a server keeps the flows it has);
-//! 2. forgets the answer when that server is down (its flows are lost anyway; they go to a
-//!    live server instead of being dropped);
+//! 2. forgets the answer, and the entry, when that server is down (its flows are lost anyway;
+//!    they go to a live server instead of being dropped, and stay there when it returns);
 //! 3. otherwise picks a slot with `jhash(saddr . sport)` and a fixed seed, the same on every
 //!    balancer, and the slot's server;
 //! 4. records the flow with a timeout, and forwards the frame to the server's MAC with
@@ -269,10 +269,13 @@ fn frontend_rules(w: &mut String, t: &str, f: &FrontendRules) {
     if !f.live.is_empty() {
         rule(w, &format!("meta mark set {key} map @{map}"));
         let live: Vec<String> = f.live.iter().map(|s| format!("0x{:08x}", s.mark)).collect();
+        // The entry itself goes too: `update` below refreshes an existing entry's timeout but
+        // keeps its value, so a flow re-hashed while its server was down would go back to
+        // that server (and be reset by it) as soon as it came back up.
         rule(
             w,
             &format!(
-                "meta mark != 0 meta mark != {{ {} }} meta mark set 0",
+                "meta mark != 0 meta mark != {{ {} }} delete @{map} {{ {key} : meta mark }} meta mark set 0",
                 live.join(", ")
             ),
         );
@@ -386,7 +389,9 @@ mod tests {
         );
         assert_eq!(
             rules[2],
-            "meta mark != 0 meta mark != { 0x0000000b, 0x0000001b } meta mark set 0"
+            format!(
+                "meta mark != 0 meta mark != {{ 0x0000000b, 0x0000001b }} delete @{map} {{ tcp sport . tcp dport . ip saddr : meta mark }} meta mark set 0"
+            )
         );
         assert_eq!(
             rules[3],
