@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::addr::{Cidr, Cidr6};
+use crate::cmd::{run, run_stdin};
 use crate::proc::Procs;
-use crate::{
-    Inner, Lab, LabError, State, available, default_dir, reclaim_stale, run, run_stdin, signals,
-};
+use crate::teardown::{Inner, State, default_dir, reclaim_stale};
+use crate::{Lab, LabError, available, signals};
 
 /// One network: a bridge in its own namespace, and the hosts plugged into it.
 #[derive(Debug, Clone)]

@@ -18,7 +18,8 @@
 //! - processes started in a lab get `PR_SET_PDEATHSIG`, so they die with the lab's process.
 //!
 //! Modules: `build` (the builder and the commands that make a lab), `proc` (processes and
-//! [`Watch`]), `addr` (documentation-range addresses), `signals` (teardown on signals),
+//! [`Watch`]), `addr` (documentation-range addresses), `teardown` (what a lab owns, its
+//! manifest, and removing it), `signals` (teardown on signals), `cmd` and `error`,
 //! [`client`] (an echo exchange and an admin GET from inside a host), and the scenarios
 //! built on it: [`scenario`] (the reference scenario), [`scale_out`] and [`bird`] (the BGP
 //! tier), [`vrrp`] (the VRRP tests' lab).
@@ -29,10 +30,13 @@ mod addr;
 pub mod bird;
 mod build;
 pub mod client;
+mod cmd;
+mod error;
 mod proc;
 pub mod scale_out;
 pub mod scenario;
 mod signals;
+mod teardown;
 pub mod vrrp;
 
 use std::fs::File;
@@ -40,7 +44,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use addr::{Cidr, Cidr6, DOCUMENTATION_RANGE_V6, DOCUMENTATION_RANGES};
@@ -48,72 +52,9 @@ pub use proc::{ProcSpec, ProcState, Sig, Watch, WatchEnded};
 
 pub use build::LabBuilder;
 use build::{HostSpec, NetSpec};
-use proc::Procs;
-
-/// Where manifests of live labs are kept, so a lab killed with SIGKILL is cleaned up by the
-/// next one with the same prefix.
-const MANIFEST_DIR: &str = "/run/tether-lab";
-
-/// Why a lab could not be built or used.
-#[derive(Debug, thiserror::Error)]
-pub enum LabError {
-    /// This machine (or user) cannot create network namespaces.
-    #[error("network namespaces are not available: {0}")]
-    Unavailable(String),
-    /// An address or network outside the documentation ranges.
-    #[error(
-        "{0} is outside the documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)"
-    )]
-    NotDocumentation(String),
-    /// A malformed address or prefix.
-    #[error("bad address {0:?}: expected a.b.c.d/len")]
-    BadCidr(String),
-    /// The lab description is inconsistent (unknown network, duplicate name, bad octet...).
-    #[error("lab description: {0}")]
-    Spec(String),
-    /// Another live process owns a lab with this prefix.
-    #[error("a lab named {prefix:?} is in use by pid {pid} (stop it first)")]
-    InUse {
-        /// The lab's prefix.
-        prefix: String,
-        /// Its owner.
-        pid: u32,
-    },
-    /// A command of the lab's setup failed.
-    #[error("`{cmd}` failed: {stderr}")]
-    Command {
-        /// The command line.
-        cmd: String,
-        /// What it printed on stderr.
-        stderr: String,
-    },
-    /// No host of that name.
-    #[error("no host named {0:?} in this lab")]
-    UnknownHost(String),
-    /// No process of that name.
-    #[error("no process named {0:?} in this lab")]
-    UnknownProcess(String),
-    /// A process of that name exists already and is running.
-    #[error("process {0:?} is already running")]
-    AlreadyRunning(String),
-    /// An I/O error (spawning, files, sockets, setns).
-    #[error("{what}: {source}")]
-    Io {
-        /// What we were doing.
-        what: String,
-        /// The error.
-        source: std::io::Error,
-    },
-}
-
-impl LabError {
-    fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        LabError::Io {
-            what: what.into(),
-            source,
-        }
-    }
-}
+use cmd::run;
+pub use error::LabError;
+use teardown::{Inner, lock};
 
 /// Checks that this process can create network namespaces (root, and a kernel that allows
 /// it), by making and removing one.
@@ -149,166 +90,6 @@ pub fn available() -> Result<(), LabError> {
 fn unsafe_geteuid() -> u32 {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
-}
-
-#[derive(Default)]
-struct State {
-    /// Namespaces made, in creation order (removed in reverse).
-    namespaces: Vec<String>,
-    /// Files removed on teardown (sockets and the like of the lab's owner).
-    files: Vec<PathBuf>,
-    torn_down: bool,
-}
-
-/// What the signal thread needs to tear a lab down.
-struct Inner {
-    prefix: String,
-    dir: PathBuf,
-    state: Mutex<State>,
-    procs: Procs,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock must not stop the teardown.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Inner {
-    fn manifest(&self) -> PathBuf {
-        Path::new(MANIFEST_DIR).join(format!("{}.lab", self.prefix))
-    }
-
-    fn write_manifest(&self, st: &State) {
-        let mut text = format!("{}\n", std::process::id());
-        for ns in &st.namespaces {
-            text.push_str(ns);
-            text.push('\n');
-        }
-        let _ = std::fs::create_dir_all(MANIFEST_DIR);
-        let _ = std::fs::write(self.manifest(), text);
-    }
-
-    fn add_ns(&self, ns: &str) -> Result<(), LabError> {
-        let mut st = lock(&self.state);
-        // Recorded before it exists, so a failure half-way still removes it.
-        st.namespaces.push(ns.to_string());
-        self.write_manifest(&st);
-        drop(st);
-        run(&["ip", "netns", "add", ns])
-    }
-
-    /// Stops every process, then removes every namespace. Idempotent.
-    fn teardown(&self) {
-        let mut st = lock(&self.state);
-        if st.torn_down {
-            return;
-        }
-        st.torn_down = true;
-        self.procs.kill_all();
-        for ns in st.namespaces.iter().rev() {
-            remove_ns(ns);
-        }
-        st.namespaces.clear();
-        for f in st.files.drain(..) {
-            let _ = std::fs::remove_file(f);
-        }
-        let _ = std::fs::remove_file(self.manifest());
-        if std::env::var_os("TETHER_KEEP_LAB").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// Kills what still runs inside `ns` (only our own descendants can be there) and deletes it.
-fn remove_ns(ns: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            if let Ok(pid) = pid.parse::<i32>() {
-                // SAFETY: kill(2) on a process inside a namespace this lab created.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
-    let _ = Command::new("ip")
-        .args(["netns", "del", ns])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// The working directory of the lab `prefix` run by process `pid`, unless one was given.
-fn default_dir(prefix: &str, pid: u32) -> PathBuf {
-    std::env::temp_dir().join(format!("{prefix}-lab-{pid}"))
-}
-
-/// Removes what a lab with this prefix left behind when its process died without cleaning
-/// up (SIGKILL, power cut). Refuses when that process still lives.
-fn reclaim_stale(prefix: &str) -> Result<(), LabError> {
-    let path = Path::new(MANIFEST_DIR).join(format!("{prefix}.lab"));
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(());
-    };
-    let mut lines = text.lines();
-    let owner = lines.next().and_then(|l| l.trim().parse::<u32>().ok());
-    if let Some(pid) = owner
-        && pid != std::process::id()
-    {
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            return Err(LabError::InUse {
-                prefix: prefix.to_string(),
-                pid,
-            });
-        }
-        // Its working directory, when it had the default one (logs, pid files).
-        let _ = std::fs::remove_dir_all(default_dir(prefix, pid));
-    }
-    for ns in lines.map(str::trim).filter(|l| !l.is_empty()) {
-        // Only names of this prefix: a corrupted manifest must not remove anything else.
-        if ns.starts_with(&format!("{prefix}-")) {
-            remove_ns(ns);
-        }
-    }
-    let _ = std::fs::remove_file(&path);
-    Ok(())
-}
-
-fn run(args: &[&str]) -> Result<(), LabError> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LabError::io(format!("running {}", args[0]), e))?;
-    if !out.status.success() {
-        return Err(LabError::Command {
-            cmd: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
-}
-
-fn run_stdin(args: &[&str], stdin: &str) -> Result<(), LabError> {
-    use std::io::Write;
-    let mut child = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| LabError::io(format!("running {}", args[0]), e))?;
-    if let Some(mut i) = child.stdin.take() {
-        i.write_all(stdin.as_bytes())
-            .map_err(|e| LabError::io(format!("writing to {}", args[0]), e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| LabError::io(format!("running {}", args[0]), e))?;
-    if !out.status.success() {
-        return Err(LabError::Command {
-            cmd: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
 }
 
 /// A built lab. Dropping it stops its processes and removes its namespaces.

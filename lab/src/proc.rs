@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::{LabError, lock};
+use crate::LabError;
+use crate::teardown::lock;
 
 /// A signal a lab may send to one of its processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, Once, Weak};
 
-use crate::{Inner, lock};
+use crate::teardown::{Inner, lock};
 
 static LIVE: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
