@@ -8,7 +8,7 @@
 //! strands a client on a node that cannot serve it.
 //!
 //! Sans-IO cores: [`readiness`] (cloud) and [`placement`] (on-prem), with [`backoff`];
-//! wire formats in [`proto`]; configuration in [`config`].
+//! wire formats in [`proto`]; configuration in [`config`]; certificate expiry in [`expiry`].
 #![warn(missing_docs)]
 
 pub mod backoff;
@@ -18,6 +18,7 @@ pub mod cloud;
 mod common;
 pub mod config;
 pub mod duplicate;
+pub mod expiry;
 mod listener;
 pub mod loggate;
 pub mod metrics;

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub stream_open_seconds: HistogramVec,
     /// Round-trip time of control-stream pings.
     pub session_rtt_seconds: Histogram,
+    /// Seconds until each loaded certificate expires (computed at scrape time).
+    pub cert_expiry: crate::expiry::ExpiryCollector,
 }
 
 /// Every value of the `reason` label of `tether_gateway_handshake_failures_total`.
@@ -335,6 +337,11 @@ impl Metrics {
                 )?;
                 r.register(Box::new(h.clone()))?;
                 h
+            },
+            cert_expiry: {
+                let c = crate::expiry::ExpiryCollector::new()?;
+                r.register(Box::new(c.clone()))?;
+                c
             },
             registry: r,
         })

@@ -30,7 +30,7 @@ use crate::metrics::{Metrics, ServiceSide};
 use crate::mux::Mux;
 use crate::proto::RosterEntry;
 use crate::readiness::{Action, CloudCore, SessionId};
-use crate::tls;
+use crate::{expiry, tls};
 
 #[cfg(test)]
 pub(crate) use session::reject_label;
@@ -135,6 +135,9 @@ pub async fn start(
     let server_config = tls::server_config(&cfg.tls)?;
     let acceptor = TlsAcceptor::from(server_config);
     let metrics = Metrics::new()?;
+    metrics
+        .cert_expiry
+        .set(expiry::load(&cfg.tls, tls::TlsKey::ClientCa)?);
     for r in &cfg.reverse {
         metrics.service(&r.service, "reverse", ServiceSide::Clients);
     }

@@ -28,7 +28,7 @@ use crate::metrics::{Metrics, ServiceSide};
 use crate::mux::Mux;
 use crate::placement::Placement;
 use crate::proto::Control;
-use crate::tls;
+use crate::{expiry, tls};
 
 /// A kept session to a cloud node.
 struct OnSession {
@@ -119,6 +119,9 @@ pub async fn start(
 ) -> Result<OnpremHandle, GatewayError> {
     let connector = TlsConnector::from(tls::client_config(&cfg.tls)?);
     let metrics = Metrics::new()?;
+    metrics
+        .cert_expiry
+        .set(expiry::load(&cfg.tls, tls::TlsKey::Ca)?);
     for e in &cfg.export {
         metrics.service(&e.service, "reverse", ServiceSide::Server);
     }
