@@ -88,7 +88,7 @@ pub(crate) async fn session_loop<R, W>(
     ping: Duration,
     dead: Duration,
     kill: CancellationToken,
-    rtt: prometheus::Histogram,
+    metrics: crate::metrics::Metrics,
     mut on_control: impl FnMut(Control),
     mut on_stream: impl FnMut(YamuxStream),
 ) -> End
@@ -137,7 +137,7 @@ where
                         }
                         Control::Pong { seq: got } => {
                             if got == seq {
-                                rtt.observe(last_ping.elapsed().as_secs_f64());
+                                metrics.rtt(last_ping.elapsed().as_secs_f64());
                             }
                         }
                         other => on_control(other),

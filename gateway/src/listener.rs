@@ -10,21 +10,25 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WhenNotReady;
+use crate::metrics::Metrics;
 
 /// Whether a gated listener is bound: its `listener_bound` gauge for operators, and a watch
 /// for what must wait on it (readiness of an unbinding service, a drain closing listeners).
 pub(crate) struct Bound {
     gauge: IntGauge,
     tx: watch::Sender<bool>,
+    metrics: Metrics,
 }
 
 impl Bound {
-    /// Starts unbound; `gauge` follows.
-    pub(crate) fn new(gauge: IntGauge) -> Bound {
+    /// Starts unbound; the `listener_bound` gauge of `service` follows.
+    pub(crate) fn new(metrics: &Metrics, service: &str) -> Bound {
+        let gauge = metrics.listener_bound.with_label_values(&[service]);
         gauge.set(0);
         Bound {
             gauge,
             tx: watch::Sender::new(false),
+            metrics: metrics.clone(),
         }
     }
 
@@ -36,6 +40,7 @@ impl Bound {
     fn set(&self, bound: bool) {
         self.gauge.set(i64::from(bound));
         self.tx.send_replace(bound);
+        self.metrics.changed();
     }
 }
 

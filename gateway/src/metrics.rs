@@ -1,8 +1,11 @@
 //! Prometheus metrics of one gateway (per-daemon registry, names `tether_gateway_*`).
 
+use std::sync::Arc;
+
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
+use tokio::sync::watch;
 
 /// All metrics of a gateway process, registered in its own [`Registry`].
 #[derive(Clone)]
@@ -45,6 +48,8 @@ pub struct Metrics {
     pub session_rtt_seconds: Histogram,
     /// Seconds until each loaded certificate expires (computed at scrape time).
     pub cert_expiry: crate::expiry::ExpiryCollector,
+    /// Bumped after every change recorded through the methods below.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 /// Every value of the `reason` label of `tether_gateway_handshake_failures_total`.
@@ -152,6 +157,16 @@ fn zero(family: &IntCounterVec, values: &[&str]) {
     }
 }
 
+/// Sets the series `label` of `family` to `value`; `changed` runs only when that is a change
+/// (placement reports every node's deficit on each of its steps).
+fn set_gauge(family: &IntGaugeVec, label: &str, value: i64, changed: impl FnOnce()) {
+    let g = family.with_label_values(&[label]);
+    if g.get() != value {
+        g.set(value);
+        changed();
+    }
+}
+
 /// Counts one event of `family` labelled `value`, which must be one of `known` (the
 /// values [`Metrics::new`] created at 0); tests catch a new value missing there.
 fn count(family: &IntCounterVec, known: &[&str], value: &str) {
@@ -196,24 +211,78 @@ impl Metrics {
         }
     }
 
+    /// A receiver that sees a new value after each change this gateway records through
+    /// these methods: sessions up and down, readiness, coverage, streams, refusals, ping
+    /// round trips. What a test (or anything that would otherwise poll `/metrics`) waits
+    /// on before looking at the state again.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Counts a session that ended for `reason` (one of [`SESSION_ENDS`]).
     pub(crate) fn session_closed(&self, reason: &str) {
         count(&self.sessions_closed, SESSION_ENDS, reason);
+        self.changed();
     }
 
     /// Counts a handshake that failed for `reason` (one of [`HANDSHAKE_FAILURES`]).
     pub(crate) fn handshake_failed(&self, reason: &str) {
         count(&self.handshake_failures, HANDSHAKE_FAILURES, reason);
+        self.changed();
     }
 
     /// Counts an authorization refusal for `reason` (one of [`AUTH_REFUSALS`]).
     pub(crate) fn auth_refused(&self, reason: &str) {
         count(&self.auth_refusals, AUTH_REFUSALS, reason);
+        self.changed();
     }
 
     /// Counts a REJECT sent with `code` (one of [`REJECT_CODES`]).
     pub(crate) fn rejected(&self, code: &str) {
         count(&self.rejects, REJECT_CODES, code);
+        self.changed();
+    }
+
+    /// A session with `peer` is up (`true`) or has ended (`false`).
+    pub(crate) fn session_up(&self, peer: &str, up: bool) {
+        let g = self.sessions.with_label_values(&[peer]);
+        if up {
+            g.inc()
+        } else {
+            g.dec()
+        }
+        self.changed();
+    }
+
+    /// Whether `service` is ready.
+    pub(crate) fn ready(&self, service: &str, ready: bool) {
+        set_gauge(&self.service_ready, service, i64::from(ready), || {
+            self.changed()
+        });
+    }
+
+    /// Sessions missing to roster node `node` (on-prem).
+    pub(crate) fn deficit(&self, node: &str, missing: usize) {
+        let missing = i64::try_from(missing).unwrap_or(i64::MAX);
+        set_gauge(&self.coverage_deficit, node, missing, || self.changed());
+    }
+
+    /// Counts a stream of `service` going `direction` that ended its open with `result`.
+    pub(crate) fn stream(&self, service: &str, direction: &str, result: &str) {
+        self.streams
+            .with_label_values(&[service, direction, result])
+            .inc();
+        self.changed();
+    }
+
+    /// A control-stream ping answered after `secs`.
+    pub(crate) fn rtt(&self, secs: f64) {
+        self.session_rtt_seconds.observe(secs);
+        self.changed();
     }
 
     fn unset() -> Result<Metrics, prometheus::Error> {
@@ -344,6 +413,7 @@ impl Metrics {
                 c
             },
             registry: r,
+            changes: Arc::new(watch::Sender::new(0)),
         })
     }
 }

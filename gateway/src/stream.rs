@@ -171,13 +171,10 @@ pub(crate) async fn answer(
             return;
         }
     };
-    let streams = &base.metrics.streams;
     let mut server = match connect_server(&target, timers.connect_timeout).await {
         Ok(c) => c,
         Err(st) => {
-            streams
-                .with_label_values(&[&pre.service, direction, st.as_str()])
-                .inc();
+            base.metrics.stream(&pre.service, direction, st.as_str());
             let _ = s.write_all(&[st as u8]).await;
             return;
         }
@@ -185,9 +182,7 @@ pub(crate) async fn answer(
     if s.write_all(&[Status::Ok as u8]).await.is_err() {
         return;
     }
-    streams
-        .with_label_values(&[&pre.service, direction, "ok"])
-        .inc();
+    base.metrics.stream(&pre.service, direction, "ok");
     relay_counted(
         base,
         &pre.service,
@@ -246,10 +241,7 @@ where
     let Some((k, mut stream)) = won else {
         return false;
     };
-    base.metrics
-        .streams
-        .with_label_values(&[service, direction, "ok"])
-        .inc();
+    base.metrics.stream(service, direction, "ok");
     opened(&k);
     relay_counted(
         base,

@@ -158,7 +158,7 @@ pub async fn start(
         let addr = l.local_addr().unwrap_or(svc.listen);
         service_addrs.insert(svc.service.clone(), addr);
         let (addr, initial) = listener::initial_listener(l, svc.when_not_ready);
-        let flag = Bound::new(metrics.listener_bound.with_label_values(&[&svc.service]));
+        let flag = Bound::new(&metrics, &svc.service);
         bound.insert(svc.service.clone(), flag.subscribe());
         service_listeners.push((svc.clone(), addr, initial, flag));
     }
@@ -333,14 +333,10 @@ impl Cloud {
                 }
                 Action::Readiness { service, ready } => {
                     info!(target: "tether_gateway::cloud", node = %self.cfg.id, %service, ready, "service readiness");
-                    self.base
-                        .metrics
-                        .service_ready
-                        .with_label_values(&[&service])
-                        .set(i64::from(ready));
                     if let Some(tx) = self.ready.get(&service) {
                         tx.send_replace(ready);
                     }
+                    self.base.metrics.ready(&service, ready);
                 }
             }
         }

@@ -296,11 +296,6 @@ impl Cloud {
             consumes: admission.consumes,
         });
         lock(&self.sessions).insert(id, session.clone());
-        self.base
-            .metrics
-            .sessions
-            .with_label_values(&[&gateway_id])
-            .inc();
         info!(target: "tether_gateway::cloud", node = %self.cfg.id, session = id, gateway = %gateway_id, epoch = boot_epoch, slot, %peer, "session up");
         let actions = lock(&self.core).session_up(
             Instant::now(),
@@ -313,6 +308,8 @@ impl Cloud {
             },
         );
         self.apply(actions);
+        // After the core has it, so whoever wakes on the change sees the session.
+        self.base.metrics.session_up(&gateway_id, true);
         if self.base.draining() {
             // A drain began while this session was being set up.
             let _ = session.link.control.try_send(Control::Drain {
@@ -333,14 +330,17 @@ impl Cloud {
             t.ping,
             t.dead_after,
             session.link.kill.clone(),
-            self.base.metrics.session_rtt_seconds.clone(),
+            self.base.metrics.clone(),
             move |m| me.on_control(id, m),
             move |s| {
                 let me3 = me2.clone();
                 let sess3 = sess2.clone();
-                me2.base
-                    .tracker
-                    .spawn(async move { me3.serve_stream(sess3, s).await });
+                // Work from the moment it arrives (see on-prem's reverse streams).
+                let work = me2.base.work.token();
+                me2.base.tracker.spawn(async move {
+                    me3.serve_stream(sess3, s).await;
+                    drop(work);
+                });
             },
         )
         .await;
@@ -349,13 +349,9 @@ impl Cloud {
             self.base.metrics.session_closed(end.as_str());
         }
         lock(&self.sessions).remove(&id);
-        self.base
-            .metrics
-            .sessions
-            .with_label_values(&[&gateway_id])
-            .dec();
         let actions = lock(&self.core).session_down(Instant::now(), id);
         self.apply(actions);
+        self.base.metrics.session_up(&gateway_id, false);
         mux.close();
     }
 

@@ -44,10 +44,13 @@ async fn consume_readyz(
     State(g): State<Arc<Onprem>>,
     Path(service): Path<String>,
 ) -> (StatusCode, Json<serde_json::Value>) {
-    let ready = g.consume_ready.get(&service).map(|t| *t.borrow());
+    let ready = g
+        .consume_ready
+        .contains_key(&service)
+        .then(|| g.consume_service_ready(&service));
     let status = match ready {
-        Some(true) if !g.base.draining() => StatusCode::OK,
-        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(true) => StatusCode::OK,
+        Some(false) => StatusCode::SERVICE_UNAVAILABLE,
         None => StatusCode::NOT_FOUND,
     };
     (

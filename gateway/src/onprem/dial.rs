@@ -61,11 +61,7 @@ impl Onprem {
                 (a, p.next_deadline(), p.deficits())
             };
             for (node, d) in deficits {
-                self.base
-                    .metrics
-                    .coverage_deficit
-                    .with_label_values(&[&node])
-                    .set(i64::try_from(d).unwrap_or(i64::MAX));
+                self.base.metrics.deficit(&node, d);
             }
             for Action::Dial {
                 dial,

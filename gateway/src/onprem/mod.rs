@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::base::{Base, Link, Role, lock};
 use crate::common::{self, GatewayError};
-use crate::config::OnpremConfig;
+use crate::config::{OnpremConfig, WhenNotReady};
 use crate::listener::{self, Bound};
 use crate::metrics::{Metrics, ServiceSide};
 use crate::mux::Mux;
@@ -48,6 +48,8 @@ struct Onprem {
     sessions: Mutex<BTreeMap<u64, Arc<OnSession>>>,
     export_up: Mutex<BTreeMap<String, bool>>,
     consume_ready: BTreeMap<String, watch::Sender<bool>>,
+    /// Whether each consume listener is bound.
+    bound: BTreeMap<String, watch::Receiver<bool>>,
     /// Wakes the placement loop when a dial or a session ended.
     wake: Notify,
     connector: TlsConnector,
@@ -80,12 +82,10 @@ impl OnpremHandle {
         lock(&self.inner.placement).coverage()
     }
 
-    /// Whether a consumed service can be carried to the cloud now.
+    /// Whether a consumed service can be carried to the cloud now (and, with `unbind`, its
+    /// listener is bound, so a client sent now finds the port listening).
     pub fn is_ready(&self, service: &str) -> bool {
-        self.inner
-            .consume_ready
-            .get(service)
-            .is_some_and(|t| *t.borrow())
+        self.inner.consume_service_ready(service)
     }
 
     /// The gateway's metrics.
@@ -132,11 +132,13 @@ pub async fn start(
     let admin_addr = admin_listener.local_addr().unwrap_or(cfg.admin_listen);
     let mut consume_listeners = Vec::new();
     let mut consume_addrs = BTreeMap::new();
+    let mut bound = BTreeMap::new();
     for c in &cfg.consume {
         let l = common::bind(&format!("consume {:?} listener", c.service), c.listen).await?;
         consume_addrs.insert(c.service.clone(), l.local_addr().unwrap_or(c.listen));
         let (addr, initial) = listener::initial_listener(l, c.when_not_ready);
-        let flag = Bound::new(metrics.listener_bound.with_label_values(&[&c.service]));
+        let flag = Bound::new(&metrics, &c.service);
+        bound.insert(c.service.clone(), flag.subscribe());
         consume_listeners.push((c.clone(), addr, initial, flag));
     }
     let export_up = cfg
@@ -160,6 +162,7 @@ pub async fn start(
         sessions: Mutex::new(BTreeMap::new()),
         export_up: Mutex::new(export_up),
         consume_ready,
+        bound,
         wake: Notify::new(),
         connector,
         next_session: AtomicU64::new(1),
@@ -254,6 +257,21 @@ impl Onprem {
         }
     }
 
+    /// Ready as seen from outside: a session carries it, not draining, and the listener
+    /// bound when the mode unbinds.
+    fn consume_service_ready(&self, service: &str) -> bool {
+        if self.base.draining() || !self.consume_ready.get(service).is_some_and(|t| *t.borrow()) {
+            return false;
+        }
+        match self.cfg.consume.iter().find(|c| c.service == service) {
+            Some(c) if c.when_not_ready == WhenNotReady::Unbind => {
+                self.bound.get(service).is_some_and(|b| *b.borrow())
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
     fn refresh_consume_ready(&self) {
         let sessions = lock(&self.sessions);
         let draining = self.base.draining();
@@ -264,12 +282,8 @@ impl Onprem {
                     .any(|s| !s.draining.load(Ordering::SeqCst) && s.accepted.contains(service));
             if *tx.borrow() != ready {
                 info!(target: "tether_gateway::onprem", gateway = %self.cfg.id, %service, ready, "consume readiness");
-                self.base
-                    .metrics
-                    .service_ready
-                    .with_label_values(&[service])
-                    .set(i64::from(ready));
                 tx.send_replace(ready);
+                self.base.metrics.ready(service, ready);
             }
         }
     }

@@ -31,11 +31,7 @@ impl Onprem {
             active: AtomicUsize::new(0),
         });
         lock(&self.sessions).insert(sid, session.clone());
-        self.base
-            .metrics
-            .sessions
-            .with_label_values(&[&session.node])
-            .inc();
+        self.base.metrics.session_up(&session.node, true);
         info!(target: "tether_gateway::onprem", gateway = %self.cfg.id, session = sid, node = %session.node, "session up");
         // Server states changed since HELLO are sent at once; after that the full set is
         // repeated every ping interval, so a state message lost to a full queue (changes are
@@ -80,13 +76,17 @@ impl Onprem {
             t.ping,
             t.dead_after,
             session.link.kill.clone(),
-            self.base.metrics.session_rtt_seconds.clone(),
+            self.base.metrics.clone(),
             move |m| g.on_control(&s2, m),
             move |stream| {
                 let g3 = g2.clone();
-                g2.base
-                    .tracker
-                    .spawn(async move { g3.serve_reverse(stream).await });
+                // Work from the moment it arrives: a drain that begins while the server is
+                // being connected waits for it instead of killing the session under it.
+                let work = g2.base.work.token();
+                g2.base.tracker.spawn(async move {
+                    g3.serve_reverse(stream).await;
+                    drop(work);
+                });
             },
         )
         .await;
@@ -94,14 +94,10 @@ impl Onprem {
         info!(target: "tether_gateway::onprem", gateway = %self.cfg.id, session = sid, node = %session.node, reason = end.as_str(), "session down");
         self.base.metrics.session_closed(end.as_str());
         lock(&self.sessions).remove(&sid);
-        self.base
-            .metrics
-            .sessions
-            .with_label_values(&[&session.node])
-            .dec();
         lock(&self.placement).session_down(Instant::now(), sid, &mut rand::rng());
         est.mux.close();
         self.refresh_consume_ready();
+        self.base.metrics.session_up(&session.node, false);
         self.wake.notify_one();
     }
 

@@ -17,6 +17,7 @@ use tether_gateway::config::{
 use tether_gateway::{CloudHandle, OnpremHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub const DOMAIN: &str = "gw.example.com";
@@ -239,18 +240,51 @@ pub async fn echo_once(addr: SocketAddr, tag: &str) -> Result<(), String> {
     }
 }
 
-/// Polls `cond` every 10 ms until true or `limit` passes; returns the time it took.
+/// Every gateway the harness started, as its change signal ([`Metrics::changes`]): what
+/// [`wait_for`] wakes on. Shared by the tests of the process; a change in another test's
+/// gateway only costs a look at `cond`.
+///
+/// [`Metrics::changes`]: tether_gateway::metrics::Metrics::changes
+static CHANGES: Mutex<Vec<watch::Receiver<u64>>> = Mutex::new(Vec::new());
+
+fn watch_changes(metrics: &tether_gateway::metrics::Metrics) {
+    let mut all = CHANGES.lock().unwrap_or_else(|p| p.into_inner());
+    // Gateways gone since: their senders are dropped.
+    all.retain(|rx| rx.has_changed().is_ok());
+    all.push(metrics.changes());
+}
+
+/// Waits until `cond` holds, looking at it again after every change a gateway of the
+/// harness records (sessions, readiness, coverage, streams, refusals, pings); fails the
+/// test when `limit` passes first. Returns the time it took.
 pub async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
+    let deadline = tokio::time::Instant::from_std(start + limit);
+    let mut changes: Vec<watch::Receiver<u64>> =
+        CHANGES.lock().unwrap_or_else(|p| p.into_inner()).clone();
     loop {
+        for rx in &mut changes {
+            rx.borrow_and_update();
+        }
         if cond() {
             return start.elapsed();
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let any = async {
+            if changes.is_empty() {
+                return std::future::pending().await;
+            }
+            let waits = changes.iter_mut().map(|rx| Box::pin(rx.changed()));
+            let (result, i, rest) = futures::future::select_all(waits).await;
+            drop(rest);
+            if result.is_err() {
+                // That gateway is gone; it will not change again.
+                changes.swap_remove(i);
+            }
+        };
+        if tokio::time::timeout_at(deadline, any).await.is_err() {
+            assert!(cond(), "timed out after {limit:?} waiting for {what}");
+            return start.elapsed();
+        }
     }
 }
 
@@ -429,6 +463,7 @@ impl Cloud {
         let handle = tether_gateway::cloud::start(config.clone(), shutdown.clone())
             .await
             .expect("cloud start");
+        watch_changes(handle.metrics());
         // Later restarts reuse the same ports.
         let mut config = config;
         config.session_listen = handle.session_addr;
@@ -469,6 +504,7 @@ impl Onprem {
         let handle = tether_gateway::onprem::start(config, shutdown.clone())
             .await
             .expect("onprem start");
+        watch_changes(handle.metrics());
         Onprem { handle, shutdown }
     }
 
