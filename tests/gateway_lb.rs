@@ -141,6 +141,8 @@ fn onprem_cfg(dir: &TempDir, id: &str, vip: SocketAddr, server: SocketAddr) -> O
             connect: server.to_string(),
             health: Some(ExportHealth {
                 interval: Duration::from_millis(200),
+                fast_interval: Duration::from_millis(200),
+                down_interval: Duration::from_millis(200),
                 timeout: Duration::from_millis(200),
                 rise: 1,
                 fall: 1,

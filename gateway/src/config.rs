@@ -155,6 +155,10 @@ pub struct CloudConfig {
 pub struct ExportHealth {
     /// Time between checks.
     pub interval: Duration,
+    /// Time between checks while a rise or fall is under way.
+    pub fast_interval: Duration,
+    /// Time between checks while the server is down.
+    pub down_interval: Duration,
     /// Check timeout.
     pub timeout: Duration,
     /// Successes to go up.

@@ -2,8 +2,10 @@
 //!
 //! Parsing (serde, `deny_unknown_fields`) reports the span toml gives; the validation pass
 //! of each daemon reports a key path, and [`Source::error`] turns that path into a line by
-//! walking a span-keeping parse of the same text.
+//! walking a span-keeping parse of the same text. [`check`] is the health-check table the
+//! three daemons share, with its one validator.
 
+pub mod check;
 mod read;
 
 use std::fmt;

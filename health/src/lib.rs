@@ -4,7 +4,8 @@
 //!   machine they share, and [`check::spawn_monitor`], the jittered loop that drives them.
 //! - [`admin`]: the `/metrics`, `/healthz` and `/readyz` router a daemon extends with its
 //!   own routes.
-//! - [`config`]: TOML loading whose errors name the file, the line and the key.
+//! - [`config`]: TOML loading whose errors name the file, the line and the key, and
+//!   [`config::check`], the health-check table the three daemons share.
 //! - [`http`]: a small HTTP/1.1 GET client used by checks and tests.
 //! - [`logs`]: the lossy asynchronous log writer and its drop counter.
 //! - [`tools`]: the echo server and the connection prober used by the demo and tests.

@@ -16,7 +16,7 @@ use tether_health::config::{ConfigError, ConfigErrors, Seg, Source};
 mod health;
 
 use health::validate_health;
-pub use health::{HealthConfig, HealthKind, RawHealth};
+pub use health::{HealthConfig, HealthKind, LbCheckKeys, RawHealth};
 
 /// The file as written.
 #[derive(Debug, Clone, Deserialize)]

@@ -126,6 +126,29 @@ fn a_backend_nobody_defines() {
     );
 }
 
+/// `[backend.health]` is the health-check table the three daemons share: its rules and
+/// wording are tether-health's.
+#[test]
+fn health_keys_follow_the_shared_schema() {
+    let text = format!(
+        "{GOOD}\n[backend.health]\nkind = \"tcp\"\npath = \"/x\"\nfast_interval = \"5ms\"\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:16: backend[0].health.path: \"tcp\" checks do not take `path`; it applies only to kind = \"http\"",
+            "lb.toml:17: backend[0].health.fast_interval: 5ms is too short; fast_interval must be at least 10ms (e.g. \"500ms\" or \"2s\")",
+        ]
+    );
+    let text = format!("{GOOD}\n[backend.health]\nkind = \"exec\"\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.toml:15: backend[0].health.kind: \"exec\" is not supported here; kind must be tcp, http, tls or none"
+        ]
+    );
+}
+
 #[test]
 fn rise_zero_and_fall_too_big() {
     let text = format!("{GOOD}\n[backend.health]\nrise = 0\nfall = 5000\n");

@@ -14,7 +14,7 @@ mod raw;
 mod track;
 mod validate;
 
-pub use raw::{RawAdmin, RawConfig, RawInstance, RawSyncGroup, RawTrack};
+pub use raw::{RawAdmin, RawConfig, RawInstance, RawSyncGroup, RawTrack, TrackKeys};
 pub use validate::{parse_vip, validate};
 
 /// A validated configuration.
@@ -139,13 +139,17 @@ pub enum TrackKind {
 pub struct TrackConfig {
     /// What to check.
     pub kind: TrackKind,
-    /// Interval.
+    /// Time between checks.
     pub interval: Duration,
-    /// Timeout.
+    /// Time between checks while a rise or fall is under way (default: the interval).
+    pub fast_interval: Duration,
+    /// Time between checks while the track is down (default: the interval).
+    pub down_interval: Duration,
+    /// Time one check may take.
     pub timeout: Duration,
-    /// Fall.
+    /// Failed checks before the track is down.
     pub fall: u32,
-    /// Rise.
+    /// Passed checks before the track is up.
     pub rise: u32,
     /// Weight, -253..=253.
     pub weight: i32,

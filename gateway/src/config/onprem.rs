@@ -3,9 +3,23 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use tether_health::config::check::{self, Defaults, Kind};
+
 use super::checks::{self, Listener};
 use super::raw::{DEFAULT_ACCEPT_WAIT, RawFile};
 use super::*;
+
+/// `[export.health]`: a TCP connect to the export's server every 2 s, down after two
+/// failures, up again on the first pass.
+const EXPORT_CHECK: Defaults = Defaults {
+    kinds: &[Kind::Tcp],
+    interval: Duration::from_secs(2),
+    fast_interval: |interval| interval,
+    down_interval: |interval| interval,
+    timeout: |_| Duration::from_secs(1),
+    rise: 1,
+    fall: 2,
+};
 
 impl Validator<'_> {
     pub(super) fn onprem(&mut self, raw: RawFile, base: &Path) -> Option<OnpremConfig> {
@@ -59,30 +73,23 @@ impl Validator<'_> {
                     format!("service {:?} is defined twice", e.service),
                 );
             }
-            let health = e.health.map(|h| {
-                if h.kind != "tcp" {
-                    self.err(
-                        &at("health"),
-                        format!("kind {:?} is not supported; allowed: \"tcp\"", h.kind),
-                    );
-                }
-                let interval = h.interval.unwrap_or(Duration::from_secs(2));
-                let timeout = h.timeout.unwrap_or(Duration::from_secs(1));
-                if interval < Duration::from_millis(10) || timeout < Duration::from_millis(10) {
-                    self.err(&at("health"), "interval and timeout must be at least 10ms");
-                }
-                let rise = h.rise.unwrap_or(1);
-                let fall = h.fall.unwrap_or(2);
-                if !(1..=100).contains(&rise) || !(1..=100).contains(&fall) {
-                    self.err(&at("health"), "rise and fall must be 1..=100");
-                }
-                ExportHealth {
-                    interval,
-                    timeout,
-                    rise,
-                    fall,
-                }
-            });
+            let health = e
+                .health
+                .and_then(|h| match check::validate(&h, &EXPORT_CHECK) {
+                    Ok(c) => Some(ExportHealth {
+                        interval: c.interval,
+                        fast_interval: c.fast_interval,
+                        down_interval: c.down_interval,
+                        timeout: c.timeout,
+                        rise: c.rise,
+                        fall: c.fall,
+                    }),
+                    Err(errs) => {
+                        let located = check::located(self.source, &at("health"), errs);
+                        self.errors.extend(located);
+                        None
+                    }
+                });
             if self.host_port(&at("connect"), &e.connect) {
                 export.push(Export {
                     service: e.service,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tether_health::config::check::RawCheck;
 
 use super::limits::RawLimits;
 use super::{RosterNode, WhenNotReady};
@@ -107,19 +108,8 @@ pub(super) struct RawForward {
 pub(super) struct RawExport {
     pub(super) service: String,
     pub(super) connect: String,
-    pub(super) health: Option<RawHealth>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawHealth {
-    pub(super) kind: String,
-    #[serde(default, with = "humantime_serde")]
-    pub(super) interval: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    pub(super) timeout: Option<Duration>,
-    pub(super) rise: Option<u32>,
-    pub(super) fall: Option<u32>,
+    /// tether-health's shared health-check table, with no keys of the gateway's own.
+    pub(super) health: Option<RawCheck>,
 }
 
 #[derive(Debug, Deserialize)]

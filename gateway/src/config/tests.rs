@@ -201,3 +201,36 @@ fn several_errors_reported_together() {
     };
     assert_eq!(e.0.len(), 2, "{e}");
 }
+
+/// `[export.health]` is the shared health-check table: its defaults here, its errors at
+/// their key.
+#[test]
+fn export_health_is_the_shared_check_table() {
+    let Ok(GatewayConfig::Onprem(o)) = parse_text(ONPREM) else {
+        panic!("onprem")
+    };
+    assert_eq!(
+        o.export[0].health,
+        Some(ExportHealth {
+            interval: Duration::from_secs(2),
+            fast_interval: Duration::from_secs(2),
+            down_interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 1,
+            fall: 2,
+        })
+    );
+    let e = one_error(&ONPREM.replace(
+        "health = { kind = \"tcp\", interval = \"2s\" }",
+        "health = { kind = \"http\", interval = \"2s\" }",
+    ));
+    assert_eq!(
+        e,
+        "gw.toml:16: export[0].health.kind: \"http\" is not supported here; kind must be tcp"
+    );
+    let e = one_error(&ONPREM.replace("interval = \"2s\"", "interval = \"2s\", fall = 0"));
+    assert_eq!(
+        e,
+        "gw.toml:16: export[0].health.fall: fall is 0; fall must be 1..=1000"
+    );
+}

@@ -157,6 +157,8 @@ pub fn onprem_config(
             connect: server_a.to_string(),
             health: Some(ExportHealth {
                 interval: Duration::from_millis(100),
+                fast_interval: Duration::from_millis(100),
+                down_interval: Duration::from_millis(100),
                 timeout: Duration::from_millis(200),
                 rise: 1,
                 fall: 1,

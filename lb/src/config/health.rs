@@ -1,15 +1,17 @@
-//! `[backend.health]`: how a backend's servers are checked, as written and validated.
+//! `[backend.health]`: how a backend's servers are checked. The table is tether-health's
+//! shared schema ([`tether_health::config::check`]) with the lb's own keys: the port to
+//! check, the HTTP path and host, the TLS CA and the PROXY header.
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::MapAccess;
+use tether_health::config::check::{self, Defaults, Kind, OwnKeys, RawCheck};
 use tether_health::config::{ConfigError, Seg, Source};
 
-use super::{ProxyVersion, RawBackend, check_nonzero, check_range};
+use super::{ProxyVersion, RawBackend, check_range};
 
-/// The kinds of health check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "lowercase")]
+/// The kinds of health check the lb runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HealthKind {
     /// A TCP connect.
     #[default]
@@ -22,35 +24,16 @@ pub enum HealthKind {
     None,
 }
 
-/// `[backend.health]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHealth {
-    /// What to check.
-    #[serde(default)]
-    pub kind: HealthKind,
-    /// Time between checks.
-    #[serde(default, with = "humantime_serde")]
-    pub interval: Option<Duration>,
-    /// Time between checks while a rise or fall is under way (HAProxy's `fastinter`).
-    #[serde(default, with = "humantime_serde")]
-    pub fast_interval: Option<Duration>,
-    /// Time between checks while the server is down (HAProxy's `downinter`).
-    #[serde(default, with = "humantime_serde")]
-    pub down_interval: Option<Duration>,
-    /// Time one check may take.
-    #[serde(default, with = "humantime_serde")]
-    pub timeout: Option<Duration>,
-    /// Consecutive successes to go up.
-    pub rise: Option<i64>,
-    /// Consecutive failures to go down.
-    pub fall: Option<i64>,
+/// `[backend.health]` as written: the shared keys, and [`LbCheckKeys`].
+pub type RawHealth = RawCheck<LbCheckKeys>;
+
+/// The keys only `[backend.health]` has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LbCheckKeys {
     /// Check this port instead of the traffic port.
     pub port: Option<i64>,
     /// HTTP path.
     pub path: Option<String>,
-    /// HTTP status that counts as healthy.
-    pub expect_status: Option<i64>,
     /// HTTP `Host` header, or the TLS server name.
     pub host: Option<String>,
     /// PEM file of CA certificates for TLS checks (default: the Mozilla roots).
@@ -58,6 +41,36 @@ pub struct RawHealth {
     /// Send the backend's PROXY header on TCP and HTTP checks (default: when the backend
     /// sends one).
     pub send_proxy: Option<bool>,
+}
+
+impl OwnKeys for LbCheckKeys {
+    const KEYS: &'static [&'static str] = &["port", "path", "host", "ca", "send_proxy"];
+
+    fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: &'static str,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        match key {
+            "port" => self.port = Some(map.next_value()?),
+            "path" => self.path = Some(map.next_value()?),
+            "host" => self.host = Some(map.next_value()?),
+            "ca" => self.ca = Some(map.next_value()?),
+            _ => self.send_proxy = Some(map.next_value()?),
+        }
+        Ok(())
+    }
+
+    fn kind_bound(&self) -> Vec<(&'static str, &'static [Kind])> {
+        let mut bound: Vec<(&'static str, &'static [Kind])> = Vec::new();
+        if self.path.is_some() {
+            bound.push(("path", &[Kind::Http]));
+        }
+        if self.ca.is_some() {
+            bound.push(("ca", &[Kind::Tls]));
+        }
+        bound
+    }
 }
 
 /// Validated health-check settings.
@@ -91,14 +104,19 @@ pub struct HealthConfig {
     pub send_proxy: Option<ProxyVersion>,
 }
 
-/// Checks while a rise or fall is under way come at most this far apart unless
-/// `fast_interval` says otherwise: a server's change is confirmed within a second, not
-/// `rise` full intervals.
-const DEFAULT_FAST_INTERVAL: Duration = Duration::from_millis(250);
-
-/// A down server is checked at most this far apart unless `down_interval` says otherwise,
-/// so one that comes back takes new connections within about a second.
-const DEFAULT_DOWN_INTERVAL: Duration = Duration::from_millis(500);
+/// The lb's defaults: TCP every 2 s, rise 2, fall 3. Checks while a rise or fall is under
+/// way come at most 250 ms apart, so a server's change is confirmed within a second, not
+/// `rise` full intervals; a down server is checked at most 500 ms apart, so one that
+/// comes back takes new connections within about a second.
+const DEFAULTS: Defaults = Defaults {
+    kinds: &[Kind::Tcp, Kind::Http, Kind::Tls, Kind::None],
+    interval: Duration::from_secs(2),
+    fast_interval: |interval| interval.min(Duration::from_millis(250)),
+    down_interval: |interval| interval.min(Duration::from_millis(500)),
+    timeout: |interval| interval.min(Duration::from_secs(2)),
+    rise: 2,
+    fall: 3,
+};
 
 pub(super) fn validate_health(
     b: &RawBackend,
@@ -106,48 +124,22 @@ pub(super) fn validate_health(
     src: &Source,
     errs: &mut Vec<ConfigError>,
 ) -> Option<HealthConfig> {
-    let at = |key: &str| vec![Seg::from("backend"), bi.into(), "health".into(), key.into()];
-    let default = RawHealth {
-        kind: HealthKind::Tcp,
-        interval: None,
-        fast_interval: None,
-        down_interval: None,
-        timeout: None,
-        rise: None,
-        fall: None,
-        port: None,
-        path: None,
-        expect_status: None,
-        host: None,
-        ca: None,
-        send_proxy: None,
-    };
+    let table = [Seg::from("backend"), bi.into(), "health".into()];
+    let at = |key: &str| [&table[..], &[key.into()]].concat();
+    let default = RawHealth::default();
     let h = b.health.as_ref().unwrap_or(&default);
-    check_range(errs, src, &at("rise"), h.rise, 1, 1000);
-    check_range(errs, src, &at("fall"), h.fall, 1, 1000);
-    check_range(errs, src, &at("port"), h.port, 1, 65535);
-    check_range(errs, src, &at("expect_status"), h.expect_status, 100, 599);
-    check_nonzero(errs, src, &at("interval"), h.interval);
-    check_nonzero(errs, src, &at("fast_interval"), h.fast_interval);
-    check_nonzero(errs, src, &at("down_interval"), h.down_interval);
-    check_nonzero(errs, src, &at("timeout"), h.timeout);
-    if h.kind != HealthKind::Http {
-        for (key, set) in [
-            ("path", h.path.is_some()),
-            ("expect_status", h.expect_status.is_some()),
-        ] {
-            if set {
-                errs.push(src.error(
-                    &at(key),
-                    format!(
-                        "backend \"{}\": {key} applies only to kind = \"http\"",
-                        b.name
-                    ),
-                ));
-            }
-        }
+    let own = &h.own;
+    let shared = check::validate(h, &DEFAULTS);
+    check_range(errs, src, &at("port"), own.port, 1, 65535);
+    if let Some(p) = &own.path
+        && !p.starts_with('/')
+    {
+        errs.push(src.error(
+            &at("path"),
+            format!("backend \"{}\": path \"{p}\" must start with /", b.name),
+        ));
     }
-    if h.send_proxy == Some(true) && b.send_proxy.is_none() {
+    if own.send_proxy == Some(true) && b.send_proxy.is_none() {
         errs.push(src.error(
             &at("send_proxy"),
             format!(
@@ -156,48 +148,40 @@ pub(super) fn validate_health(
             ),
         ));
     }
-    if h.kind != HealthKind::Tls && h.ca.is_some() {
-        errs.push(src.error(
-            &at("ca"),
-            format!("backend \"{}\": ca applies only to kind = \"tls\"", b.name),
-        ));
-    }
-    if h.kind == HealthKind::Tls
+    let c = match shared {
+        Ok(c) => c,
+        Err(e) => {
+            errs.extend(check::located(src, &table, e));
+            return None;
+        }
+    };
+    let kind = match c.kind {
+        Kind::Http => HealthKind::Http,
+        Kind::Tls => HealthKind::Tls,
+        Kind::None => return None,
+        // DEFAULTS.kinds admits no other kind.
+        _ => HealthKind::Tcp,
+    };
+    if kind == HealthKind::Tls
         && let Some((key, why)) =
-            crate::health::tls_check_problem(h.ca.as_deref(), h.host.as_deref())
+            crate::health::tls_check_problem(own.ca.as_deref(), own.host.as_deref())
     {
         errs.push(src.error(&at(key), format!("backend \"{}\": {why}", b.name)));
     }
-    if let Some(p) = &h.path
-        && !p.starts_with('/')
-    {
-        errs.push(src.error(
-            &at("path"),
-            format!("backend \"{}\": path \"{p}\" must start with /", b.name),
-        ));
-    }
-    if h.kind == HealthKind::None {
-        return None;
-    }
-    let interval = h.interval.unwrap_or(Duration::from_secs(2));
     Some(HealthConfig {
-        kind: h.kind,
-        interval,
-        fast_interval: h
-            .fast_interval
-            .unwrap_or(interval.min(DEFAULT_FAST_INTERVAL)),
-        down_interval: h
-            .down_interval
-            .unwrap_or(interval.min(DEFAULT_DOWN_INTERVAL)),
-        timeout: h.timeout.unwrap_or(interval.min(Duration::from_secs(2))),
-        rise: h.rise.unwrap_or(2).max(1) as u32,
-        fall: h.fall.unwrap_or(3).max(1) as u32,
-        port: h.port.map(|p| p as u16),
-        path: h.path.clone().unwrap_or_else(|| "/".into()),
-        expect_status: h.expect_status.unwrap_or(200) as u16,
-        host: h.host.clone(),
-        ca: h.ca.clone(),
-        send_proxy: match h.send_proxy {
+        kind,
+        interval: c.interval,
+        fast_interval: c.fast_interval,
+        down_interval: c.down_interval,
+        timeout: c.timeout,
+        rise: c.rise,
+        fall: c.fall,
+        port: own.port.map(|p| p as u16),
+        path: own.path.clone().unwrap_or_else(|| "/".into()),
+        expect_status: c.expect_status,
+        host: own.host.clone(),
+        ca: own.ca.clone(),
+        send_proxy: match own.send_proxy {
             Some(false) => None,
             Some(true) | None => b.send_proxy,
         },

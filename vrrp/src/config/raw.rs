@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::MapAccess;
+use tether_health::config::check::{Kind, OwnKeys, RawCheck};
 
 use crate::packet::ChecksumMode;
 
@@ -85,42 +87,55 @@ pub struct RawInstance {
     pub track: Vec<RawTrack>,
 }
 
-/// `[[instance.track]]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTrack {
-    /// http | tcp | exec | interface.
-    pub kind: String,
+/// `[[instance.track]]` as written: tether-health's shared health-check table
+/// ([`tether_health::config::check`]) with the track's own keys, [`TrackKeys`].
+pub type RawTrack = RawCheck<TrackKeys>;
+
+/// The keys only `[[instance.track]]` has: what to check, and the weight.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackKeys {
     /// http: URL (`http://IP:PORT/path`).
-    #[serde(default)]
     pub url: Option<String>,
-    /// http: expected status.
-    #[serde(default)]
-    pub expect_status: Option<u16>,
     /// tcp: address to connect to.
-    #[serde(default)]
     pub address: Option<String>,
     /// exec: argv (no shell).
-    #[serde(default)]
     pub command: Option<Vec<String>>,
     /// interface: name.
-    #[serde(default)]
     pub interface: Option<String>,
-    /// Check interval.
-    #[serde(default = "default_track_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    /// Check timeout (default: the interval).
-    #[serde(default, with = "humantime_serde")]
-    pub timeout: Option<Duration>,
-    /// Failures to go down.
-    #[serde(default = "default_one")]
-    pub fall: u32,
-    /// Successes to go up.
-    #[serde(default = "default_one")]
-    pub rise: u32,
-    /// keepalived weight semantics.
-    #[serde(default)]
-    pub weight: i64,
+    /// keepalived weight semantics (default 0: FAULT while failing).
+    pub weight: Option<i64>,
+}
+
+impl OwnKeys for TrackKeys {
+    const KEYS: &'static [&'static str] = &["url", "address", "command", "interface", "weight"];
+
+    fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: &'static str,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        match key {
+            "url" => self.url = Some(map.next_value()?),
+            "address" => self.address = Some(map.next_value()?),
+            "command" => self.command = Some(map.next_value()?),
+            "interface" => self.interface = Some(map.next_value()?),
+            _ => self.weight = Some(map.next_value()?),
+        }
+        Ok(())
+    }
+
+    fn kind_bound(&self) -> Vec<(&'static str, &'static [Kind])> {
+        [
+            ("url", self.url.is_some(), &[Kind::Http]),
+            ("address", self.address.is_some(), &[Kind::Tcp]),
+            ("command", self.command.is_some(), &[Kind::Exec]),
+            ("interface", self.interface.is_some(), &[Kind::Interface]),
+        ]
+        .into_iter()
+        .filter(|(_, written, _)| *written)
+        .map(|(key, _, kinds)| (key, kinds as &'static [Kind]))
+        .collect()
+    }
 }
 
 /// `[[sync_group]]` as written.
@@ -156,10 +171,4 @@ fn default_garp_repeat() -> i64 {
 }
 fn default_garp_delay() -> Duration {
     Duration::from_secs(5)
-}
-fn default_track_interval() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_one() -> u32 {
-    1
 }

@@ -307,14 +307,17 @@ fn track_errors() {
         t("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nweight = 300")
             .contains("weight must be -253..=253")
     );
-    // 0 would be quietly turned into 1: say it instead.
+    // 0 would be quietly turned into 1: say it instead (in the words of the health-check
+    // schema the three daemons share).
     assert!(
-        t("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nfall = 0")
-            .starts_with("vrrp.toml:11: instance[0].track[0].fall: 0 is not allowed")
+        t("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nfall = 0").starts_with(
+            "vrrp.toml:11: instance[0].track[0].fall: fall is 0; fall must be 1..=1000"
+        )
     );
     assert!(
-        t("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nrise = 0")
-            .starts_with("vrrp.toml:11: instance[0].track[0].rise: 0 is not allowed")
+        t("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nrise = 0").starts_with(
+            "vrrp.toml:11: instance[0].track[0].rise: rise is 0; rise must be 1..=1000"
+        )
     );
     let e = t("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nweight = 300");
     assert!(

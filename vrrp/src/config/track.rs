@@ -1,64 +1,82 @@
-//! Tracks: weights, rise/fall and the kinds (http, tcp, exec, interface) checked one by
-//! one.
+//! Tracks: the shared health-check keys (tether-health's schema), then the weight and
+//! what each kind (http, tcp, exec, interface) checks.
 
 use std::net::SocketAddr;
 
+use tether_health::config::check::{self, Defaults, Kind};
+use tether_health::config::{ConfigError, Seg, Source};
+
 use super::*;
 
-pub(super) fn validate_track(t: &RawTrack) -> Result<TrackConfig, (&'static str, String)> {
-    let weight = match i32::try_from(t.weight) {
-        Ok(w) if (-253..=253).contains(&w) => w,
+/// keepalived's `vrrp_script` timing: one check a second, whatever the state, and one
+/// result decides (rise 1, fall 1).
+const DEFAULTS: Defaults = Defaults {
+    kinds: &[Kind::Http, Kind::Tcp, Kind::Exec, Kind::Interface],
+    interval: Duration::from_secs(1),
+    fast_interval: |interval| interval,
+    down_interval: |interval| interval,
+    timeout: |interval| interval,
+    rise: 1,
+    fall: 1,
+};
+
+/// Validates the track at `at` (`instance[i].track[k]`), adding its errors to `errs`.
+pub(super) fn validate_track(
+    t: &RawTrack,
+    src: &Source,
+    at: &[Seg],
+    errs: &mut Vec<ConfigError>,
+) -> Option<TrackConfig> {
+    let key = |k: &str| [at, &[Seg::from(k)]].concat();
+    let weight = t.own.weight.unwrap_or(0);
+    let weight = match i32::try_from(weight) {
+        Ok(w) if (-253..=253).contains(&w) => Some(w),
         _ => {
-            return Err((
-                "weight",
+            errs.push(src.error(
+                &key("weight"),
                 format!(
-                    "{} is out of range; weight must be -253..=253 (0 = FAULT while failing)",
-                    t.weight
+                    "{weight} is out of range; weight must be -253..=253 (0 = FAULT while failing)"
                 ),
             ));
+            None
         }
     };
-    if t.fall == 0 {
-        return Err((
-            "fall",
-            "0 is not allowed; fall is the number of failed checks before the track is down (1 or more)".into(),
-        ));
-    }
-    if t.rise == 0 {
-        return Err((
-            "rise",
-            "0 is not allowed; rise is the number of passed checks before the track is up (1 or more)".into(),
-        ));
-    }
-    if t.interval < Duration::from_millis(10) {
-        return Err(("interval", "must be at least 10ms".into()));
-    }
-    let only = |allowed: &[&str]| -> Result<(), (&'static str, String)> {
-        let present = [
-            ("url", t.url.is_some()),
-            ("expect_status", t.expect_status.is_some()),
-            ("address", t.address.is_some()),
-            ("command", t.command.is_some()),
-            ("interface", t.interface.is_some()),
-        ];
-        for (name, there) in present {
-            if there && !allowed.contains(&name) {
-                return Err((
-                    "kind",
-                    format!(
-                        "\"{}\" tracks do not take `{name}`; they take {}",
-                        t.kind,
-                        allowed.join(", ")
-                    ),
-                ));
-            }
+    let c = match check::validate(t, &DEFAULTS) {
+        Ok(c) => c,
+        Err(e) => {
+            errs.extend(check::located(src, at, e));
+            return None;
         }
-        Ok(())
     };
-    let kind = match t.kind.as_str() {
-        "http" => {
-            only(&["url", "expect_status"])?;
-            let url = t.url.as_deref().ok_or((
+    let kind = match target(c.kind, c.expect_status, &t.own) {
+        Ok(kind) => kind,
+        Err((k, message)) => {
+            errs.push(src.error(&key(k), message));
+            return None;
+        }
+    };
+    Some(TrackConfig {
+        kind,
+        interval: c.interval,
+        fast_interval: c.fast_interval,
+        down_interval: c.down_interval,
+        timeout: c.timeout,
+        fall: c.fall,
+        rise: c.rise,
+        weight: weight?,
+    })
+}
+
+/// What a track of `kind` checks, from the key that kind takes (the shared validator has
+/// refused the keys of other kinds).
+fn target(
+    kind: Kind,
+    expect_status: u16,
+    own: &TrackKeys,
+) -> Result<TrackKind, (&'static str, String)> {
+    Ok(match kind {
+        Kind::Http => {
+            let url = own.url.as_deref().ok_or((
                 "url",
                 "http tracks need url = \"http://IP:PORT/path\"".to_string(),
             ))?;
@@ -67,23 +85,11 @@ pub(super) fn validate_track(t: &RawTrack) -> Result<TrackConfig, (&'static str,
                 addr,
                 path,
                 host,
-                expect_status: t.expect_status.unwrap_or(200),
+                expect_status,
             }
         }
-        "tcp" => {
-            only(&["address"])?;
-            let a = t.address.as_deref().ok_or((
-                "address",
-                "tcp tracks need address = \"IP:PORT\"".to_string(),
-            ))?;
-            let addr = a
-                .parse()
-                .map_err(|_| ("address", format!("\"{a}\" is not IP:PORT")))?;
-            TrackKind::Tcp { addr }
-        }
-        "exec" => {
-            only(&["command"])?;
-            let argv = t.command.clone().unwrap_or_default();
+        Kind::Exec => {
+            let argv = own.command.clone().unwrap_or_default();
             if argv.is_empty() || argv[0].is_empty() {
                 return Err((
                     "command",
@@ -92,9 +98,8 @@ pub(super) fn validate_track(t: &RawTrack) -> Result<TrackConfig, (&'static str,
             }
             TrackKind::Exec { argv }
         }
-        "interface" => {
-            only(&["interface"])?;
-            let name = t.interface.clone().unwrap_or_default();
+        Kind::Interface => {
+            let name = own.interface.clone().unwrap_or_default();
             if name.is_empty() || name.len() > 15 {
                 return Err((
                     "interface",
@@ -103,20 +108,17 @@ pub(super) fn validate_track(t: &RawTrack) -> Result<TrackConfig, (&'static str,
             }
             TrackKind::Interface { name }
         }
-        other => {
-            return Err((
-                "kind",
-                format!("\"{other}\" is unknown; kind must be http, tcp, exec or interface"),
-            ));
+        // tcp; DEFAULTS.kinds admits no other kind.
+        _ => {
+            let a = own.address.as_deref().ok_or((
+                "address",
+                "tcp tracks need address = \"IP:PORT\"".to_string(),
+            ))?;
+            let addr = a
+                .parse()
+                .map_err(|_| ("address", format!("\"{a}\" is not IP:PORT")))?;
+            TrackKind::Tcp { addr }
         }
-    };
-    Ok(TrackConfig {
-        kind,
-        interval: t.interval,
-        timeout: t.timeout.unwrap_or(t.interval),
-        fall: t.fall,
-        rise: t.rise,
-        weight,
     })
 }
 

@@ -280,18 +280,9 @@ pub fn validate(src: &Source, raw: RawConfig) -> Result<Config, ConfigErrors> {
         };
         let mut tracks = Vec::new();
         for (k, t) in ri.track.iter().enumerate() {
-            let tk = |f: &str| {
-                vec![
-                    Seg::from("instance"),
-                    i.into(),
-                    "track".into(),
-                    k.into(),
-                    f.into(),
-                ]
-            };
-            match validate_track(t) {
-                Ok(tc) => tracks.push(tc),
-                Err((f, m)) => errs.push(src.error(&tk(f), m)),
+            let at = [Seg::from("instance"), i.into(), "track".into(), k.into()];
+            if let Some(tc) = validate_track(t, src, &at, &mut errs) {
+                tracks.push(tc);
             }
         }
         if !ids.insert((ri.interface.clone(), vrid, v6)) {

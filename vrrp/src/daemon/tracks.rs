@@ -80,9 +80,8 @@ impl Tracks {
                     timeout: t.timeout,
                 },
                 interval: t.interval,
-                // keepalived's vrrp_script checks at one interval whatever the state.
-                fast_interval: t.interval,
-                down_interval: t.interval,
+                fast_interval: t.fast_interval,
+                down_interval: t.down_interval,
                 rise: t.rise,
                 fall: t.fall,
                 initial: Health::Unknown,
