@@ -54,8 +54,8 @@ impl State {
     }
 }
 
-/// Static parameters of one instance.
-#[derive(Debug, Clone)]
+/// Static parameters of one instance (a reload may replace them: [`Input::Configure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
     /// Protocol version (decides the skew formula).
     pub version: Version,
@@ -94,6 +94,11 @@ pub enum Input {
     /// New tracking outcome: `None` = fault (interface down or a weight-0 track failing),
     /// `Some(p)` = effective priority `p`.
     Tracking(Option<u8>),
+    /// A reload changed the parameters of the running instance. Nothing is sent and the
+    /// state is kept: a master's next advert carries the new priority (fed through
+    /// [`Input::Tracking`], which the driver recomputes from it) and runs on the new
+    /// interval from then on; a backup uses the new values from its next advert.
+    Configure(Params),
 }
 
 /// What the driver must do, in order.
@@ -209,8 +214,41 @@ impl Instance {
                 interval,
             } => self.advert(now, src, priority, interval, &mut out),
             Input::Tracking(t) => self.tracking(now, t, &mut out),
+            Input::Configure(p) => self.configure(now, p),
         }
         out
+    }
+
+    fn configure(&mut self, now: Instant, p: Params) {
+        let shorter = p.advert_interval < self.params.advert_interval;
+        self.params = p;
+        if self.effective.is_none() && self.state == State::Initialize {
+            // Not started: the configured priority is the starting point.
+            self.effective = Some(self.params.priority);
+        }
+        match self.state {
+            State::Master => {
+                self.master_adver_interval = self.params.advert_interval;
+                // The advert already scheduled keeps its time (no gap, no extra advert),
+                // unless the new interval would send the next one sooner.
+                if shorter {
+                    let sooner = now + self.params.advert_interval;
+                    self.adver_timer = self.adver_timer.map(|t| t.min(sooner));
+                }
+            }
+            State::Backup => {
+                // v3 keeps the interval learned from the master; v2 uses its own.
+                if self.params.version == Version::V2 {
+                    self.master_adver_interval = self.params.advert_interval;
+                }
+            }
+            State::Initialize | State::Fault => {
+                self.master_adver_interval = self.params.advert_interval;
+            }
+        }
+        if self.params.preempt_delay.is_zero() {
+            self.preempt_time = None;
+        }
     }
 
     fn start(&mut self, now: Instant, out: &mut Vec<Action>) {

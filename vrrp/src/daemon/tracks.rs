@@ -1,5 +1,7 @@
 //! The instance's tracked objects: built-in checks from tether-health run as monitors,
-//! interface tracks read on the link poll; their health feeds a watch channel.
+//! interface tracks read on the link poll; their health feeds a watch channel. A reload
+//! that edits the tracks replaces them; a track that checks the same thing as before keeps
+//! its health, so editing a weight or an interval does not fault the instance.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +28,10 @@ pub(super) struct Tracks {
     /// the strength of results from before the cut (the tracked balancer may not yet
     /// know its servers are unreachable, nor that they are back).
     epoch: Arc<AtomicU64>,
+    /// What each track checks (to carry health over a reload).
+    kinds: Vec<TrackKind>,
+    /// Stops this set's monitors (a child of the instance's shutdown).
+    stop: CancellationToken,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -42,11 +48,54 @@ impl TrackHealth {
 }
 
 impl Tracks {
-    pub(super) fn spawn(cfg: &InstanceConfig, shutdown: CancellationToken) -> Tracks {
+    pub(super) fn spawn(cfg: &InstanceConfig, shutdown: &CancellationToken) -> Tracks {
+        Self::spawn_seeded(cfg, shutdown, &[], 0)
+    }
+
+    /// A reload changed the tracks: stops these monitors and starts the new set. A new
+    /// track checking what an old one checked starts from the old one's health; others
+    /// start unknown (counted as failing), as at start. Subscribers of `changed` must
+    /// subscribe again.
+    pub(super) fn replace(&mut self, cfg: &InstanceConfig, shutdown: &CancellationToken) {
+        let h = self.health.lock().map(|v| v.clone()).unwrap_or_default();
+        let seed: Vec<(TrackKind, TrackHealth)> = self.kinds.iter().cloned().zip(h).collect();
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let new = Self::spawn_seeded(cfg, shutdown, &seed, epoch);
+        self.stop.cancel();
+        *self = new;
+        self.changed.send_replace(());
+    }
+
+    fn spawn_seeded(
+        cfg: &InstanceConfig,
+        shutdown: &CancellationToken,
+        seed: &[(TrackKind, TrackHealth)],
+        epoch: u64,
+    ) -> Tracks {
+        let stop = shutdown.child_token();
         let (changed, _) = watch::channel(());
         // Unknown counts as down: never take the VIP before the tracked service answered.
-        let health = Arc::new(Mutex::new(vec![TrackHealth::default(); cfg.tracks.len()]));
-        let epoch = Arc::new(AtomicU64::new(0));
+        let mut used = vec![false; seed.len()];
+        let (start, initial): (Vec<TrackHealth>, Vec<Health>) =
+            cfg.tracks
+                .iter()
+                .map(|t| {
+                    let found = seed.iter().enumerate().position(|(j, (k, _))| {
+                        !used.get(j).copied().unwrap_or(true) && *k == t.kind
+                    });
+                    match found.and_then(|j| seed.get(j).map(|s| (j, s.1))) {
+                        Some((j, h)) => {
+                            if let Some(u) = used.get_mut(j) {
+                                *u = true;
+                            }
+                            (h, if h.up { Health::Up } else { Health::Down })
+                        }
+                        None => (TrackHealth::default(), Health::Unknown),
+                    }
+                })
+                .unzip();
+        let health = Arc::new(Mutex::new(start));
+        let epoch = Arc::new(AtomicU64::new(epoch));
         let mut interfaces = Vec::new();
         for (i, t) in cfg.tracks.iter().enumerate() {
             let (kind, target) = match &t.kind {
@@ -85,13 +134,13 @@ impl Tracks {
                 down_interval: t.interval,
                 rise: t.rise,
                 fall: t.fall,
-                initial: Health::Unknown,
+                initial: initial.get(i).copied().unwrap_or(Health::Unknown),
             };
             let h = health.clone();
             let ch = changed.clone();
             let ep = epoch.clone();
             let instance = cfg.name.clone();
-            spawn_monitor(spec, shutdown.clone(), move |ev| {
+            spawn_monitor(spec, stop.clone(), move |ev| {
                 if let Some(tr) = ev.transition {
                     info!(instance = %instance, track = i, "track {} -> {}", tr.from.as_str(), tr.to.as_str());
                 }
@@ -118,6 +167,8 @@ impl Tracks {
             interfaces,
             changed,
             epoch,
+            kinds: cfg.tracks.iter().map(|t| t.kind.clone()).collect(),
+            stop,
         }
     }
 
