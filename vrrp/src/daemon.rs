@@ -166,8 +166,9 @@ pub fn cancel_on_signals(token: CancellationToken) -> std::io::Result<JoinHandle
     }))
 }
 
-/// A sync group as one member sees it: every member's fault flag, and its own position.
-type Group = (watch::Sender<Vec<bool>>, usize);
+/// A sync group as one member sees it: every member's published state, and its own
+/// position.
+type Group = (watch::Sender<Vec<crate::sync::Member>>, usize);
 
 /// What an instance task is told at start and on every reload that concerns it.
 #[derive(Clone)]

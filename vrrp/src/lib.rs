@@ -16,6 +16,7 @@ pub mod notify;
 pub mod packet;
 pub mod reload;
 pub mod rx;
+pub mod sync;
 pub mod track;
 
 pub use config::{Config, load};

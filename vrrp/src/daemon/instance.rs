@@ -16,9 +16,10 @@ use super::setup::{Setup, setup};
 use super::tracks::Tracks;
 use crate::admit::{Admission, Decision};
 use crate::config::InstanceConfig;
-use crate::fsm::{self, Action, Input, State};
+use crate::fsm::{self, Action, Input, Order, State};
 use crate::netlink::Netlink;
 use crate::reload::{Change, instance_changes};
+use crate::sync::{Follower, Member, peer_fault};
 use crate::track::{Tracked, effective_priority};
 
 /// How often the interface's link state is read besides the kernel's link events: a
@@ -67,7 +68,7 @@ async fn instance(ctx: &Ctx) {
 }
 
 /// The machine's parameters from the instance's settings.
-fn params(cfg: &InstanceConfig, primary: IpAddr) -> fsm::Params {
+fn params(cfg: &InstanceConfig, primary: IpAddr, sync: bool) -> fsm::Params {
     fsm::Params {
         version: cfg.version,
         priority: cfg.priority,
@@ -76,14 +77,19 @@ fn params(cfg: &InstanceConfig, primary: IpAddr) -> fsm::Params {
         preempt_delay: cfg.preempt_delay,
         primary,
         garp_delay: cfg.garp_delay,
+        sync,
     }
 }
 
-/// What feeds the machine its effective priority: tracks, the link, the sync group.
+/// What feeds the machine its effective priority (tracks, the link, the sync group's
+/// faults) and the sync group's orders.
 struct Priority<'a> {
     ctx: &'a Ctx,
-    group_rx: Option<watch::Receiver<Vec<bool>>>,
+    group_rx: Option<watch::Receiver<Vec<Member>>>,
     last: Option<Option<u8>>,
+    /// Our own fault as last computed (what the group sees).
+    own_fault: bool,
+    follower: Follower,
 }
 
 impl Priority<'_> {
@@ -97,12 +103,46 @@ impl Priority<'_> {
         let own = effective_priority(cfg.priority, &tracked);
         let own_fault = own.is_none();
         let peer_fault = match (&self.group_rx, &self.ctx.group) {
-            (Some(r), Some((_, pos))) => {
-                r.borrow().iter().enumerate().any(|(i, f)| i != *pos && *f)
-            }
+            (Some(r), Some((_, pos))) => peer_fault(&r.borrow(), *pos),
             _ => false,
         };
         (own_fault, if peer_fault { None } else { own })
+    }
+
+    /// Publishes our state to the sync group (a no-op when it did not change).
+    fn publish(&self, machine: &fsm::Instance) {
+        let Some((tx, pos)) = &self.ctx.group else {
+            return;
+        };
+        let me = Member {
+            fault: self.own_fault,
+            state: machine.state(),
+            wants_master: machine.wants_master(),
+            step_downs: machine.step_downs(),
+        };
+        tx.send_if_modified(|v| match v.get_mut(*pos) {
+            Some(x) if *x != me => {
+                if me.wants_master && !x.wants_master {
+                    info!(instance = %self.ctx.cfg().name, "Master_Down timer ran out; waiting for its sync group to go MASTER together");
+                }
+                *x = me;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// What the sync group orders us to do, with our own entry as the machine is now.
+    fn order(&mut self, machine: &fsm::Instance) -> Option<Order> {
+        let (Some(r), Some((_, pos))) = (&self.group_rx, &self.ctx.group) else {
+            return None;
+        };
+        let mut members = r.borrow().clone();
+        if let Some(me) = members.get_mut(*pos) {
+            me.state = machine.state();
+            me.wants_master = machine.wants_master();
+        }
+        self.follower.decide(&members, *pos)
     }
 
     /// Publishes our fault state and feeds the machine the effective priority if it moved.
@@ -114,15 +154,7 @@ impl Priority<'_> {
         link_up: bool,
     ) -> Vec<Action> {
         let (own_fault, eff) = self.compute(cfg, tracks, link_up);
-        if let Some((tx, pos)) = &self.ctx.group {
-            tx.send_if_modified(|v| {
-                let changed = v.get(*pos).copied() != Some(own_fault);
-                if let Some(x) = v.get_mut(*pos) {
-                    *x = own_fault;
-                }
-                changed
-            });
-        }
+        self.own_fault = own_fault;
         if self.last == Some(eff) {
             return Vec::new();
         }
@@ -136,7 +168,8 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &mut Tracks) -> Exit {
     let live = live_rx.borrow_and_update().clone();
     let mut cfg = live.cfg.clone();
     let name = cfg.name.clone();
-    let mut machine = fsm::Instance::new(params(&cfg, s.src));
+    let sync = ctx.group.is_some();
+    let mut machine = fsm::Instance::new(params(&cfg, s.src, sync));
     let mut io = Io {
         ctx,
         nl,
@@ -150,12 +183,15 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &mut Tracks) -> Exit {
         ctx,
         group_rx: ctx.group.as_ref().map(|(tx, _)| tx.subscribe()),
         last: None,
+        own_fault: false,
+        follower: Follower::default(),
     };
     tracks.poll_interfaces(nl).await;
     let acts = prio.update(&mut machine, &cfg, tracks, link_up);
     io.exec(&mut machine, acts).await;
     let acts = machine.handle(Instant::now(), Input::Startup);
     io.exec(&mut machine, acts).await;
+    prio.publish(&machine);
 
     let mut admission = Admission::new(live.idx, &live.siblings, &cfg, s.src);
     let mut buf = vec![0u8; 2048];
@@ -185,6 +221,7 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &mut Tracks) -> Exit {
                 if !io.held.is_empty() {
                     io.remove_vips().await;
                 }
+                prio.publish(&machine);
                 return Exit::Shutdown;
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
@@ -240,6 +277,11 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &mut Tracks) -> Exit {
             Some(Ok(())) = async { match prio.group_rx.as_mut() { Some(r) => Some(r.changed().await), None => None } } => {
                 let acts = prio.update(&mut machine, &cfg, tracks, link_up);
                 io.exec(&mut machine, acts).await;
+                if let Some(order) = prio.order(&machine) {
+                    info!(instance = %name, "sync group: {}", match order { Order::Master => "every member wants MASTER", Order::Backup => "a member stepped down to BACKUP" });
+                    let acts = machine.handle(Instant::now(), Input::Sync(order));
+                    io.exec(&mut machine, acts).await;
+                }
             }
             Ok(()) = live_rx.changed() => {
                 let live = live_rx.borrow_and_update().clone();
@@ -289,11 +331,14 @@ async fn drive(ctx: &Ctx, nl: &Netlink, s: Setup, tracks: &mut Tracks) -> Exit {
                     io.exec(&mut machine, acts).await;
                     let acts = machine.handle(Instant::now(), Input::Shutdown);
                     io.exec(&mut machine, acts).await;
+                    prio.publish(&machine);
                     return Exit::Restart;
                 }
                 Err(e) => debug!(instance = %name, "link poll: {e}"),
             }
         }
+        // The group sees every change of state (and of wanting to be master).
+        prio.publish(&machine);
     }
 }
 
@@ -306,7 +351,8 @@ async fn apply(io: &mut Io<'_>, machine: &mut fsm::Instance, changes: &[Change],
         .iter()
         .any(|c| matches!(c, Change::Priority { .. } | Change::Timers))
     {
-        let acts = machine.handle(Instant::now(), Input::Configure(params(&cfg, src)));
+        let sync = io.ctx.group.is_some();
+        let acts = machine.handle(Instant::now(), Input::Configure(params(&cfg, src, sync)));
         io.exec(machine, acts).await;
     }
     if changes.contains(&Change::Notify) {

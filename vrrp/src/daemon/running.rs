@@ -20,6 +20,7 @@ use crate::daemon::InstanceStatus;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::reload::{self, Plan};
+use crate::sync::Member;
 
 /// The outcome of the last reload, for `/api/reload`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -102,8 +103,8 @@ pub async fn reload_on(mut hup: Signal, reloader: Reloader, path: PathBuf) {
 pub(super) struct Running {
     pub(super) config: Config,
     pub(super) slots: HashMap<String, Slot>,
-    /// Each sync group's shared fault flags, by group name.
-    pub(super) groups: HashMap<String, watch::Sender<Vec<bool>>>,
+    /// Each sync group's shared member states, by group name.
+    pub(super) groups: HashMap<String, watch::Sender<Vec<Member>>>,
     pub(super) siblings: Arc<Vec<(String, u8, bool)>>,
     pub(super) shutdown: CancellationToken,
     pub(super) metrics: Metrics,
@@ -137,7 +138,7 @@ impl Running {
                 .is_some_and(|o| names(&self.config, &o.members) == names(&config, &g.members));
             let tx = match self.groups.remove(&g.name) {
                 Some(tx) if same => tx,
-                _ => watch::channel(vec![false; g.members.len()]).0,
+                _ => watch::channel(vec![Member::default(); g.members.len()]).0,
             };
             groups.insert(g.name.clone(), tx);
         }

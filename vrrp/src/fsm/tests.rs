@@ -18,6 +18,7 @@ fn params(version: Version, priority: u8, interval: Duration) -> Params {
         preempt_delay: Duration::ZERO,
         primary: ip("192.0.2.1"),
         garp_delay: Duration::from_secs(5),
+        sync: false,
     }
 }
 
@@ -626,4 +627,109 @@ fn configure_without_preempt_delay_clears_a_pending_one() {
     let down = i.next_deadline().unwrap();
     assert!(down < t0 + Duration::from_secs(1));
     assert!(i.handle(down, Input::Timer).iter().any(to(State::Master)));
+}
+
+fn synced(priority: u8) -> Instance {
+    Instance::new(Params {
+        sync: true,
+        ..params(Version::V3, priority, ms(100))
+    })
+}
+
+/// Sync group member: its Master_Down timer only makes it want MASTER; the group decides.
+#[test]
+fn sync_member_wants_master_and_waits_for_the_group() {
+    let t0 = Instant::now();
+    let mut i = synced(150);
+    i.handle(t0, Input::Startup);
+    let down = i.next_deadline().unwrap();
+    assert_eq!(
+        i.handle(down, Input::Timer),
+        vec![],
+        "no advert, no VIPs yet"
+    );
+    assert_eq!(i.state(), State::Backup);
+    assert!(i.wants_master());
+    assert_eq!(
+        i.next_deadline(),
+        None,
+        "waiting for the group, not a timer"
+    );
+    let acts = i.handle(down + ms(5), Input::Sync(Order::Master));
+    assert_eq!(
+        acts,
+        vec![
+            Action::SendAdvert { priority: 150 },
+            Action::AddVips,
+            Action::Garp,
+            Action::Transition {
+                from: State::Backup,
+                to: State::Master
+            },
+        ]
+    );
+    assert!(!i.wants_master());
+}
+
+#[test]
+fn sync_order_master_is_ignored_by_a_member_that_does_not_want_it() {
+    let t0 = Instant::now();
+    let mut i = synced(100);
+    i.handle(t0, Input::Startup);
+    assert_eq!(i.handle(t0, Input::Sync(Order::Master)), vec![]);
+    assert_eq!(i.state(), State::Backup);
+}
+
+#[test]
+fn sync_member_stops_wanting_master_when_a_master_speaks_up() {
+    let t0 = Instant::now();
+    let mut i = synced(100);
+    i.handle(t0, Input::Startup);
+    let down = i.next_deadline().unwrap();
+    i.handle(down, Input::Timer);
+    assert!(i.wants_master());
+    // A lower priority (preempt on) does not count: still wanting.
+    i.handle(down + ms(1), advert("192.0.2.2", 50));
+    assert!(i.wants_master());
+    // An equal or higher one does: its down timer runs again.
+    i.handle(down + ms(2), advert("192.0.2.2", 150));
+    assert!(!i.wants_master());
+    assert!(i.next_deadline().is_some());
+    assert_eq!(i.handle(down + ms(3), Input::Sync(Order::Master)), vec![]);
+}
+
+#[test]
+fn sync_step_downs_count_adverts_not_orders() {
+    let t0 = Instant::now();
+    let mut i = synced(150);
+    i.handle(t0, Input::Startup);
+    let down = i.next_deadline().unwrap();
+    i.handle(down, Input::Timer);
+    i.handle(down, Input::Sync(Order::Master));
+    assert_eq!(i.state(), State::Master);
+    // Ordered down by the group: priority 0, VIPs removed, backup; not a step-down of
+    // its own.
+    let acts = i.handle(down + ms(10), Input::Sync(Order::Backup));
+    assert_eq!(
+        acts,
+        vec![
+            Action::SendAdvert { priority: 0 },
+            Action::RemoveVips,
+            Action::Transition {
+                from: State::Master,
+                to: State::Backup
+            }
+        ]
+    );
+    assert_eq!(i.step_downs(), 0);
+    assert!(i.next_deadline().is_some(), "its down timer runs");
+    // Master again, then a higher priority advertises: a step-down the group follows.
+    let down = i.next_deadline().unwrap();
+    i.handle(down, Input::Timer);
+    i.handle(down, Input::Sync(Order::Master));
+    let acts = i.handle(down + ms(10), advert("192.0.2.2", 200));
+    assert!(acts.iter().any(to(State::Backup)));
+    assert_eq!(i.step_downs(), 1);
+    // A backup is not ordered down again.
+    assert_eq!(i.handle(down + ms(20), Input::Sync(Order::Backup)), vec![]);
 }

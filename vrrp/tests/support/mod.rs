@@ -19,6 +19,15 @@ pub fn lab(tag: &str, hosts: &[(&str, u8)]) -> Option<VrrpLab> {
     VrrpLab::new(tag, hosts, daemon).unwrap_or_else(|e| panic!("building the lab: {e}"))
 }
 
+/// As [`lab`], with every host also on a second link (`LAN2`, `eth1`).
+pub fn lab_two_links(tag: &str, hosts: &[(&str, u8)]) -> Option<VrrpLab> {
+    let daemon = Daemon::ReExec {
+        test: "daemon_child".into(),
+        env: CHILD_ENV.into(),
+    };
+    VrrpLab::two_links(tag, hosts, daemon).unwrap_or_else(|e| panic!("building the lab: {e}"))
+}
+
 /// Runs `args` in `host` and fails the test unless it succeeds.
 pub fn run_in(lab: &VrrpLab, host: &str, args: &[&str]) {
     let out = lab
