@@ -214,6 +214,58 @@ impl Tracks {
 mod tests {
     use super::*;
 
+    fn instance(tracks: &[(&str, i32)]) -> InstanceConfig {
+        let mut text = String::from(
+            "[[instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 51\n\
+             virtual_addresses = [\"192.0.2.100/24\"]\n",
+        );
+        for (iface, weight) in tracks {
+            text += &format!(
+                "[[instance.track]]\nkind = \"interface\"\ninterface = \"{iface}\"\nweight = {weight}\n"
+            );
+        }
+        let src = tether_health::config::Source::from_text("vrrp.toml", text);
+        let cfg = crate::config::parse(&src).unwrap_or_else(|e| panic!("{e}"));
+        cfg.instances.into_iter().next().unwrap()
+    }
+
+    fn set_up(t: &Tracks, i: usize) {
+        if let Ok(mut v) = t.health.lock() {
+            v[i] = TrackHealth {
+                up: true,
+                ok_epoch: u64::MAX,
+            };
+        }
+    }
+
+    /// A reload that edits a weight keeps the track's health (no fault while it is
+    /// checked again); a new track starts unknown, counted as failing.
+    #[tokio::test]
+    async fn replace_keeps_the_health_of_tracks_that_check_the_same_thing() {
+        let stop = CancellationToken::new();
+        let mut t = Tracks::spawn(&instance(&[("eth1", 0), ("eth2", -10)]), &stop);
+        set_up(&t, 0);
+        set_up(&t, 1);
+        let mut changed = t.changed.subscribe();
+        // eth2's weight edited and moved first, eth1 dropped, eth3 new.
+        t.replace(&instance(&[("eth2", -20), ("eth3", 0)]), &stop);
+        let snap = t.snapshot();
+        assert_eq!(snap.len(), 2);
+        assert_eq!(
+            (snap[0].weight, snap[0].up),
+            (-20, true),
+            "eth2 kept its health"
+        );
+        assert_eq!((snap[1].weight, snap[1].up), (0, false), "eth3 is unknown");
+        assert_eq!(
+            t.interfaces,
+            vec![(0, "eth2".to_string()), (1, "eth3".to_string())]
+        );
+        // The old channel is gone with the old set: subscribers subscribe again.
+        assert!(changed.changed().await.is_err());
+        stop.cancel();
+    }
+
     #[test]
     fn a_check_counts_as_up_only_with_a_pass_seen_in_the_current_epoch() {
         let passed_before_the_cut = TrackHealth {
