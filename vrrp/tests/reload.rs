@@ -510,3 +510,57 @@ fn reload_adds_an_instance_and_a_removed_one_sends_priority_0() {
         .any(|l| l.contains("BACKUP -> MASTER") && l.contains("VI_1"));
     assert!(!b_took_vi1, "{}", lab.log("tether-b"));
 }
+
+/// A change that cannot be applied in place (here a VRID) restarts that instance alone:
+/// the other instance of the daemon keeps its state and its VIP throughout.
+#[test]
+fn a_vrid_change_restarts_that_instance_only() {
+    const VIP3: &str = "192.0.2.102";
+    let Some(mut lab) = support::lab("vrelrst", &[("a", 1), ("c", 10)]) else {
+        return;
+    };
+    lab.start_service("a").unwrap();
+    let second = |vrid: u8| {
+        format!(
+            "\n[[instance]]\nname = \"VI_2\"\ninterface = \"eth0\"\nvrid = {vrid}\n\
+             priority = 150\nversion = 3\nadvert_interval = \"100ms\"\n\
+             virtual_addresses = [\"{VIP3}/24\"]\ngarp_delay = \"0s\"\n"
+        )
+    };
+    lab.start_tether("a", &(config(150, ONE) + &second(52)))
+        .unwrap();
+    lab.wait_holders(VIP, &["a"], T).unwrap();
+    lab.wait_holders(VIP3, &["a"], T).unwrap();
+    let probe = lab.start_probe("c", sock(VIP)).unwrap();
+    assert!(probe.wait_answer("a", T));
+    let start = Instant::now();
+    let masters_before = lab.log("tether-a").matches("BACKUP -> MASTER").count();
+    lab.write("tether-a.toml", &(config(150, ONE) + &second(53)))
+        .unwrap();
+    lab.signal("tether-a", Sig::Hup).unwrap();
+    assert!(
+        lab.wait_log("tether-a", "1 unchanged; VI_2 restarted (vrid changed)", T),
+        "{}",
+        lab.log("tether-a")
+    );
+    // VI_2 went through STOP and back to MASTER on its new VRID; VI_1 never moved.
+    assert!(
+        lab.wait_log_count("tether-a", "BACKUP -> MASTER", masters_before + 1, T),
+        "{}",
+        lab.log("tether-a")
+    );
+    lab.wait_holders(VIP3, &["a"], T).unwrap();
+    let log = lab.log("tether-a");
+    let vi1_moves = log
+        .lines()
+        .filter(|l| l.contains(" -> ") && l.contains("VI_1"))
+        .count();
+    assert_eq!(vi1_moves, 2, "VI_1: STOP -> BACKUP -> MASTER once:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("MASTER -> STOP") && l.contains("VI_2")),
+        "{log}"
+    );
+    assert!(probe.wait_streak(Instant::now(), 5, T));
+    assert_eq!(probe.failures_since(start), 0);
+}
