@@ -43,11 +43,20 @@ pub fn main(args: VrrpArgs) -> anyhow::Result<ExitCode> {
     }
     runtime.block_on(async {
         // Installed first, so an early SIGHUP cannot kill the process.
-        crate::signals::reload_not_supported("vrrp")?;
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
         let shutdown = crate::signals::shutdown_on_signals()?;
         let daemon = tether_vrrp::start(config, shutdown)
             .await
             .with_context(|| format!("{}", args.config.display()))?;
+        // SIGHUP reloads in place: unchanged instances keep running untouched, changed
+        // ones are changed with the least disturbance; an invalid file is refused and the
+        // running configuration keeps serving.
+        tokio::spawn(tether_vrrp::reload_on(
+            hup,
+            daemon.reloader(),
+            args.config.clone(),
+        ));
         crate::systemd::ready();
         daemon.wait().await;
         Ok(ExitCode::SUCCESS)

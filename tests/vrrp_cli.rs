@@ -50,11 +50,11 @@ fn vrrp_check_accepts_the_example_and_names_file_line_key() {
     );
 }
 
-/// keepalived users reload with SIGHUP. Until `tether vrrp` can reload, SIGHUP must not
-/// take the default action (exit 129 with the VIPs left on the interface): it logs that
-/// reload is not supported and the daemon keeps running until SIGTERM stops it cleanly.
+/// keepalived users reload with SIGHUP: `tether vrrp` re-reads its file in place (an
+/// unchanged file changes nothing), refuses an invalid one with its `file:line: key`
+/// errors and keeps running, and SIGTERM still stops it cleanly.
 #[test]
-fn sighup_is_logged_and_does_not_kill_the_daemon() {
+fn sighup_reloads_in_place_and_refuses_an_invalid_file() {
     use nix::sys::signal::{Signal, kill};
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
@@ -82,13 +82,25 @@ fn sighup_is_logged_and_does_not_kill_the_daemon() {
     let mut wait_for = |needle: &str| -> Option<String> { lines.find(|l| l.contains(needle)) };
     let started = wait_for("thupnone0 not found");
     kill(pid, Signal::SIGHUP).unwrap();
-    let logged = wait_for("SIGHUP");
+    let applied = wait_for("reload applied");
+    // Out of range: refused, the running configuration stays.
+    std::fs::write(
+        &cfg,
+        "[[instance]]\nname = \"VI_1\"\ninterface = \"thupnone0\"\nvrid = 300\nvirtual_addresses = [\"192.0.2.100/24\"]\n",
+    )
+    .unwrap();
+    kill(pid, Signal::SIGHUP).unwrap();
+    let refused = wait_for("reload refused");
+    let error = wait_for("vrrp.toml:");
     kill(pid, Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(started.is_some(), "the daemon never reported its instance");
-    let logged = logged.expect("no SIGHUP line before the process ended");
-    assert!(logged.contains("cannot reload"), "{logged}");
+    let applied = applied.expect("no reload line before the process ended");
+    assert!(applied.contains("1 unchanged"), "{applied}");
+    assert!(refused.is_some(), "the invalid file was not refused");
+    let error = error.expect("no file:line error");
+    assert!(error.contains("vrrp.toml:4: instance[0].vrid"), "{error}");
     assert!(status.success(), "SIGTERM after SIGHUP: {status:?}");
 }
 

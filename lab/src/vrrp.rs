@@ -23,8 +23,11 @@ mod probe;
 
 pub use probe::Probe;
 
-/// The one network of the lab.
+/// The network of the lab (192.0.2.0/24, 2001:db8::/64).
 pub const LAN: &str = "lan";
+/// The second network of a [`VrrpLab::two_links`] lab (198.51.100.0/24), `eth1` in
+/// every host: an inside link next to the outside one, for sync groups.
+pub const LAN2: &str = "lan2";
 /// Port of the TCP service [`VrrpLab::start_service`] runs (answers with the host's name).
 pub const SERVICE_PORT: u16 = 7000;
 
@@ -71,6 +74,25 @@ impl VrrpLab {
     /// 2001:db8::1). `Ok(None)` (after saying so) when a user other than root cannot make
     /// namespaces; an error when root cannot.
     pub fn new(tag: &str, hosts: &[(&str, u8)], daemon: Daemon) -> Result<Option<Self>, LabError> {
+        Self::build(tag, hosts, daemon, false)
+    }
+
+    /// As [`VrrpLab::new`], with every host also on [`LAN2`] (198.51.100.0/24, `eth1`)
+    /// under the same host number.
+    pub fn two_links(
+        tag: &str,
+        hosts: &[(&str, u8)],
+        daemon: Daemon,
+    ) -> Result<Option<Self>, LabError> {
+        Self::build(tag, hosts, daemon, true)
+    }
+
+    fn build(
+        tag: &str,
+        hosts: &[(&str, u8)],
+        daemon: Daemon,
+        second: bool,
+    ) -> Result<Option<Self>, LabError> {
         if let Err(e) = crate::available() {
             // Root that cannot make namespaces is a broken machine, not a reason to skip.
             if crate::unsafe_geteuid() == 0 {
@@ -82,8 +104,15 @@ impl VrrpLab {
         let mut b = Lab::builder(&Lab::unique_prefix(tag))
             .network(LAN, "192.0.2.0/24")
             .ipv6(LAN, "2001:db8::/64");
+        if second {
+            b = b.network(LAN2, "198.51.100.0/24");
+        }
         for (name, octet) in hosts {
-            b = b.host(name, &[(LAN, *octet)]);
+            b = if second {
+                b.host(name, &[(LAN, *octet), (LAN2, *octet)])
+            } else {
+                b.host(name, &[(LAN, *octet)])
+            };
         }
         let lab = b.build()?;
         let names: Vec<&str> = hosts.iter().map(|(h, _)| *h).collect();
@@ -185,14 +214,14 @@ impl VrrpLab {
             .and_then(|s| s.trim().parse().ok())
     }
 
-    /// Which hosts hold `vip` on their LAN interface right now, sorted.
+    /// Which hosts hold `vip` on any of their interfaces right now, sorted.
     pub fn holders(&self, vip: &str) -> Vec<String> {
         let mut out: Vec<String> = self
             .hosts
             .iter()
             .filter(|h| {
                 self.lab
-                    .exec(h, &["ip", "-br", "addr", "show", "dev", "eth0"])
+                    .exec(h, &["ip", "-br", "addr", "show"])
                     .map(|o| {
                         String::from_utf8_lossy(&o.stdout)
                             .split_whitespace()

@@ -47,7 +47,7 @@ pub struct Vip {
 }
 
 /// One validated instance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InstanceConfig {
     /// Name.
     pub name: String,
@@ -135,7 +135,7 @@ pub enum TrackKind {
 }
 
 /// One validated track.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackConfig {
     /// What to check.
     pub kind: TrackKind,

@@ -4,21 +4,26 @@
 //! A file per concern: [`admin`] (the HTTP status and readiness), `instance` (the
 //! per-instance task: wait for the interface, then drive the machine), `setup` (what must
 //! exist before the machine starts, with its typed errors), `actions` (carrying out what
-//! the machine asks for) and `tracks` (tracked checks and interfaces). What to do with a
-//! received packet is decided without IO in [`crate::admit`].
+//! the machine asks for), `tracks` (tracked checks and interfaces) and `running` (the
+//! instance tasks by name and the [`Reloader`] that changes them on `SIGHUP`). What to do
+//! with a received packet is decided without IO in [`crate::admit`], and what a reload
+//! changes in [`crate::reload`].
 
 mod actions;
 pub mod admin;
 mod instance;
+mod running;
 pub mod setup;
 mod tracks;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::config::{Config, InstanceConfig};
@@ -26,6 +31,8 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 
 pub use admin::InstanceStatus;
+pub use running::{LastReload, Reloader, reload_on};
+use running::{Running, spawn_notifier};
 pub use setup::SetupError;
 
 /// Errors that stop the daemon from starting.
@@ -49,19 +56,35 @@ pub enum DaemonError {
 pub struct DaemonHandle {
     /// Where the admin server listens, if configured.
     pub admin_addr: Option<SocketAddr>,
-    /// Live per-instance status.
+    /// Live per-instance status, in the order of the running configuration.
     pub status: Arc<Mutex<Vec<InstanceStatus>>>,
     /// The metrics.
     pub metrics: Metrics,
-    tasks: Vec<JoinHandle<()>>,
+    reloader: Reloader,
+    shutdown: CancellationToken,
+    admin_task: Option<JoinHandle<()>>,
 }
 
 impl DaemonHandle {
-    /// Waits until every instance has finished its shutdown (priority 0 sent, VIPs removed).
+    /// What reloads this daemon's configuration (cheap to clone, for a signal task).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Waits for shutdown, then until every instance has finished its own (priority 0
+    /// sent, VIPs removed, notify queue drained).
     pub async fn wait(self) {
-        for t in self.tasks {
+        self.shutdown.cancelled().await;
+        let tracker = {
+            // Under the lock: no reload is between stopping and starting instances.
+            let running = self.reloader.running.lock().await;
+            running.tracker.clone()
+        };
+        tracker.close();
+        tracker.wait().await;
+        if let Some(t) = self.admin_task {
             if let Err(e) = t.await {
-                error!("instance task failed: {e}");
+                error!("admin task failed: {e}");
             }
         }
     }
@@ -87,62 +110,45 @@ pub async fn start(
             .map(InstanceStatus::initial)
             .collect::<Vec<_>>(),
     ));
-    let mut tasks = Vec::new();
-    let admin_addr = match config.admin {
+    let last_reload = Arc::new(Mutex::new(None));
+    let (admin_addr, admin_task) = match config.admin {
         Some(addr) => {
-            let (local, task) = admin::spawn(addr, &metrics, &status, shutdown.clone()).await?;
-            tasks.push(task);
-            Some(local)
+            let (local, task) =
+                admin::spawn(addr, &metrics, &status, &last_reload, shutdown.clone()).await?;
+            (Some(local), Some(task))
         }
-        None => None,
+        None => (None, None),
     };
-
-    // Sync groups: each member publishes its own fault; a member faults when any does.
-    let mut group_of: Vec<Option<Group>> = vec![None; config.instances.len()];
-    for g in &config.sync_groups {
-        let (tx, _) = watch::channel(vec![false; g.members.len()]);
-        for (pos, &idx) in g.members.iter().enumerate() {
-            if let Some(slot) = group_of.get_mut(idx) {
-                *slot = Some((tx.clone(), pos));
-            }
-        }
+    let mut running = Running {
+        config: Config {
+            admin: config.admin,
+            instances: Vec::new(),
+            sync_groups: Vec::new(),
+        },
+        slots: HashMap::new(),
+        groups: HashMap::new(),
+        siblings: Arc::new(Vec::new()),
+        shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
+        status: status.clone(),
+        tracker: TaskTracker::new(),
+    };
+    running.install(config);
+    for idx in 0..running.config.instances.len() {
+        running.spawn_instance(idx);
     }
-
-    // VRIDs of every instance per interface and family: a sibling instance's adverts
-    // reach our socket too and are not "unknown".
-    let siblings: Vec<(String, u8, bool)> = config
-        .instances
-        .iter()
-        .map(|i| (i.interface.clone(), i.vrid, i.is_v6()))
-        .collect();
-    let siblings = Arc::new(siblings);
-    for (idx, inst) in config.instances.into_iter().enumerate() {
-        metrics.init_instance(&inst.name);
-        let notifier = inst.notify.clone().map(|argv| {
-            Notifier::spawn(
-                argv,
-                inst.name.clone(),
-                inst.notify_timeout,
-                metrics.clone(),
-            )
-        });
-        let ctx = Ctx {
-            idx,
-            cfg: Arc::new(inst),
-            metrics: metrics.clone(),
-            status: status.clone(),
-            shutdown: shutdown.clone(),
-            group: group_of.get_mut(idx).and_then(Option::take),
-            siblings: siblings.clone(),
-            notifier,
-        };
-        tasks.push(tokio::spawn(instance::run(ctx)));
-    }
+    let reloader = Reloader {
+        running: Arc::new(tokio::sync::Mutex::new(running)),
+        metrics: metrics.clone(),
+        last: last_reload,
+    };
     Ok(DaemonHandle {
         admin_addr,
         status,
         metrics,
-        tasks,
+        reloader,
+        shutdown,
+        admin_task,
     })
 }
 
@@ -160,30 +166,68 @@ pub fn cancel_on_signals(token: CancellationToken) -> std::io::Result<JoinHandle
     }))
 }
 
-/// A sync group as one member sees it: every member's fault flag, and its own position.
-type Group = (watch::Sender<Vec<bool>>, usize);
+/// A sync group as one member sees it: every member's published state, and its own
+/// position.
+type Group = (watch::Sender<Vec<crate::sync::Member>>, usize);
+
+/// What an instance task is told at start and on every reload that concerns it.
+#[derive(Clone)]
+struct Live {
+    cfg: Arc<InstanceConfig>,
+    /// Its position in the running configuration (the sibling list's order).
+    idx: usize,
+    /// Interface, VRID and family of every configured instance.
+    siblings: Arc<Vec<(String, u8, bool)>>,
+}
 
 /// What one instance task shares with the rest of the daemon.
 struct Ctx {
-    idx: usize,
-    cfg: Arc<InstanceConfig>,
+    live: watch::Receiver<Live>,
     metrics: Metrics,
     status: Arc<Mutex<Vec<InstanceStatus>>>,
+    /// Cancelled on daemon shutdown, or when a reload removes or restarts the instance.
     shutdown: CancellationToken,
     group: Option<Group>,
-    siblings: Arc<Vec<(String, u8, bool)>>,
-    notifier: Option<Notifier>,
+    /// Replaced when a reload changes the notify command.
+    notifier: Mutex<Option<Notifier>>,
 }
 
 impl Ctx {
+    /// The instance's current settings.
+    fn cfg(&self) -> Arc<InstanceConfig> {
+        self.live.borrow().cfg.clone()
+    }
     fn set_status(&self, f: impl FnOnce(&mut InstanceStatus)) {
+        let name = self.cfg().name.clone();
         if let Ok(mut s) = self.status.lock() {
-            if let Some(i) = s.get_mut(self.idx) {
+            if let Some(i) = s.iter_mut().find(|i| i.name == name) {
                 f(i);
             }
         }
     }
     fn problem(&self, p: Option<String>) {
         self.set_status(|s| s.problem = p);
+    }
+    fn notify(&self, to: crate::fsm::State, prio: u8) {
+        if let Ok(n) = self.notifier.lock() {
+            if let Some(n) = n.as_ref() {
+                n.notify(to, prio);
+            }
+        }
+    }
+    /// A reload changed the notify command: later transitions use the new one; the old
+    /// one still runs what it had queued.
+    fn replace_notifier(&self, cfg: &InstanceConfig) {
+        let new = spawn_notifier(cfg, &self.metrics);
+        let old = match self.notifier.lock() {
+            Ok(mut n) => std::mem::replace(&mut *n, new),
+            Err(_) => None,
+        };
+        if let Some(old) = old {
+            tokio::spawn(old.finish());
+        }
+    }
+    fn take_notifier(&self) -> Option<Notifier> {
+        self.notifier.lock().ok().and_then(|mut n| n.take())
     }
 }

@@ -54,8 +54,8 @@ impl State {
     }
 }
 
-/// Static parameters of one instance.
-#[derive(Debug, Clone)]
+/// Static parameters of one instance (a reload may replace them: [`Input::Configure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
     /// Protocol version (decides the skew formula).
     pub version: Version,
@@ -71,6 +71,10 @@ pub struct Params {
     pub primary: IpAddr,
     /// Delay of the second gratuitous ARP / NA burst after becoming master (0 = none).
     pub garp_delay: Duration,
+    /// A member of a sync group: when its Master_Down timer runs out it only *wants* to
+    /// be master ([`Instance::wants_master`]) and waits for [`Input::Sync`], as
+    /// keepalived's sync groups do, so the group's VIPs never split between two hosts.
+    pub sync: bool,
 }
 
 /// What happened.
@@ -94,6 +98,23 @@ pub enum Input {
     /// New tracking outcome: `None` = fault (interface down or a weight-0 track failing),
     /// `Some(p)` = effective priority `p`.
     Tracking(Option<u8>),
+    /// A reload changed the parameters of the running instance. Nothing is sent and the
+    /// state is kept: a master's next advert carries the new priority (fed through
+    /// [`Input::Tracking`], which the driver recomputes from it) and runs on the new
+    /// interval from then on; a backup uses the new values from its next advert.
+    Configure(Params),
+    /// What the sync group decided for this member ([`crate::sync`]).
+    Sync(Order),
+}
+
+/// A sync group's order to one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Every member wants to be master or is: a member that wants it becomes master.
+    Master,
+    /// Another member stepped down from master: a master steps down too, sending
+    /// priority 0 first.
+    Backup,
 }
 
 /// What the driver must do, in order.
@@ -133,6 +154,11 @@ pub struct Instance {
     garp_timer: Option<Instant>,
     /// keepalived's `preempt_time`: until then a lower-priority master is tolerated.
     preempt_time: Option<Instant>,
+    /// A sync group member whose Master_Down timer ran out, waiting for its group.
+    wants_master: bool,
+    /// How many times a higher-priority advert made this master step down (what the
+    /// other members of a sync group follow).
+    step_downs: u64,
 }
 
 impl Instance {
@@ -147,7 +173,20 @@ impl Instance {
             master_down_timer: None,
             garp_timer: None,
             preempt_time: None,
+            wants_master: false,
+            step_downs: 0,
         }
+    }
+
+    /// A sync group member in Backup whose Master_Down timer ran out: it becomes master
+    /// when the whole group wants to ([`Input::Sync`]).
+    pub fn wants_master(&self) -> bool {
+        self.wants_master
+    }
+
+    /// How many times a higher-priority advert made this instance leave MASTER.
+    pub fn step_downs(&self) -> u64 {
+        self.step_downs
     }
 
     /// Current state.
@@ -209,8 +248,59 @@ impl Instance {
                 interval,
             } => self.advert(now, src, priority, interval, &mut out),
             Input::Tracking(t) => self.tracking(now, t, &mut out),
+            Input::Configure(p) => self.configure(now, p),
+            Input::Sync(o) => self.sync(now, o, &mut out),
         }
         out
+    }
+
+    fn sync(&mut self, now: Instant, order: Order, out: &mut Vec<Action>) {
+        match (order, self.state) {
+            (Order::Master, State::Backup) if self.wants_master => self.become_master(now, out),
+            (Order::Backup, State::Master) => {
+                // As on shutdown: priority 0 lets whoever takes over do so in Skew_Time
+                // rather than Master_Down_Interval.
+                self.adver_timer = None;
+                self.garp_timer = None;
+                out.push(Action::SendAdvert { priority: 0 });
+                out.push(Action::RemoveVips);
+                self.go(State::Backup, out);
+                self.master_down_timer = Some(now + self.master_down_interval());
+            }
+            _ => {}
+        }
+    }
+
+    fn configure(&mut self, now: Instant, p: Params) {
+        let shorter = p.advert_interval < self.params.advert_interval;
+        self.params = p;
+        if self.effective.is_none() && self.state == State::Initialize {
+            // Not started: the configured priority is the starting point.
+            self.effective = Some(self.params.priority);
+        }
+        match self.state {
+            State::Master => {
+                self.master_adver_interval = self.params.advert_interval;
+                // The advert already scheduled keeps its time (no gap, no extra advert),
+                // unless the new interval would send the next one sooner.
+                if shorter {
+                    let sooner = now + self.params.advert_interval;
+                    self.adver_timer = self.adver_timer.map(|t| t.min(sooner));
+                }
+            }
+            State::Backup => {
+                // v3 keeps the interval learned from the master; v2 uses its own.
+                if self.params.version == Version::V2 {
+                    self.master_adver_interval = self.params.advert_interval;
+                }
+            }
+            State::Initialize | State::Fault => {
+                self.master_adver_interval = self.params.advert_interval;
+            }
+        }
+        if self.params.preempt_delay.is_zero() {
+            self.preempt_time = None;
+        }
     }
 
     fn start(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -253,7 +343,13 @@ impl Instance {
             }
             State::Backup => {
                 if self.master_down_timer.is_some_and(|t| t <= now) {
-                    self.become_master(now, out);
+                    if self.params.sync {
+                        // The group decides (Input::Sync); until then stay backup.
+                        self.master_down_timer = None;
+                        self.wants_master = true;
+                    } else {
+                        self.become_master(now, out);
+                    }
                 }
             }
             State::Initialize | State::Fault => {}
@@ -274,6 +370,7 @@ impl Instance {
                 if priority == 0 {
                     // The master is stopping: take over after Skew_Time only.
                     self.master_down_timer = Some(now + self.skew_time());
+                    self.wants_master = false;
                     return;
                 }
                 let delay_active = self.params.preempt_delay > Duration::ZERO
@@ -290,6 +387,7 @@ impl Instance {
                         self.master_adver_interval = interval;
                     }
                     self.master_down_timer = Some(now + self.master_down_interval());
+                    self.wants_master = false;
                 }
                 // Lower priority with preempt on: discard and let the timer run out.
             }
@@ -306,6 +404,7 @@ impl Instance {
                     self.adver_timer = None;
                     self.garp_timer = None;
                     out.push(Action::RemoveVips);
+                    self.step_downs += 1;
                     self.go(State::Backup, out);
                     self.master_down_timer = Some(now + self.master_down_interval());
                 } else {
@@ -387,6 +486,10 @@ impl Instance {
     fn go(&mut self, to: State, out: &mut Vec<Action>) {
         let from = self.state;
         self.state = to;
+        // Wanting to be master is a backup's waiting state only.
+        if from != to {
+            self.wants_master = false;
+        }
         if from != to {
             out.push(Action::Transition { from, to });
         }

@@ -14,8 +14,10 @@ pub mod net;
 pub mod netlink;
 pub mod notify;
 pub mod packet;
+pub mod reload;
 pub mod rx;
+pub mod sync;
 pub mod track;
 
 pub use config::{Config, load};
-pub use daemon::{DaemonHandle, cancel_on_signals, run, start};
+pub use daemon::{DaemonHandle, Reloader, cancel_on_signals, reload_on, run, start};

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::fsm::State;
 use crate::packet::DropReason;
@@ -39,6 +39,12 @@ pub struct Metrics {
     pub notify_failures: IntCounterVec,
     /// Unix time of the last transition.
     pub last_transition: GaugeVec,
+    /// Reloads by result (`ok`, `failed`), both from 0 at start.
+    pub reloads: IntCounterVec,
+    /// Unix time of the last reload tried (0 before any).
+    pub last_reload_timestamp: Gauge,
+    /// 1 when the last reload was applied (or none was tried), 0 when it was refused.
+    pub last_reload_success: IntGauge,
     since: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
@@ -143,6 +149,25 @@ impl Metrics {
             &["instance"],
         )?;
         registry.register(Box::new(last_transition.clone()))?;
+        let reloads = ic(
+            "tether_vrrp_reloads_total",
+            "Configuration reloads (SIGHUP) by result: ok (applied) or failed (refused, the running configuration kept).",
+            &["result"],
+        )?;
+        for r in ["ok", "failed"] {
+            reloads.with_label_values(&[r]);
+        }
+        let last_reload_timestamp = Gauge::new(
+            "tether_vrrp_last_reload_timestamp_seconds",
+            "Unix time of the last reload tried (0 before any).",
+        )?;
+        registry.register(Box::new(last_reload_timestamp.clone()))?;
+        let last_reload_success = IntGauge::new(
+            "tether_vrrp_last_reload_success",
+            "1 when the last reload was applied (or none was tried), 0 when it was refused.",
+        )?;
+        last_reload_success.set(1);
+        registry.register(Box::new(last_reload_success.clone()))?;
         let since = Arc::new(Mutex::new(HashMap::new()));
         registry.register(Box::new(SinceCollector {
             desc: Desc::new(
@@ -166,6 +191,9 @@ impl Metrics {
             interface_present,
             notify_failures,
             last_transition,
+            reloads,
+            last_reload_timestamp,
+            last_reload_success,
             since,
         })
     }

@@ -4,10 +4,9 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use support::tshark_fields;
 use tether_lab::Sig;
 use tether_lab::vrrp::{Keepalived, VrrpLab as Lab, install_peers, tether_config};
 
@@ -199,29 +198,6 @@ fn keepalived_v3_unicast_interop() {
     lab.hold_steady(vip, &["a"], V3.steady).unwrap();
     lab.signal("tether-a", Sig::Term).unwrap();
     lab.wait_holders(vip, &["b"], V3.timeout).unwrap();
-}
-
-fn tshark_fields(file: &Path, filter: &str, prefs: &[&str], fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    for p in prefs {
-        cmd.args(["-o", p]);
-    }
-    cmd.arg("-r")
-        .arg(file)
-        .args(["-n", "-Y", filter, "-T", "fields", "-E", "separator=|"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("tshark");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('|').map(str::to_string).collect())
-        .collect()
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use tether_lab::Sig;
-use tether_lab::vrrp::{LAN, SERVICE_PORT, VrrpLab as Lab, tether_config};
+use tether_lab::vrrp::{LAN, LAN2, SERVICE_PORT, VrrpLab as Lab, tether_config};
 
 const VIP: &str = "192.0.2.100";
 const T: Duration = Duration::from_secs(10);
@@ -524,4 +524,97 @@ fn log_seconds_of_day(line: &str) -> Option<f64> {
     let m: f64 = parts.next()?.parse().ok()?;
     let s: f64 = parts.next()?.parse().ok()?;
     Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// Sync groups as keepalived does them, on two links: a groups an outside instance (eth0)
+/// and an inside one (eth1); b runs the same two instances without a group, so each of
+/// its instances can move alone and pull on one of a's. The two VIPs never end up on two
+/// different hosts: a master that steps down takes its group down (BACKUP), a member that
+/// wants MASTER waits until every member does (MASTER), and a fault faults the group.
+#[test]
+fn sync_group_masters_backups_and_faults_together_on_two_links() {
+    const OUT: &str = "192.0.2.100";
+    const IN: &str = "198.51.100.100";
+    let Some(mut lab) = support::lab_two_links("vsync", &[("a", 1), ("b", 2), ("c", 10)]) else {
+        return;
+    };
+    lab.start_service("a").unwrap();
+    lab.start_service("b").unwrap();
+    let two = |out: u8, inside: u8, group: bool| {
+        let mut s = tether_config("VI_out", 51, out, 3, "100ms", &[&format!("{OUT}/24")], "");
+        s += &tether_config("VI_in", 52, inside, 3, "100ms", &[&format!("{IN}/24")], "")
+            .replace("interface = \"eth0\"", "interface = \"eth1\"");
+        if group {
+            s += "\n[[sync_group]]\nname = \"edge\"\ninstances = [\"VI_out\", \"VI_in\"]\n";
+        }
+        s
+    };
+    let both = |lab: &Lab, who: &str| {
+        lab.wait_holders(OUT, &[who], T).unwrap();
+        lab.wait_holders(IN, &[who], T).unwrap();
+    };
+    lab.start_tether("a", &two(150, 150, true)).unwrap();
+    lab.start_tether("b", &two(100, 100, false)).unwrap();
+    both(&lab, "a");
+    let probe_out = lab
+        .start_probe("c", format!("{OUT}:{SERVICE_PORT}").parse().unwrap())
+        .unwrap();
+    let probe_in = lab
+        .start_probe("c", format!("{IN}:{SERVICE_PORT}").parse().unwrap())
+        .unwrap();
+    assert!(probe_out.wait_answer("a", T) && probe_in.wait_answer("a", T));
+
+    // BACKUP follows: b's inside instance outranks a's, a's VI_in steps down, and a's
+    // VI_out follows it (priority 0), so b takes both.
+    lab.write("tether-b.toml", &two(100, 200, false)).unwrap();
+    lab.signal("tether-b", Sig::Hup).unwrap();
+    both(&lab, "b");
+    assert!(
+        lab.wait_log("tether-a", "a member stepped down to BACKUP", T),
+        "{}",
+        lab.log("tether-a")
+    );
+    // MASTER waits for the group: a's VI_out outranks b's (150 > 100) and its timer runs
+    // out, but a's VI_in does not want MASTER, so nothing moves (alone, it would split).
+    assert!(
+        lab.wait_log("tether-a", "waiting for its sync group", T),
+        "{}",
+        lab.log("tether-a")
+    );
+    lab.hold_steady(OUT, &["b"], Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(lab.holders(IN), ["b"]);
+    assert!(probe_out.wait_answer("b", T) && probe_in.wait_answer("b", T));
+
+    // MASTER together: b's inside priority back to 100, both of a's members want MASTER.
+    lab.write("tether-b.toml", &two(100, 100, false)).unwrap();
+    lab.signal("tether-b", Sig::Hup).unwrap();
+    both(&lab, "a");
+    assert!(
+        lab.wait_log("tether-a", "every member wants MASTER", T),
+        "{}",
+        lab.log("tether-a")
+    );
+
+    // FAULT: the inside link of a goes down; its outside instance faults too.
+    let mark = probe_out.mark();
+    lab.cut("a", LAN2).unwrap();
+    both(&lab, "b");
+    let faults = lab
+        .log("tether-a")
+        .lines()
+        .filter(|l| l.contains("MASTER -> FAULT"))
+        .count();
+    assert_eq!(faults, 2, "{}", lab.log("tether-a"));
+    assert!(probe_out.wait_answer("b", T));
+    eprintln!(
+        "FIGURE sync group: outside VIP gap when the inside link of its master is cut: {:?}",
+        probe_out.gap_since(mark)
+    );
+    // Healed: a's members leave FAULT, both want MASTER, both come back.
+    lab.heal("a", LAN2).unwrap();
+    both(&lab, "a");
+    lab.hold_steady(OUT, &["a"], Duration::from_millis(500))
+        .unwrap();
+    assert_eq!(lab.holders(IN), ["a"]);
 }

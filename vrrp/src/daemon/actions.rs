@@ -2,11 +2,13 @@
 //! and the transition's log line, metrics, status and notify run.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tracing::{debug, error, info};
 
 use super::Ctx;
 use super::setup::Setup;
+use crate::config::{InstanceConfig, Vip};
 use crate::fsm::{self, Action};
 use crate::netlink::Netlink;
 use crate::packet::{self, Advert, MCAST_V4, MCAST_V6};
@@ -16,32 +18,27 @@ pub(super) struct Io<'a> {
     pub(super) ctx: &'a Ctx,
     pub(super) nl: &'a Netlink,
     pub(super) s: &'a Setup,
-    pub(super) vips_held: bool,
+    /// The settings adverts, VIPs and ARPs follow; a reload replaces them.
+    pub(super) cfg: Arc<InstanceConfig>,
+    /// The VIPs this instance put on the interface (what a removal takes off, whatever
+    /// a reload has changed in the settings since).
+    pub(super) held: Vec<Vip>,
 }
 
 impl Io<'_> {
     pub(super) async fn exec(&mut self, machine: &mut fsm::Instance, actions: Vec<Action>) {
-        let cfg = &self.ctx.cfg;
+        let cfg = self.cfg.clone();
         let name = cfg.name.as_str();
         for a in actions {
             match a {
                 Action::SendAdvert { priority } => self.send_advert(priority),
-                Action::AddVips => {
-                    for v in &cfg.vips {
-                        if let Err(e) = self.nl.add_vip(self.s.link.index, *v).await {
-                            error!(instance = %name, "{e}");
-                        }
-                    }
-                    self.vips_held = true;
-                }
+                Action::AddVips => self.add_vips(&cfg.vips).await,
                 Action::RemoveVips => self.remove_vips().await,
-                Action::Garp => self.garp(),
+                Action::Garp => self.garp(&cfg.vips),
                 Action::Transition { from, to } => {
                     info!(instance = %name, "{} -> {} (priority {})", from.keepalived_name(), to.keepalived_name(), machine.effective_priority());
                     self.ctx.metrics.transition(name, from, to);
-                    if let Some(n) = &self.ctx.notifier {
-                        n.notify(to, machine.effective_priority());
-                    }
+                    self.ctx.notify(to, machine.effective_priority());
                 }
             }
         }
@@ -58,17 +55,44 @@ impl Io<'_> {
         });
     }
 
+    /// Adds `vips` to the interface (those not already held).
+    pub(super) async fn add_vips(&mut self, vips: &[Vip]) {
+        for v in vips {
+            if self.held.iter().any(|h| h.addr == v.addr) {
+                continue;
+            }
+            if let Err(e) = self.nl.add_vip(self.s.link.index, *v).await {
+                error!(instance = %self.cfg.name, "{e}");
+            }
+            self.held.push(*v);
+        }
+    }
+
+    /// Removes every VIP this instance holds.
     pub(super) async fn remove_vips(&mut self) {
-        for v in &self.ctx.cfg.vips {
-            if let Err(e) = self.nl.del_vip(self.s.link.index, *v).await {
-                error!(instance = %self.ctx.cfg.name, "{e}");
+        for v in std::mem::take(&mut self.held) {
+            self.del(v).await;
+        }
+    }
+
+    /// Removes those of `vips` this instance holds (a reload dropped them).
+    pub(super) async fn remove(&mut self, vips: &[Vip]) {
+        for v in vips {
+            if let Some(at) = self.held.iter().position(|h| h.addr == v.addr) {
+                let h = self.held.remove(at);
+                self.del(h).await;
             }
         }
-        self.vips_held = false;
+    }
+
+    async fn del(&self, v: Vip) {
+        if let Err(e) = self.nl.del_vip(self.s.link.index, v).await {
+            error!(instance = %self.cfg.name, "{e}");
+        }
     }
 
     fn send_advert(&self, priority: u8) {
-        let cfg = &self.ctx.cfg;
+        let cfg = &self.cfg;
         let ad = Advert {
             version: cfg.version,
             vrid: cfg.vrid,
@@ -102,10 +126,12 @@ impl Io<'_> {
         }
     }
 
-    fn garp(&self) {
-        let cfg = &self.ctx.cfg;
+    /// One burst of gratuitous ARPs / unsolicited NAs for `vips` (all of them on becoming
+    /// master; only the new ones when a reload adds VIPs).
+    pub(super) fn garp(&self, vips: &[Vip]) {
+        let cfg = &self.cfg;
         for _ in 0..cfg.garp_repeat {
-            for v in &cfg.vips {
+            for v in vips {
                 let r = match v.addr {
                     IpAddr::V4(a) => self.s.frames.send(&packet::garp_frame(self.s.link.mac, a)),
                     IpAddr::V6(a) => self

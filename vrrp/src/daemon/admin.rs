@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz` (every instance past
-//! INITIALIZE) and `/api/state` (each instance's state and problem).
+//! INITIALIZE), `/api/state` (each instance's state and problem) and `/api/reload` (the
+//! last reload's result, time and what it did or why it was refused).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
-use super::DaemonError;
+use super::{DaemonError, LastReload};
 use crate::config::InstanceConfig;
 use crate::fsm::State;
 use crate::metrics::Metrics;
@@ -71,6 +72,7 @@ pub(super) async fn spawn(
     addr: SocketAddr,
     metrics: &Metrics,
     status: &Arc<Mutex<Vec<InstanceStatus>>>,
+    last_reload: &Arc<Mutex<Option<LastReload>>>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), DaemonError> {
     let listener = tether_health::admin::bind(addr)
@@ -87,13 +89,23 @@ pub(super) async fn spawn(
             .map_err(|_| "state lock poisoned".to_string())?;
         readiness(&s)
     });
-    let router = tether_health::admin::router(metrics.registry.clone(), ready).route(
-        "/api/state",
-        get(move || {
-            let st = st.clone();
-            async move { Json(st.lock().map(|s| s.clone()).unwrap_or_default()) }
-        }),
-    );
+    let last = last_reload.clone();
+    let router = tether_health::admin::router(metrics.registry.clone(), ready)
+        .route(
+            "/api/state",
+            get(move || {
+                let st = st.clone();
+                async move { Json(st.lock().map(|s| s.clone()).unwrap_or_default()) }
+            }),
+        )
+        .route(
+            "/api/reload",
+            get(move || {
+                let last = last.clone();
+                // `null` until the first reload.
+                async move { Json(last.lock().ok().and_then(|l| l.clone())) }
+            }),
+        );
     let task = tokio::spawn(async move {
         if let Err(e) = tether_health::admin::serve(listener, router, shutdown).await {
             error!("admin server: {e}");

@@ -76,7 +76,7 @@ pub(super) struct Setup {
 /// Waits for the interface and its address, removes stale VIPs (first time only) and
 /// opens sockets. Returns `None` on shutdown.
 pub(super) async fn setup(ctx: &Ctx, nl: &Netlink, first: bool) -> Option<Setup> {
-    let cfg = &ctx.cfg;
+    let cfg = ctx.cfg();
     let name = &cfg.name;
     let mut reported = None::<String>;
     loop {
@@ -111,7 +111,7 @@ pub(super) async fn setup(ctx: &Ctx, nl: &Netlink, first: bool) -> Option<Setup>
 
 /// One try at [`setup`].
 async fn attempt(ctx: &Ctx, nl: &Netlink, first: bool) -> Result<Setup, SetupError> {
-    let cfg = &ctx.cfg;
+    let cfg = ctx.cfg();
     let name = &cfg.name;
     let link = nl
         .link(&cfg.interface)

@@ -1,5 +1,7 @@
 //! The instance's tracked objects: built-in checks from tether-health run as monitors,
-//! interface tracks read on the link poll; their health feeds a watch channel.
+//! interface tracks read on the link poll; their health feeds a watch channel. A reload
+//! that edits the tracks replaces them; a track that checks the same thing as before keeps
+//! its health, so editing a weight or an interval does not fault the instance.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +28,10 @@ pub(super) struct Tracks {
     /// the strength of results from before the cut (the tracked balancer may not yet
     /// know its servers are unreachable, nor that they are back).
     epoch: Arc<AtomicU64>,
+    /// What each track checks (to carry health over a reload).
+    kinds: Vec<TrackKind>,
+    /// Stops this set's monitors (a child of the instance's shutdown).
+    stop: CancellationToken,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -42,11 +48,54 @@ impl TrackHealth {
 }
 
 impl Tracks {
-    pub(super) fn spawn(cfg: &InstanceConfig, shutdown: CancellationToken) -> Tracks {
+    pub(super) fn spawn(cfg: &InstanceConfig, shutdown: &CancellationToken) -> Tracks {
+        Self::spawn_seeded(cfg, shutdown, &[], 0)
+    }
+
+    /// A reload changed the tracks: stops these monitors and starts the new set. A new
+    /// track checking what an old one checked starts from the old one's health; others
+    /// start unknown (counted as failing), as at start. Subscribers of `changed` must
+    /// subscribe again.
+    pub(super) fn replace(&mut self, cfg: &InstanceConfig, shutdown: &CancellationToken) {
+        let h = self.health.lock().map(|v| v.clone()).unwrap_or_default();
+        let seed: Vec<(TrackKind, TrackHealth)> = self.kinds.iter().cloned().zip(h).collect();
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let new = Self::spawn_seeded(cfg, shutdown, &seed, epoch);
+        self.stop.cancel();
+        *self = new;
+        self.changed.send_replace(());
+    }
+
+    fn spawn_seeded(
+        cfg: &InstanceConfig,
+        shutdown: &CancellationToken,
+        seed: &[(TrackKind, TrackHealth)],
+        epoch: u64,
+    ) -> Tracks {
+        let stop = shutdown.child_token();
         let (changed, _) = watch::channel(());
         // Unknown counts as down: never take the VIP before the tracked service answered.
-        let health = Arc::new(Mutex::new(vec![TrackHealth::default(); cfg.tracks.len()]));
-        let epoch = Arc::new(AtomicU64::new(0));
+        let mut used = vec![false; seed.len()];
+        let (start, initial): (Vec<TrackHealth>, Vec<Health>) =
+            cfg.tracks
+                .iter()
+                .map(|t| {
+                    let found = seed.iter().enumerate().position(|(j, (k, _))| {
+                        !used.get(j).copied().unwrap_or(true) && *k == t.kind
+                    });
+                    match found.and_then(|j| seed.get(j).map(|s| (j, s.1))) {
+                        Some((j, h)) => {
+                            if let Some(u) = used.get_mut(j) {
+                                *u = true;
+                            }
+                            (h, if h.up { Health::Up } else { Health::Down })
+                        }
+                        None => (TrackHealth::default(), Health::Unknown),
+                    }
+                })
+                .unzip();
+        let health = Arc::new(Mutex::new(start));
+        let epoch = Arc::new(AtomicU64::new(epoch));
         let mut interfaces = Vec::new();
         for (i, t) in cfg.tracks.iter().enumerate() {
             let (kind, target) = match &t.kind {
@@ -84,13 +133,13 @@ impl Tracks {
                 down_interval: t.down_interval,
                 rise: t.rise,
                 fall: t.fall,
-                initial: Health::Unknown,
+                initial: initial.get(i).copied().unwrap_or(Health::Unknown),
             };
             let h = health.clone();
             let ch = changed.clone();
             let ep = epoch.clone();
             let instance = cfg.name.clone();
-            spawn_monitor(spec, shutdown.clone(), move |ev| {
+            spawn_monitor(spec, stop.clone(), move |ev| {
                 if let Some(tr) = ev.transition {
                     info!(instance = %instance, track = i, "track {} -> {}", tr.from.as_str(), tr.to.as_str());
                 }
@@ -117,6 +166,8 @@ impl Tracks {
             interfaces,
             changed,
             epoch,
+            kinds: cfg.tracks.iter().map(|t| t.kind.clone()).collect(),
+            stop,
         }
     }
 
@@ -161,6 +212,58 @@ impl Tracks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn instance(tracks: &[(&str, i32)]) -> InstanceConfig {
+        let mut text = String::from(
+            "[[instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 51\n\
+             virtual_addresses = [\"192.0.2.100/24\"]\n",
+        );
+        for (iface, weight) in tracks {
+            text += &format!(
+                "[[instance.track]]\nkind = \"interface\"\ninterface = \"{iface}\"\nweight = {weight}\n"
+            );
+        }
+        let src = tether_health::config::Source::from_text("vrrp.toml", text);
+        let cfg = crate::config::parse(&src).unwrap_or_else(|e| panic!("{e}"));
+        cfg.instances.into_iter().next().unwrap()
+    }
+
+    fn set_up(t: &Tracks, i: usize) {
+        if let Ok(mut v) = t.health.lock() {
+            v[i] = TrackHealth {
+                up: true,
+                ok_epoch: u64::MAX,
+            };
+        }
+    }
+
+    /// A reload that edits a weight keeps the track's health (no fault while it is
+    /// checked again); a new track starts unknown, counted as failing.
+    #[tokio::test]
+    async fn replace_keeps_the_health_of_tracks_that_check_the_same_thing() {
+        let stop = CancellationToken::new();
+        let mut t = Tracks::spawn(&instance(&[("eth1", 0), ("eth2", -10)]), &stop);
+        set_up(&t, 0);
+        set_up(&t, 1);
+        let mut changed = t.changed.subscribe();
+        // eth2's weight edited and moved first, eth1 dropped, eth3 new.
+        t.replace(&instance(&[("eth2", -20), ("eth3", 0)]), &stop);
+        let snap = t.snapshot();
+        assert_eq!(snap.len(), 2);
+        assert_eq!(
+            (snap[0].weight, snap[0].up),
+            (-20, true),
+            "eth2 kept its health"
+        );
+        assert_eq!((snap[1].weight, snap[1].up), (0, false), "eth3 is unknown");
+        assert_eq!(
+            t.interfaces,
+            vec![(0, "eth2".to_string()), (1, "eth3".to_string())]
+        );
+        // The old channel is gone with the old set: subscribers subscribe again.
+        assert!(changed.changed().await.is_err());
+        stop.cancel();
+    }
 
     #[test]
     fn a_check_counts_as_up_only_with_a_pass_seen_in_the_current_epoch() {

@@ -18,6 +18,7 @@ fn params(version: Version, priority: u8, interval: Duration) -> Params {
         preempt_delay: Duration::ZERO,
         primary: ip("192.0.2.1"),
         garp_delay: Duration::from_secs(5),
+        sync: false,
     }
 }
 
@@ -518,4 +519,217 @@ fn two_instances_converge_to_one_master() {
     }
     assert_eq!(a.state(), State::Master);
     assert_eq!(b.state(), State::Backup);
+}
+
+/// Reload: a new priority is carried by the master's next scheduled advert; nothing is
+/// sent at reload time (no extra advert, no gratuitous ARP, no transition).
+#[test]
+fn configure_keeps_a_master_and_its_advert_schedule() {
+    let (mut i, t) = master(150);
+    let next = i.next_deadline().unwrap();
+    let mut p = params(Version::V3, 160, ms(100));
+    p.garp_delay = Duration::ZERO;
+    assert_eq!(i.handle(t + ms(30), Input::Configure(p)), vec![]);
+    assert_eq!(i.state(), State::Master);
+    assert_eq!(
+        i.next_deadline(),
+        Some(next),
+        "the scheduled advert keeps its time"
+    );
+    // The driver recomputes the effective priority from the new configured one.
+    assert_eq!(i.handle(t + ms(30), Input::Tracking(Some(160))), vec![]);
+    assert_eq!(
+        i.handle(next, Input::Timer),
+        vec![Action::SendAdvert { priority: 160 }]
+    );
+    assert_eq!(i.next_deadline(), Some(next + ms(100)));
+}
+
+#[test]
+fn configure_a_longer_interval_applies_after_the_scheduled_advert() {
+    let (mut i, t) = master(150);
+    let next = i.next_deadline().unwrap();
+    assert_eq!(
+        i.handle(t, Input::Configure(params(Version::V3, 150, ms(300)))),
+        vec![]
+    );
+    assert_eq!(i.next_deadline(), Some(next));
+    i.handle(next, Input::Timer);
+    assert_eq!(i.next_deadline(), Some(next + ms(300)));
+}
+
+#[test]
+fn configure_a_shorter_interval_brings_the_next_advert_forward() {
+    let (mut i, t) = master(150);
+    let mut p = params(Version::V3, 150, ms(20));
+    p.garp_delay = Duration::from_secs(5);
+    i.handle(t + ms(10), Input::Configure(p));
+    // The GARP timer (5 s) is later; the advert comes at now + 20 ms, not t + 100 ms.
+    assert_eq!(i.next_deadline(), Some(t + ms(30)));
+}
+
+#[test]
+fn configure_a_backup_above_the_master_takes_over_when_its_down_timer_runs_out() {
+    let t0 = Instant::now();
+    let mut i = v3(100);
+    i.handle(t0, Input::Startup);
+    i.handle(t0, advert("192.0.2.2", 150));
+    assert_eq!(i.state(), State::Backup);
+    assert_eq!(
+        i.handle(
+            t0 + ms(10),
+            Input::Configure(params(Version::V3, 200, ms(100)))
+        ),
+        vec![]
+    );
+    assert_eq!(i.handle(t0 + ms(10), Input::Tracking(Some(200))), vec![]);
+    // The master's adverts at 150 are now lower: discarded (preempt), so its down timer
+    // runs out and it takes over, advertising 200.
+    assert_eq!(i.handle(t0 + ms(100), advert("192.0.2.2", 150)), vec![]);
+    let down = i.next_deadline().unwrap();
+    let acts = i.handle(down, Input::Timer);
+    assert_eq!(acts.first(), Some(&Action::SendAdvert { priority: 200 }));
+    assert!(acts.iter().any(to(State::Master)));
+}
+
+#[test]
+fn configure_a_master_below_the_backup_steps_down_on_the_backups_advert() {
+    let (mut i, t) = master(150);
+    i.handle(t, Input::Configure(params(Version::V3, 90, ms(100))));
+    i.handle(t, Input::Tracking(Some(90)));
+    let next = i.next_deadline().unwrap();
+    assert_eq!(
+        i.handle(next, Input::Timer),
+        vec![Action::SendAdvert { priority: 90 }]
+    );
+    // The backup (100) preempts; its advert sends us to backup.
+    let acts = i.handle(next + ms(300), advert("192.0.2.2", 100));
+    assert!(acts.contains(&Action::RemoveVips));
+    assert!(acts.iter().any(to(State::Backup)));
+}
+
+#[test]
+fn configure_without_preempt_delay_clears_a_pending_one() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 150, ms(100));
+    p.preempt_delay = Duration::from_secs(60);
+    let mut i = Instance::new(p);
+    i.handle(t0, Input::Startup);
+    // A lower master is tolerated for 60 s.
+    i.handle(t0, advert("192.0.2.2", 100));
+    assert_eq!(i.state(), State::Backup);
+    i.handle(
+        t0 + ms(10),
+        Input::Configure(params(Version::V3, 150, ms(100))),
+    );
+    // Now a lower master's advert is discarded: the down timer runs out.
+    i.handle(t0 + ms(100), advert("192.0.2.2", 100));
+    let down = i.next_deadline().unwrap();
+    assert!(down < t0 + Duration::from_secs(1));
+    assert!(i.handle(down, Input::Timer).iter().any(to(State::Master)));
+}
+
+fn synced(priority: u8) -> Instance {
+    Instance::new(Params {
+        sync: true,
+        ..params(Version::V3, priority, ms(100))
+    })
+}
+
+/// Sync group member: its Master_Down timer only makes it want MASTER; the group decides.
+#[test]
+fn sync_member_wants_master_and_waits_for_the_group() {
+    let t0 = Instant::now();
+    let mut i = synced(150);
+    i.handle(t0, Input::Startup);
+    let down = i.next_deadline().unwrap();
+    assert_eq!(
+        i.handle(down, Input::Timer),
+        vec![],
+        "no advert, no VIPs yet"
+    );
+    assert_eq!(i.state(), State::Backup);
+    assert!(i.wants_master());
+    assert_eq!(
+        i.next_deadline(),
+        None,
+        "waiting for the group, not a timer"
+    );
+    let acts = i.handle(down + ms(5), Input::Sync(Order::Master));
+    assert_eq!(
+        acts,
+        vec![
+            Action::SendAdvert { priority: 150 },
+            Action::AddVips,
+            Action::Garp,
+            Action::Transition {
+                from: State::Backup,
+                to: State::Master
+            },
+        ]
+    );
+    assert!(!i.wants_master());
+}
+
+#[test]
+fn sync_order_master_is_ignored_by_a_member_that_does_not_want_it() {
+    let t0 = Instant::now();
+    let mut i = synced(100);
+    i.handle(t0, Input::Startup);
+    assert_eq!(i.handle(t0, Input::Sync(Order::Master)), vec![]);
+    assert_eq!(i.state(), State::Backup);
+}
+
+#[test]
+fn sync_member_stops_wanting_master_when_a_master_speaks_up() {
+    let t0 = Instant::now();
+    let mut i = synced(100);
+    i.handle(t0, Input::Startup);
+    let down = i.next_deadline().unwrap();
+    i.handle(down, Input::Timer);
+    assert!(i.wants_master());
+    // A lower priority (preempt on) does not count: still wanting.
+    i.handle(down + ms(1), advert("192.0.2.2", 50));
+    assert!(i.wants_master());
+    // An equal or higher one does: its down timer runs again.
+    i.handle(down + ms(2), advert("192.0.2.2", 150));
+    assert!(!i.wants_master());
+    assert!(i.next_deadline().is_some());
+    assert_eq!(i.handle(down + ms(3), Input::Sync(Order::Master)), vec![]);
+}
+
+#[test]
+fn sync_step_downs_count_adverts_not_orders() {
+    let t0 = Instant::now();
+    let mut i = synced(150);
+    i.handle(t0, Input::Startup);
+    let down = i.next_deadline().unwrap();
+    i.handle(down, Input::Timer);
+    i.handle(down, Input::Sync(Order::Master));
+    assert_eq!(i.state(), State::Master);
+    // Ordered down by the group: priority 0, VIPs removed, backup; not a step-down of
+    // its own.
+    let acts = i.handle(down + ms(10), Input::Sync(Order::Backup));
+    assert_eq!(
+        acts,
+        vec![
+            Action::SendAdvert { priority: 0 },
+            Action::RemoveVips,
+            Action::Transition {
+                from: State::Master,
+                to: State::Backup
+            }
+        ]
+    );
+    assert_eq!(i.step_downs(), 0);
+    assert!(i.next_deadline().is_some(), "its down timer runs");
+    // Master again, then a higher priority advertises: a step-down the group follows.
+    let down = i.next_deadline().unwrap();
+    i.handle(down, Input::Timer);
+    i.handle(down, Input::Sync(Order::Master));
+    let acts = i.handle(down + ms(10), advert("192.0.2.2", 200));
+    assert!(acts.iter().any(to(State::Backup)));
+    assert_eq!(i.step_downs(), 1);
+    // A backup is not ordered down again.
+    assert_eq!(i.handle(down + ms(20), Input::Sync(Order::Backup)), vec![]);
 }

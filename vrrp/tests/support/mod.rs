@@ -1,6 +1,6 @@
 //! What the vrrp crate's namespace tests share: a `tether_lab::vrrp` lab whose daemon is
-//! this test binary re-executed, the daemon side of that re-execution, and running a
-//! command inside a lab host.
+//! this test binary re-executed, the daemon side of that re-execution, running a
+//! command inside a lab host, and reading a capture with tshark.
 
 #![allow(dead_code)]
 
@@ -17,6 +17,15 @@ pub fn lab(tag: &str, hosts: &[(&str, u8)]) -> Option<VrrpLab> {
         env: CHILD_ENV.into(),
     };
     VrrpLab::new(tag, hosts, daemon).unwrap_or_else(|e| panic!("building the lab: {e}"))
+}
+
+/// As [`lab`], with every host also on a second link (`LAN2`, `eth1`).
+pub fn lab_two_links(tag: &str, hosts: &[(&str, u8)]) -> Option<VrrpLab> {
+    let daemon = Daemon::ReExec {
+        test: "daemon_child".into(),
+        env: CHILD_ENV.into(),
+    };
+    VrrpLab::two_links(tag, hosts, daemon).unwrap_or_else(|e| panic!("building the lab: {e}"))
 }
 
 /// Runs `args` in `host` and fails the test unless it succeeds.
@@ -62,12 +71,54 @@ pub fn run_daemon_child_if_asked() {
         .expect("runtime");
     rt.block_on(async {
         let token = tokio_util::sync::CancellationToken::new();
+        // Before the daemon starts, as the binary does: SIGHUP reloads the file.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .expect("SIGHUP handler");
         tether_vrrp::cancel_on_signals(token.clone()).expect("signals");
-        if let Err(e) = tether_vrrp::run(cfg, token).await {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
+        let daemon = match tether_vrrp::start(cfg, token).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        };
+        tokio::spawn(tether_vrrp::reload_on(
+            hup,
+            daemon.reloader(),
+            std::path::PathBuf::from(&path),
+        ));
+        daemon.wait().await;
     });
     eprintln!("tether vrrp stopped");
     std::process::exit(0);
+}
+
+/// Reads `file` with tshark: one row per packet matching display filter `filter`, one
+/// column per field.
+pub fn tshark_fields(
+    file: &std::path::Path,
+    filter: &str,
+    prefs: &[&str],
+    fields: &[&str],
+) -> Vec<Vec<String>> {
+    let mut cmd = std::process::Command::new("tshark");
+    for p in prefs {
+        cmd.args(["-o", p]);
+    }
+    cmd.arg("-r")
+        .arg(file)
+        .args(["-n", "-Y", filter, "-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
 }
