@@ -474,6 +474,10 @@ fn build_state(
             .map(|o| o.limit.clone())
             .unwrap_or_else(|| Arc::new(Semaphore::new(f.maxconn)));
         let l = &[f.name.as_str()];
+        if f.dr.is_none() {
+            let sends_proxy = backends[f.backend].cfg.send_proxy.is_some();
+            metrics.frontend(&f.name, &crate::proxy::inspect_reasons(f, sends_proxy));
+        }
         frontends.push(Arc::new(Frontend {
             bound: f
                 .binds
