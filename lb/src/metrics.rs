@@ -340,9 +340,10 @@ pub const CONNECTION_ENDS: &[&str] = &[
 
 impl Metrics {
     /// Creates at 0 the series of a proxy frontend whose label values are known (every
-    /// `end`, and the `inspect_reasons` its clients may be refused for), so that `rate()`
+    /// `end`, the `inspect_reasons` its clients may be refused for, and `routed_to`: the
+    /// backends of its SNI routes and its default, none without routes), so that `rate()`
     /// and alerts on them see 0 before the first event rather than no series.
-    pub fn frontend(&self, frontend: &str, inspect_reasons: &[&str]) {
+    pub fn frontend(&self, frontend: &str, inspect_reasons: &[&str], routed_to: &[&str]) {
         for end in CONNECTION_ENDS {
             self.conn_ended.with_label_values(&[frontend, end]);
         }
@@ -350,6 +351,17 @@ impl Metrics {
             self.fe_inspect_errors
                 .with_label_values(&[frontend, reason]);
         }
+        for backend in routed_to {
+            self.fe_routed.with_label_values(&[frontend, backend]);
+        }
+    }
+
+    /// Creates at 0 the counters of a `mode = "dr"` frontend, as [`Metrics::frontend`]
+    /// does for a proxy one.
+    pub fn dr_frontend(&self, frontend: &str) {
+        self.dr_table_changes.with_label_values(&[frontend]);
+        self.dr_apply_failures.with_label_values(&[frontend]);
+        self.dr_no_server.with_label_values(&[frontend]);
     }
 
     /// Drops the series of a server that is gone, so it does not linger in `/metrics`.

@@ -375,6 +375,13 @@ async fn a_check_of_a_frontend_that_routes_by_name_is_a_check_too() {
     );
     let lb = Lb::start(&toml).await;
     lb.wait_ready().await;
+    let m = lb.metrics().await;
+    for series in [
+        "tether_lb_frontend_sni_routed_total{backend=\"be\",frontend=\"fe\"}",
+        "tether_lb_frontend_inspect_errors_total{frontend=\"fe\",reason=\"not_tls\"}",
+    ] {
+        assert_eq!(metric(&m, series), 0.0, "{series}");
+    }
     let all = checks(lb.addr);
     for (what, header, then) in &all {
         eprintln!("{what}, then {then:?}");
