@@ -532,3 +532,43 @@ async fn haproxy_behind_accepts_our_proxy_v2_and_the_server_sees_the_client() {
     let seen = ask_source(lb.addr, "127.0.0.3", b"").await.unwrap();
     assert!(seen.starts_with("127.0.0.3:"), "{seen}");
 }
+
+#[tokio::test]
+async fn haproxy_health_checks_with_a_proxy_header_count_as_checks_and_reach_no_server() {
+    // HAProxy checks a send-proxy-v2 server with a PROXY header (LOCAL) and then a reset:
+    // the checks of the issue that showed up as client_error.
+    let stop = CancellationToken::new();
+    let (server, seen) = proxy_reading_server(&stop).await;
+    let lb = Lb::start(&proxied_lb(server, "v2", true)).await;
+    lb.wait_ready().await;
+    let dir = TempDir::new("haproxy-checks");
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let _haproxy = run_haproxy(
+        &dir,
+        &haproxy_config(bind, false, lb.addr, "send-proxy-v2 check inter 20ms"),
+        bind,
+    )
+    .await;
+    let series =
+        |end: &str| format!("tether_lb_connections_ended_total{{end=\"{end}\",frontend=\"fe\"}}");
+    lb.wait_metric_at_least(&series("proxy_check"), 100.0).await;
+    let m = lb.metrics().await;
+    for end in ["client_error", "client_gone", "inspect_failed", "done"] {
+        assert_eq!(metric(&m, &series(end)), 0.0, "{end}\n{m}");
+    }
+    assert_eq!(
+        metric(
+            &m,
+            "tether_lb_server_connections_total{backend=\"be\",server=\"s\"}"
+        ),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        seen.clients.load(Ordering::Relaxed),
+        0,
+        "the server saw a client"
+    );
+}
