@@ -122,6 +122,31 @@ fn logs_written_to_a_file_carry_no_colour_codes() {
     );
 }
 
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    // What journald, a container runtime or `| tee` read: a pipe, NO_COLOR unset.
+    let mut echo = Proc::spawn(
+        Command::new(TETHER)
+            .args(["echo", "--listen", "127.0.0.1:0"])
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped()),
+    );
+    let mut stderr = BufReader::new(echo.child().stderr.take().unwrap());
+    // Bytes, not text: an escape code must not hide in a line that fails to decode.
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = stderr.read_until(b'\n', &mut line).unwrap();
+        assert!(n > 0, "the echo server exited before saying it was ready");
+        let shown = String::from_utf8_lossy(&line);
+        assert!(!line.contains(&ESC), "escape codes in a pipe: {shown:?}");
+        if shown.contains("echo server ready") {
+            break;
+        }
+    }
+}
+
 /// Runs `tether lb` on a pseudo-terminal (`script` from util-linux) with `NO_COLOR` set to
 /// `no_color` (or unset), stops it, and returns what the terminal showed.
 fn terminal_output(no_color: Option<&str>) -> Vec<u8> {

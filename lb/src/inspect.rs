@@ -3,11 +3,14 @@
 //!
 //! Both parsers are sans-IO: they look at the bytes read so far and say "need more",
 //! "done, consumed N" or "invalid". The driver in `proxy.rs` reads with a deadline and a
-//! size cap around them.
+//! size cap around them. [`verdict`] then decides, from what was read and what the
+//! client's socket shows, whether the client gets a server connection at all.
 
 use std::net::SocketAddr;
 
 use ppp::PartialResult;
+
+use crate::peer::Peer;
 
 /// Most bytes read while looking for a ClientHello: a post-quantum key share makes a hello
 /// of a few KiB; a hello may legally span records up to 64 KiB.
@@ -16,6 +19,16 @@ pub const MAX_HELLO: usize = 64 * 1024;
 pub const MAX_PROXY_HEADER: usize = 4096;
 /// The longest PROXY v1 header, its CRLF included (the specification's limit).
 const MAX_PROXY_V1: usize = 107;
+
+/// Every reason [`proxy_header`] refuses a header for.
+pub const PROXY_REFUSALS: &[&str] = &["bad_proxy_header"];
+/// Every reason [`client_hello_sni`] refuses a ClientHello for.
+pub const HELLO_REFUSALS: &[&str] = &[
+    "not_tls",
+    "not_client_hello",
+    "hello_too_large",
+    "bad_client_hello",
+];
 
 /// What a look at the first bytes found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +160,37 @@ fn v1_addrs(a: &ppp::v1::Addresses) -> ProxiedAddrs {
             source: None,
             destination: None,
         },
+    }
+}
+
+/// Whether a client whose first bytes were read gets a server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Open a server connection.
+    Connect,
+    /// A PROXY header, then a close or reset before any payload: the health check of a
+    /// balancer in front (HAProxy's `check send-proxy`, and others alike). No server
+    /// connection; the connection ends as `proxy_check`.
+    ProxyCheck,
+    /// Reset (or closed both ways) before a server was chosen: nobody to serve; the
+    /// connection ends as `client_gone`.
+    ClientGone,
+}
+
+/// Decides whether to connect a client to a server. `header`: a PROXY header was read;
+/// `payload`: the bytes read after it (or from the start, without one); `peer`: what the
+/// client's socket says now.
+///
+/// A close after payload, or without a header, still connects: a client that closed its
+/// sending side may be waiting for what a server says first (or for the answer to what it
+/// sent). A header with nothing after it carries nothing for a server to answer, so a close
+/// there is a check, as HAProxy's and other balancers' checks with a PROXY header are.
+pub fn verdict(header: bool, payload: usize, peer: Peer) -> Verdict {
+    match peer {
+        Peer::Here => Verdict::Connect,
+        Peer::Gone | Peer::Finished if header && payload == 0 => Verdict::ProxyCheck,
+        Peer::Gone => Verdict::ClientGone,
+        Peer::Finished => Verdict::Connect,
     }
 }
 
@@ -417,6 +461,51 @@ mod tests {
         // A v1 header never ends: invalid once it is longer than any header can be.
         let long = [b"PROXY TCP4 ".as_slice(), &[b'1'; MAX_PROXY_HEADER]].concat();
         assert_eq!(proxy_header(&long), Inspect::Invalid("bad_proxy_header"));
+    }
+
+    #[test]
+    fn a_header_then_a_close_or_reset_is_a_check_and_nothing_else_is() {
+        use Verdict::*;
+        // (PROXY header read, payload bytes after it, the socket) -> verdict
+        let table = [
+            (true, 0, Peer::Here, Connect),
+            (true, 0, Peer::Finished, ProxyCheck),
+            (true, 0, Peer::Gone, ProxyCheck),
+            // Payload came: a client, which may wait for the answer after its close.
+            (true, 1, Peer::Here, Connect),
+            (true, 1, Peer::Finished, Connect),
+            (true, 5, Peer::Gone, ClientGone),
+            // No header (a plain frontend): a close is a client waiting for the server.
+            (false, 0, Peer::Here, Connect),
+            (false, 0, Peer::Finished, Connect),
+            (false, 0, Peer::Gone, ClientGone),
+            (false, 9, Peer::Finished, Connect),
+            (false, 9, Peer::Gone, ClientGone),
+        ];
+        for (header, payload, peer, want) in table {
+            assert_eq!(
+                verdict(header, payload, peer),
+                want,
+                "header {header}, payload {payload}, {peer:?}"
+            );
+        }
+    }
+
+    /// The lists created at 0 hold every reason the parsers give.
+    #[test]
+    fn every_refusal_is_listed() {
+        let src = include_str!("inspect.rs");
+        let code = &src[..src.find("#[cfg(test)]").unwrap_or(src.len())];
+        let mut found = 0;
+        for part in code.split("Inspect::Invalid(\"").skip(1) {
+            let reason = &part[..part.find('"').unwrap_or(0)];
+            assert!(
+                PROXY_REFUSALS.contains(&reason) || HELLO_REFUSALS.contains(&reason),
+                "{reason} is not listed"
+            );
+            found += 1;
+        }
+        assert!(found > 10, "the parsers' reasons were not found");
     }
 
     /// A ClientHello from rustls for `name`, as the bytes a client sends first.

@@ -20,7 +20,7 @@ pub mod inspect;
 mod listener;
 pub mod metrics;
 mod passive;
-mod peer;
+pub mod peer;
 mod proxy;
 pub mod relay;
 mod reload;

@@ -320,7 +320,50 @@ impl Metrics {
     }
 }
 
+/// Every value of the `end` label of `tether_lb_connections_ended_total`: how the relay
+/// ended (`relay::End`), why no server connection was made, or `inspect_failed`. Each
+/// proxy frontend has all of them from the start ([`Metrics::frontend`]).
+pub const CONNECTION_ENDS: &[&str] = &[
+    "done",
+    "client_timeout",
+    "server_timeout",
+    "client_error",
+    "server_error",
+    "shutdown",
+    "no_server",
+    "connect_failed",
+    "queue_timeout",
+    "inspect_failed",
+    "client_gone",
+    "proxy_check",
+];
+
 impl Metrics {
+    /// Creates at 0 the series of a proxy frontend whose label values are known (every
+    /// `end`, the `inspect_reasons` its clients may be refused for, and `routed_to`: the
+    /// backends of its SNI routes and its default, none without routes), so that `rate()`
+    /// and alerts on them see 0 before the first event rather than no series.
+    pub fn frontend(&self, frontend: &str, inspect_reasons: &[&str], routed_to: &[&str]) {
+        for end in CONNECTION_ENDS {
+            self.conn_ended.with_label_values(&[frontend, end]);
+        }
+        for reason in inspect_reasons {
+            self.fe_inspect_errors
+                .with_label_values(&[frontend, reason]);
+        }
+        for backend in routed_to {
+            self.fe_routed.with_label_values(&[frontend, backend]);
+        }
+    }
+
+    /// Creates at 0 the counters of a `mode = "dr"` frontend, as [`Metrics::frontend`]
+    /// does for a proxy one.
+    pub fn dr_frontend(&self, frontend: &str) {
+        self.dr_table_changes.with_label_values(&[frontend]);
+        self.dr_apply_failures.with_label_values(&[frontend]);
+        self.dr_no_server.with_label_values(&[frontend]);
+    }
+
     /// Drops the series of a server that is gone, so it does not linger in `/metrics`.
     pub fn forget_server(&self, backend: &str, server: &str) {
         let l = &[backend, server];

@@ -51,6 +51,18 @@ pub fn peer_state(stream: &TcpStream) -> Peer {
     if n == 0 { Peer::Finished } else { Peer::Here }
 }
 
+/// Whether the client has sent, closed or reset since it was last read: something a read
+/// would return now. Asked of the socket without blocking.
+pub fn pending(stream: &TcpStream) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own, a zero timeout.
+    unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +80,28 @@ mod tests {
     async fn settled(s: &TcpStream) -> Peer {
         let _ = tokio::time::timeout(Duration::from_secs(5), s.readable()).await;
         peer_state(s)
+    }
+
+    #[tokio::test]
+    async fn pending_sees_data_a_close_and_a_reset_but_not_silence() {
+        let (mut c, s) = pair().await;
+        assert!(!pending(&s));
+        c.write_all(b"x").unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.readable()).await;
+        assert!(pending(&s));
+
+        let (c, s) = pair().await;
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.readable()).await;
+        assert!(pending(&s));
+
+        let (c, s) = pair().await;
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(c);
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.readable()).await;
+        assert!(pending(&s));
     }
 
     #[tokio::test]

@@ -11,7 +11,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::inspect::{self, Inspect};
+use crate::config::FrontendConfig;
+use crate::inspect::{self, Inspect, Verdict};
 use crate::metrics::Metrics;
 use crate::peer::{self, Peer};
 use crate::relay::{self, End};
@@ -100,8 +101,11 @@ pub async fn accept_loop(
     }
 }
 
+/// The `end` of a connection closed while its first bytes were read.
+const INSPECT_FAILED: &str = "inspect_failed";
+
 /// Why no server connection was made.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NoConnect {
     NoServer,
     QueueTimeout,
@@ -114,6 +118,7 @@ enum NoConnect {
 }
 
 impl NoConnect {
+    /// The `end` label and log field; each is in [`crate::metrics::CONNECTION_ENDS`].
     fn as_str(self) -> &'static str {
         match self {
             NoConnect::NoServer => "no_server",
@@ -157,6 +162,61 @@ struct Inspected {
     backend: Arc<Backend>,
 }
 
+/// Why no server was chosen for a client while its first bytes were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotInspected {
+    /// Counted under this reason in `tether_lb_frontend_inspect_errors_total`; the
+    /// connection ends as `inspect_failed`.
+    Failed(&'static str),
+    /// A PROXY header, then a close or reset where a ClientHello was awaited: a balancer's
+    /// check ([`Verdict::ProxyCheck`]), not an error.
+    ProxyCheck,
+}
+
+/// The reasons reading a client's first bytes stops for, besides the parsers' refusals:
+/// [`read_until`] and [`ReadStop::reason`], [`read_ready`], and a hard stop.
+const READ_STOPS: &[&str] = &["too_large", "timeout", "closed", "read_error", "shutdown"];
+
+/// Every reason a client of `fe` may be counted under in
+/// `tether_lb_frontend_inspect_errors_total`; `sends_proxy`: its default backend sends a
+/// PROXY header. Created at 0 with the frontend.
+pub(crate) fn inspect_reasons(fe: &FrontendConfig, sends_proxy: bool) -> Vec<&'static str> {
+    let mut reasons = Vec::new();
+    if fe.accept_proxy || !fe.routes.is_empty() {
+        reasons.extend_from_slice(READ_STOPS);
+    } else if sends_proxy {
+        // Only what `read_ready` takes before the connect, or a hard stop meanwhile.
+        reasons.extend_from_slice(&["read_error", "shutdown"]);
+    }
+    if fe.accept_proxy {
+        reasons.extend_from_slice(inspect::PROXY_REFUSALS);
+    }
+    if !fe.routes.is_empty() {
+        reasons.extend_from_slice(inspect::HELLO_REFUSALS);
+    }
+    reasons
+}
+
+/// Why [`read_until`] stopped without a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadStop {
+    /// Invalid, too large, or too slow: the reason it is counted under.
+    Failed(&'static str),
+    /// The client closed (`Finished`) or its socket failed (`Gone`) first.
+    Ended(Peer),
+}
+
+impl ReadStop {
+    /// The reason counted in `tether_lb_frontend_inspect_errors_total`.
+    fn reason(self) -> &'static str {
+        match self {
+            ReadStop::Failed(r) => r,
+            ReadStop::Ended(Peer::Gone) => "read_error",
+            ReadStop::Ended(_) => "closed",
+        }
+    }
+}
+
 /// Reads the PROXY header (when required) and the ClientHello (when the frontend has SNI
 /// routes), bounded by `inspect_timeout` and a size cap. On a plain frontend whose backend
 /// sends a PROXY header, takes what the client has already sent ([`read_ready`]).
@@ -164,7 +224,7 @@ async fn inspect_client(
     client: &TcpStream,
     peer: SocketAddr,
     fe: &Frontend,
-) -> Result<Inspected, &'static str> {
+) -> Result<Inspected, NotInspected> {
     let mut out = Inspected {
         client: peer,
         local: None,
@@ -173,7 +233,7 @@ async fn inspect_client(
     };
     if !fe.cfg.accept_proxy && fe.routes.is_empty() {
         if fe.backend.cfg.send_proxy.is_some() {
-            out.replay = read_ready(client).await?;
+            out.replay = read_ready(client).await.map_err(NotInspected::Failed)?;
         }
         return Ok(out);
     }
@@ -187,7 +247,8 @@ async fn inspect_client(
             inspect::MAX_PROXY_HEADER,
             inspect::proxy_header,
         )
-        .await?;
+        .await
+        .map_err(|e| NotInspected::Failed(e.reason()))?;
         if let Some(src) = addrs.source {
             out.client = src;
         }
@@ -195,14 +256,24 @@ async fn inspect_client(
         buf.drain(..consumed);
     }
     if !fe.routes.is_empty() {
-        let (sni, _) = read_until(
+        let hello = read_until(
             client,
             &mut buf,
             deadline,
             inspect::MAX_HELLO,
             inspect::client_hello_sni,
         )
-        .await?;
+        .await;
+        let (sni, _) = match hello {
+            Ok(found) => found,
+            Err(ReadStop::Ended(seen))
+                if inspect::verdict(fe.cfg.accept_proxy, buf.len(), seen)
+                    == Verdict::ProxyCheck =>
+            {
+                return Err(NotInspected::ProxyCheck);
+            }
+            Err(e) => return Err(NotInspected::Failed(e.reason())),
+        };
         if let Some(name) = sni
             && let Some((_, backend)) = fe.routes.iter().find(|(p, _)| p.matches(&name))
         {
@@ -235,25 +306,25 @@ async fn read_ready(client: &TcpStream) -> Result<Vec<u8>, &'static str> {
     }
 }
 
-/// Reads into `buf` until `parse` is done or invalid, the deadline passes or `cap` bytes
-/// were read without a result.
+/// Reads into `buf` until `parse` is done or invalid, the deadline passes, `cap` bytes
+/// were read without a result, or the client closes or fails.
 async fn read_until<T>(
     client: &TcpStream,
     buf: &mut Vec<u8>,
     deadline: tokio::time::Instant,
     cap: usize,
     parse: impl Fn(&[u8]) -> Inspect<T>,
-) -> Result<(T, usize), &'static str> {
+) -> Result<(T, usize), ReadStop> {
     loop {
         match parse(buf) {
             Inspect::Done { value, consumed } => return Ok((value, consumed)),
-            Inspect::Invalid(reason) => return Err(reason),
-            Inspect::NeedMore if buf.len() >= cap => return Err("too_large"),
+            Inspect::Invalid(reason) => return Err(ReadStop::Failed(reason)),
+            Inspect::NeedMore if buf.len() >= cap => return Err(ReadStop::Failed("too_large")),
             Inspect::NeedMore => {}
         }
         match tokio::time::timeout_at(deadline, client.readable()).await {
-            Err(_) => return Err("timeout"),
-            Ok(Err(_)) => return Err("read_error"),
+            Err(_) => return Err(ReadStop::Failed("timeout")),
+            Ok(Err(_)) => return Err(ReadStop::Ended(Peer::Gone)),
             Ok(Ok(())) => {}
         }
         let start = buf.len();
@@ -262,13 +333,13 @@ async fn read_until<T>(
         match client.try_read(&mut buf[start..]) {
             Ok(0) => {
                 buf.truncate(start);
-                return Err("closed");
+                return Err(ReadStop::Ended(Peer::Finished));
             }
             Ok(n) => buf.truncate(start + n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.truncate(start),
             Err(_) => {
                 buf.truncate(start);
-                return Err("read_error");
+                return Err(ReadStop::Ended(Peer::Gone));
             }
         }
     }
@@ -293,24 +364,28 @@ async fn handle(
 
     let inspected = tokio::select! {
         r = inspect_client(&client, peer, &fe) => r,
-        _ = hard.cancelled() => Err("shutdown"),
+        _ = hard.cancelled() => Err(NotInspected::Failed("shutdown")),
     };
     let inspected = match inspected {
         Ok(i) => i,
-        Err(reason) => {
+        Err(NotInspected::ProxyCheck) => {
+            proxy_check(metrics, &fe, peer, started);
+            return;
+        }
+        Err(NotInspected::Failed(reason)) => {
             metrics
                 .fe_inspect_errors
                 .with_label_values(&[fe.cfg.name.as_str(), reason])
                 .inc();
             metrics
                 .conn_ended
-                .with_label_values(&[fe.cfg.name.as_str(), "inspect_failed"])
+                .with_label_values(&[fe.cfg.name.as_str(), INSPECT_FAILED])
                 .inc();
             tracing::info!(
                 target: "tether_lb::conn",
                 client = %peer,
                 frontend = %fe.cfg.name,
-                end = "inspect_failed",
+                end = INSPECT_FAILED,
                 reason,
                 duration_ms = started.elapsed().as_millis() as u64,
                 "connection"
@@ -336,6 +411,7 @@ async fn handle(
         },
     };
     match connected {
+        Err(NoConnect::ProxyCheck) => proxy_check(metrics, &fe, peer, started),
         Err(why) => {
             if matches!(
                 why,
@@ -416,6 +492,10 @@ async fn handle(
                 let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
                 let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
             }
+            if late_check(fe.cfg.accept_proxy, &outcome) {
+                proxy_check(metrics, &fe, peer, started);
+                return;
+            }
             metrics
                 .conn_ended
                 .with_label_values(&[fe.cfg.name.as_str(), outcome.end.as_str()])
@@ -440,24 +520,84 @@ async fn handle(
     }
 }
 
+/// Counts and logs a balancer's check ([`Verdict::ProxyCheck`]): no server connection, or
+/// (a [`late_check`]) one through which nothing moved. At debug level: a balancer in front checks every few seconds, and at info
+/// its checks would crowd out the lines of real clients (as HAProxy's `option dontlognull`
+/// keeps them out of its log). `client` is the connection's peer: the balancer that checked.
+fn proxy_check(metrics: &Metrics, fe: &Frontend, client: SocketAddr, started: Instant) {
+    metrics
+        .conn_ended
+        .with_label_values(&[fe.cfg.name.as_str(), NoConnect::ProxyCheck.as_str()])
+        .inc();
+    metrics
+        .conn_seconds
+        .observe(started.elapsed().as_secs_f64());
+    tracing::debug!(
+        target: "tether_lb::conn",
+        client = %client,
+        frontend = %fe.cfg.name,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = NoConnect::ProxyCheck.as_str(),
+        "connection"
+    );
+}
+
+/// Whether a relayed connection was a balancer's check after all: its reset came only after
+/// the server connection was opened (the socket showed nothing yet when it was asked), and
+/// nothing moved either way. Counting it as `client_error` would put every such check into
+/// error-rate alerts.
+fn late_check(accept_proxy: bool, outcome: &relay::Outcome) -> bool {
+    let payload = usize::try_from(outcome.up).unwrap_or(usize::MAX);
+    outcome.end == End::ClientError
+        && outcome.down == 0
+        && inspect::verdict(accept_proxy, payload, Peer::Gone) == Verdict::ProxyCheck
+}
+
+/// How long a client that sent a PROXY header and nothing else is given to send, close or
+/// reset before a server connection is opened for it. HAProxy 2.6's checks (`check
+/// send-proxy-v2`) reset 13 µs after their header arrives (median; 112 µs at most in 200, on
+/// loopback), and one poller turn (what this was before) missed 1 to 3 checks in 50, which
+/// then opened a server connection. What it costs: a protocol whose server speaks first
+/// (SMTP, MySQL), behind a balancer that sends PROXY headers, sees its server connection
+/// opened up to this much later; a client that speaks first ends the wait as its bytes
+/// arrive.
+const PROXY_CHECK_GRACE: Duration = Duration::from_millis(1);
+
 /// Why a client that is gone, or only a balancer's check, gets no server connection; `None`
-/// to connect. Only a reset counts as gone in general: a client that closed its sending
-/// side may still wait for what a server says first. After a PROXY header and nothing else,
-/// a close is a check (HAProxy's `check send-proxy`), which one poller turn lets arrive.
+/// to connect. The socket is asked without waiting ([`peer::peer_state`]);
+/// [`inspect::verdict`] decides. After a PROXY header and nothing else, the client is first
+/// given [`PROXY_CHECK_GRACE`] to show what it is.
 async fn not_worth_connecting(
     client: &TcpStream,
     fe: &Frontend,
     replay: &[u8],
 ) -> Option<NoConnect> {
-    let header_only = fe.cfg.accept_proxy && replay.is_empty();
-    if header_only {
-        tokio::task::yield_now().await;
+    if fe.cfg.accept_proxy && replay.is_empty() {
+        first_event(client, PROXY_CHECK_GRACE).await;
     }
-    match (peer::peer_state(client), header_only) {
-        (Peer::Here, _) => None,
-        (_, true) => Some(NoConnect::ProxyCheck),
-        (Peer::Gone, false) => Some(NoConnect::ClientGone),
-        (Peer::Finished, false) => None,
+    match inspect::verdict(fe.cfg.accept_proxy, replay.len(), peer::peer_state(client)) {
+        Verdict::Connect => None,
+        Verdict::ProxyCheck => Some(NoConnect::ProxyCheck),
+        Verdict::ClientGone => Some(NoConnect::ClientGone),
+    }
+}
+
+/// Waits until the client sends, closes or resets, for `grace` at most.
+async fn first_event(client: &TcpStream, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    while !peer::pending(client) {
+        // tokio may still hold the readiness of the read that took the header (it clears
+        // readiness only on EAGAIN): clear it, so that `readable` waits for a new event.
+        // An event that came since `pending` looked is still in the poller, not yet lost.
+        let _ = client.try_io(tokio::io::Interest::READABLE, || {
+            Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+        });
+        if tokio::time::timeout_at(deadline, client.readable())
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
 }
 
@@ -622,4 +762,138 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
             .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
     }
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::CONNECTION_ENDS;
+
+    /// Every `end` a connection can be counted under exists at 0 from the start.
+    #[test]
+    fn every_end_label_is_created_at_zero() {
+        let no_connect = [
+            NoConnect::NoServer,
+            NoConnect::QueueTimeout,
+            NoConnect::ConnectFailed,
+            NoConnect::Shutdown,
+            NoConnect::ClientGone,
+            NoConnect::ProxyCheck,
+        ];
+        let relay = [
+            End::Done,
+            End::ClientTimeout,
+            End::ServerTimeout,
+            End::ClientError,
+            End::ServerError,
+            End::Shutdown,
+        ];
+        let all = no_connect
+            .iter()
+            .map(|n| n.as_str())
+            .chain(relay.iter().map(|e| e.as_str()))
+            .chain([INSPECT_FAILED]);
+        for end in all {
+            assert!(CONNECTION_ENDS.contains(&end), "{end} is not created at 0");
+        }
+    }
+
+    #[test]
+    fn a_reset_after_a_header_and_nothing_else_is_a_late_check() {
+        let o = |up, down, end| relay::Outcome { up, down, end };
+        assert!(late_check(true, &o(0, 0, End::ClientError)));
+        // Payload, an answer, another end, or no PROXY header: not a check.
+        assert!(!late_check(true, &o(1, 0, End::ClientError)));
+        assert!(!late_check(true, &o(0, 1, End::ClientError)));
+        assert!(!late_check(true, &o(0, 0, End::Done)));
+        assert!(!late_check(true, &o(0, 0, End::ServerError)));
+        assert!(!late_check(true, &o(0, 0, End::ClientTimeout)));
+        assert!(!late_check(false, &o(0, 0, End::ClientError)));
+    }
+
+    async fn pair() -> (std::net::TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (c, s)
+    }
+
+    #[tokio::test]
+    async fn first_event_waits_out_a_silent_client_despite_the_header_read() {
+        use std::io::Write;
+        let (mut c, s) = pair().await;
+        c.write_all(b"PROXY UNKNOWN\r\n").unwrap();
+        s.readable().await.unwrap();
+        let mut buf = [0u8; 64];
+        // A read that returns bytes leaves tokio's readiness set.
+        assert!(s.try_read(&mut buf).unwrap() > 0);
+        let grace = Duration::from_millis(100);
+        let t0 = Instant::now();
+        first_event(&s, grace).await;
+        assert!(t0.elapsed() >= grace, "returned after {:?}", t0.elapsed());
+    }
+
+    #[tokio::test]
+    async fn first_event_ends_at_a_reset() {
+        let (c, s) = pair().await;
+        let reset = tokio::spawn(async move {
+            socket2::SockRef::from(&c)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(c);
+        });
+        let t0 = Instant::now();
+        first_event(&s, Duration::from_secs(30)).await;
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        reset.await.unwrap();
+        assert_eq!(peer::peer_state(&s), Peer::Gone);
+    }
+
+    #[test]
+    fn a_read_that_ends_is_counted_as_closed_or_read_error() {
+        assert_eq!(ReadStop::Ended(Peer::Finished).reason(), "closed");
+        assert_eq!(ReadStop::Ended(Peer::Gone).reason(), "read_error");
+        assert_eq!(ReadStop::Failed("timeout").reason(), "timeout");
+        for r in [Peer::Finished, Peer::Gone].map(|p| ReadStop::Ended(p).reason()) {
+            assert!(READ_STOPS.contains(&r), "{r}");
+        }
+    }
+
+    #[test]
+    fn the_inspect_reasons_created_at_zero_follow_what_the_frontend_reads() {
+        let cfg = crate::Config::from_source(&tether_health::config::Source::from_text(
+            "t.toml",
+            r#"
+[[frontend]]
+name = "plain"
+bind = ["127.0.0.1:0"]
+backend = "b"
+[[frontend]]
+name = "both"
+bind = ["127.0.0.2:0"]
+backend = "b"
+accept_proxy = true
+[[frontend.route]]
+sni = "a.example.com"
+backend = "b"
+[[backend]]
+name = "b"
+[[backend.server]]
+name = "s"
+address = "127.0.0.1:1"
+"#,
+        ))
+        .unwrap();
+        let (plain, both) = (&cfg.frontends[0], &cfg.frontends[1]);
+        assert!(inspect_reasons(plain, false).is_empty());
+        assert_eq!(inspect_reasons(plain, true), ["read_error", "shutdown"]);
+        let all = inspect_reasons(both, false);
+        for r in READ_STOPS
+            .iter()
+            .chain(inspect::PROXY_REFUSALS)
+            .chain(inspect::HELLO_REFUSALS)
+        {
+            assert!(all.contains(r), "{r}");
+        }
+    }
 }

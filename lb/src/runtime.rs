@@ -474,6 +474,25 @@ fn build_state(
             .map(|o| o.limit.clone())
             .unwrap_or_else(|| Arc::new(Semaphore::new(f.maxconn)));
         let l = &[f.name.as_str()];
+        if f.dr.is_none() {
+            let sends_proxy = backends[f.backend].cfg.send_proxy.is_some();
+            let mut routed_to: Vec<&str> = Vec::new();
+            if !f.routes.is_empty() {
+                for i in f.routes.iter().map(|r| r.backend).chain([f.backend]) {
+                    let name = backends[i].cfg.name.as_str();
+                    if !routed_to.contains(&name) {
+                        routed_to.push(name);
+                    }
+                }
+            }
+            metrics.frontend(
+                &f.name,
+                &crate::proxy::inspect_reasons(f, sends_proxy),
+                &routed_to,
+            );
+        } else {
+            metrics.dr_frontend(&f.name);
+        }
         frontends.push(Arc::new(Frontend {
             bound: f
                 .binds
