@@ -50,8 +50,7 @@ fn run(
     runtime.block_on(async {
         let shutdown = crate::signals::shutdown_on_signals()?;
         // Installed before anything listens, so an early SIGHUP cannot kill the process.
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("installing the SIGHUP handler")?;
+        let mut hup = crate::signals::reloads()?;
         let opts = Options {
             workers,
             runtimes,

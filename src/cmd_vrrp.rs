@@ -43,8 +43,7 @@ pub fn main(args: VrrpArgs) -> anyhow::Result<ExitCode> {
     }
     runtime.block_on(async {
         // Installed first, so an early SIGHUP cannot kill the process.
-        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("installing the SIGHUP handler")?;
+        let hup = crate::signals::reloads()?;
         let shutdown = crate::signals::shutdown_on_signals()?;
         let daemon = tether_vrrp::start(config, shutdown)
             .await

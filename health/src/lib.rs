@@ -8,6 +8,7 @@
 //!   [`config::check`], the health-check table the three daemons share.
 //! - [`http`]: a small HTTP/1.1 GET client used by checks and tests.
 //! - [`logs`]: the lossy asynchronous log writer and its drop counter.
+//! - [`signals`]: SIGTERM/SIGINT as a cancellation token, SIGHUP as reload requests.
 //! - [`tools`]: the echo server and the connection prober used by the demo and tests.
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod check;
 pub mod config;
 pub mod http;
 pub mod logs;
+pub mod signals;
 pub mod tools;
 
 pub use check::{CheckKind, Checker, HealthEvent, RiseFall};

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::error;
 
 use crate::config::{Config, InstanceConfig};
 use crate::metrics::Metrics;
@@ -150,20 +150,6 @@ pub async fn start(
         shutdown,
         admin_task,
     })
-}
-
-/// Cancels `token` on SIGTERM or SIGINT (the binary and test children use this).
-pub fn cancel_on_signals(token: CancellationToken) -> std::io::Result<JoinHandle<()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: sending priority 0 and removing VIPs"),
-            _ = int.recv() => info!("SIGINT: sending priority 0 and removing VIPs"),
-        }
-        token.cancel();
-    }))
 }
 
 /// A sync group as one member sees it: every member's published state, and its own

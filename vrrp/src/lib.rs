@@ -20,4 +20,4 @@ pub mod sync;
 pub mod track;
 
 pub use config::{Config, load};
-pub use daemon::{DaemonHandle, Reloader, cancel_on_signals, reload_on, run, start};
+pub use daemon::{DaemonHandle, Reloader, reload_on, run, start};

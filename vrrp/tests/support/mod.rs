@@ -72,9 +72,8 @@ pub fn run_daemon_child_if_asked() {
     rt.block_on(async {
         let token = tokio_util::sync::CancellationToken::new();
         // Before the daemon starts, as the binary does: SIGHUP reloads the file.
-        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .expect("SIGHUP handler");
-        tether_vrrp::cancel_on_signals(token.clone()).expect("signals");
+        let hup = tether_health::signals::reloads().expect("SIGHUP handler");
+        tether_health::signals::cancel_on_stop_signals(token.clone()).expect("signals");
         let daemon = match tether_vrrp::start(cfg, token).await {
             Ok(d) => d,
             Err(e) => {
