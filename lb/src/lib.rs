@@ -66,6 +66,9 @@ pub enum LbError {
     /// A `mode = "dr"` frontend could not be put into the kernel.
     #[error("mode = \"dr\": {0}")]
     Dr(String),
+    /// The metric families could not be registered (a bad or repeated definition).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// The `[announce]` device could not be made.
     #[error("announce: {0}")]
     Announce(#[source] announce::device::DeviceError),
@@ -146,7 +149,7 @@ pub async fn start(
         opts.runtimes.clone(),
         opts.config_path.clone(),
         &config.nameservers,
-    );
+    )?;
     let admin_listener = match config.admin {
         Some(addr) => Some(
             tether_health::admin::bind(addr)

@@ -79,25 +79,32 @@ pub struct Metrics {
     pub dr_no_server: IntCounterVec,
 }
 
-pub(crate) fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let m = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(m.clone()))
-        .expect("metric registered once");
-    m
+pub(crate) fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let m = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(m.clone()))?;
+    Ok(m)
 }
 
-pub(crate) fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(m.clone()))
-        .expect("metric registered once");
-    m
+pub(crate) fn gauge(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, prometheus::Error> {
+    let m = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(m.clone()))?;
+    Ok(m)
 }
 
 impl Metrics {
-    /// Creates and registers every family in a new registry.
-    // The `expect`s above fire only on a programming error in these static definitions
-    // (a bad name or a duplicate), which the unit tests exercise.
-    pub fn new() -> Self {
+    /// Creates and registers every family in a new registry. Fails only on a bad or
+    /// repeated definition, a programming error the unit tests would catch first.
+    pub fn new() -> Result<Self, prometheus::Error> {
         let r = Registry::new();
         let fe = &["frontend"];
         let srv = &["backend", "server"];
@@ -111,212 +118,203 @@ impl Metrics {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
             srv,
-        )
-        .expect("static metric definition");
-        r.register(Box::new(connect_seconds.clone()))
-            .expect("metric registered once");
+        )?;
+        r.register(Box::new(connect_seconds.clone()))?;
         let conn_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "tether_lb_connection_duration_seconds",
                 "Lifetime of finished client connections.",
             )
             .buckets(vec![0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0]),
-        )
-        .expect("static metric definition");
-        r.register(Box::new(conn_seconds.clone()))
-            .expect("metric registered once");
-        let reloads = IntCounter::new("tether_lb_reloads_total", "Configuration reloads applied.")
-            .expect("static metric definition");
-        r.register(Box::new(reloads.clone()))
-            .expect("metric registered once");
+        )?;
+        r.register(Box::new(conn_seconds.clone()))?;
+        let reloads = IntCounter::new("tether_lb_reloads_total", "Configuration reloads applied.")?;
+        r.register(Box::new(reloads.clone()))?;
         let active_total = IntGauge::new(
             "tether_lb_active_connections",
             "Client connections open, all frontends.",
-        )
-        .expect("static metric definition");
-        r.register(Box::new(active_total.clone()))
-            .expect("metric registered once");
-        let plain = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("static metric definition");
-            r.register(Box::new(c.clone()))
-                .expect("metric registered once");
-            c
+        )?;
+        r.register(Box::new(active_total.clone()))?;
+        let plain = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
         };
-        Metrics {
+        Ok(Metrics {
             fe_inspect_errors: counter(
                 &r,
                 "tether_lb_frontend_inspect_errors_total",
                 "Clients closed while reading their PROXY header, TLS ClientHello or first bytes, by reason.",
                 &["frontend", "reason"],
-            ),
+            )?,
             fe_routed: counter(
                 &r,
                 "tether_lb_frontend_sni_routed_total",
                 "Connections routed by TLS server name (backend is the default when none matched).",
                 &["frontend", "backend"],
-            ),
+            )?,
             resolve_failures: plain(
                 "tether_lb_resolve_failures_total",
                 "Host name resolutions that failed (the last good answer is kept).",
-            ),
+            )?,
             resolve_changes: plain(
                 "tether_lb_resolve_changes_total",
                 "Resolutions whose answer changed the set of servers.",
-            ),
+            )?,
             reload_failures: plain(
                 "tether_lb_reload_failures_total",
                 "Reloads refused because the new configuration was invalid.",
-            ),
+            )?,
             fe_connections: counter(
                 &r,
                 "tether_lb_frontend_connections_total",
                 "Client connections accepted.",
                 fe,
-            ),
+            )?,
             fe_active: gauge(
                 &r,
                 "tether_lb_frontend_active_connections",
                 "Client connections open.",
                 fe,
-            ),
+            )?,
             fe_accept_errors: counter(
                 &r,
                 "tether_lb_frontend_accept_errors_total",
                 "Errors from accept(2), e.g. EMFILE.",
                 fe,
-            ),
+            )?,
             fe_bytes_in: counter(
                 &r,
                 "tether_lb_frontend_bytes_in_total",
                 "Bytes received from clients.",
                 fe,
-            ),
+            )?,
             fe_bytes_out: counter(
                 &r,
                 "tether_lb_frontend_bytes_out_total",
                 "Bytes sent to clients.",
                 fe,
-            ),
+            )?,
             srv_connections: counter(
                 &r,
                 "tether_lb_server_connections_total",
                 "Connections established to the server.",
                 srv,
-            ),
+            )?,
             srv_active: gauge(
                 &r,
                 "tether_lb_server_active_connections",
                 "Connections open or opening to the server.",
                 srv,
-            ),
+            )?,
             srv_bytes_in: counter(
                 &r,
                 "tether_lb_server_bytes_in_total",
                 "Bytes sent to the server (client to server).",
                 srv,
-            ),
+            )?,
             srv_bytes_out: counter(
                 &r,
                 "tether_lb_server_bytes_out_total",
                 "Bytes received from the server (server to client).",
                 srv,
-            ),
+            )?,
             srv_connect_failures: counter(
                 &r,
                 "tether_lb_server_connect_failures_total",
                 "Failed or timed-out connects to the server.",
                 srv,
-            ),
+            )?,
             srv_up: gauge(
                 &r,
                 "tether_lb_server_up",
                 "1 when the server takes new connections (health up, state ready).",
                 srv,
-            ),
+            )?,
             srv_checks: counter(
                 &r,
                 "tether_lb_server_checks_total",
                 "Health checks run, by result (ok or fail).",
                 &["backend", "server", "result"],
-            ),
+            )?,
             srv_queue: gauge(
                 &r,
                 "tether_lb_server_queue_length",
                 "Connections waiting for the server (at maxconn).",
                 srv,
-            ),
+            )?,
             srv_queue_timeouts: counter(
                 &r,
                 "tether_lb_server_queue_timeouts_total",
                 "Connections that waited longer than queue_timeout.",
                 srv,
-            ),
+            )?,
             be_retries: counter(
                 &r,
                 "tether_lb_backend_retries_total",
                 "Connects retried on another server.",
                 be,
-            ),
+            )?,
             be_no_server: counter(
                 &r,
                 "tether_lb_backend_no_server_total",
                 "Client connections closed because no server could take them.",
                 be,
-            ),
+            )?,
             connect_seconds,
             conn_ended: counter(
                 &r,
                 "tether_lb_connections_ended_total",
                 "Finished client connections, by how they ended.",
                 &["frontend", "end"],
-            ),
+            )?,
             dr_packets: counter(
                 &r,
                 "tether_lb_dr_forwarded_packets_total",
                 "mode = dr: packets the kernel forwarded to the server (client to server only).",
                 srv,
-            ),
+            )?,
             dr_bytes: counter(
                 &r,
                 "tether_lb_dr_forwarded_bytes_total",
                 "mode = dr: bytes the kernel forwarded to the server (client to server only).",
                 srv,
-            ),
+            )?,
             dr_flows: gauge(
                 &r,
                 "tether_lb_dr_flows",
                 "mode = dr: flows the frontend's flow map holds for the server.",
                 &["frontend", "backend", "server"],
-            ),
+            )?,
             dr_slots: gauge(
                 &r,
                 "tether_lb_dr_slots",
                 "mode = dr: slots of the frontend's consistent table the server holds (new flows).",
                 &["frontend", "backend", "server"],
-            ),
+            )?,
             dr_table_changes: counter(
                 &r,
                 "tether_lb_dr_table_changes_total",
                 "mode = dr: forwarding rule changes applied to the kernel.",
                 fe,
-            ),
+            )?,
             dr_apply_failures: counter(
                 &r,
                 "tether_lb_dr_apply_failures_total",
                 "mode = dr: forwarding rule changes the kernel refused (the previous rules keep serving).",
                 fe,
-            ),
+            )?,
             dr_no_server: counter(
                 &r,
                 "tether_lb_dr_no_server_packets_total",
                 "mode = dr: packets dropped because no server was live.",
                 fe,
-            ),
+            )?,
             reloads,
             active_total,
             conn_seconds,
             registry: r,
-        }
+        })
     }
 }
 
@@ -383,11 +381,5 @@ impl Metrics {
                 .srv_checks
                 .remove_label_values(&[backend, server, result]);
         }
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
     }
 }

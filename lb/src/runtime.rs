@@ -112,7 +112,7 @@ impl Lb {
         runtimes: Vec<tokio::runtime::Handle>,
         config_path: Option<PathBuf>,
         nameservers: &[SocketAddr],
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, prometheus::Error> {
         let resolver = match resolve::resolver(nameservers) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -120,9 +120,9 @@ impl Lb {
                 None
             }
         };
-        let metrics = Metrics::new();
-        let metrics_registry = metrics.registry.clone();
-        Arc::new(Lb {
+        let metrics = Metrics::new()?;
+        let announce = crate::announce::Announce::new(&metrics.registry)?;
+        Ok(Arc::new(Lb {
             state: Arc::new(ArcSwap::from_pointee(State::default())),
             ctx: Arc::new(Ctx::new(metrics.clone())),
             metrics,
@@ -142,8 +142,8 @@ impl Lb {
             background: CancellationToken::new(),
             resolver,
             dr: crate::dr::Dr::default(),
-            announce: crate::announce::Announce::new(&metrics_registry),
-        })
+            announce,
+        }))
     }
 
     /// The live state (a snapshot: it may be replaced by the next reload).

@@ -71,21 +71,18 @@ pub struct AnnounceView {
 
 impl Announce {
     /// Registers the announcement's metric families in `r`.
-    pub fn new(r: &Registry) -> Announce {
+    pub fn new(r: &Registry) -> Result<Announce, prometheus::Error> {
         use crate::metrics::{counter, gauge};
         let failures = IntCounter::new(
             "tether_lb_announce_route_failures_total",
             "Route changes for announced VIPs the kernel refused (retried every second).",
-        )
-        .expect("static metric definition");
+        )?;
         let bird_up = IntGauge::new(
             "tether_lb_bird_up",
             "1 when BIRD's control socket (announce.bird_socket) answered the last scrape.",
-        )
-        .expect("static metric definition");
-        r.register(Box::new(failures.clone()))
-            .expect("metric registered once");
-        Announce {
+        )?;
+        r.register(Box::new(failures.clone()))?;
+        Ok(Announce {
             config: Mutex::new(None),
             view: Mutex::new(Vec::new()),
             state: gauge(
@@ -93,19 +90,19 @@ impl Announce {
                 "tether_lb_announce_state",
                 "1 for the announcement state a VIP is in (announced, degraded, withdrawn), 0 for the others.",
                 &["vip", "state"],
-            ),
+            )?,
             changes: counter(
                 r,
                 "tether_lb_announce_changes_total",
                 "Changes of a VIP's announcement state.",
                 &["vip"],
-            ),
+            )?,
             last_change: gauge(
                 r,
                 "tether_lb_announce_last_change_timestamp_seconds",
                 "When a VIP's announcement state last changed (Unix time).",
                 &["vip"],
-            ),
+            )?,
             failures,
             bird_up,
             bird_protocol_up: gauge(
@@ -113,8 +110,8 @@ impl Announce {
                 "tether_lb_bird_protocol_up",
                 "1 when a BIRD protocol (a BGP session, BFD, the kernel table) is up, read on each scrape.",
                 &["protocol", "kind"],
-            ),
-        }
+            )?,
+        })
     }
 
     fn publish(&self, core: &Announcer, now: Instant) {

@@ -269,7 +269,7 @@ backup = true
 
     async fn state(text: &str) -> std::sync::Arc<State> {
         let config = Config::from_source(&Source::from_text("lb.toml", text)).unwrap();
-        let lb = crate::runtime::Lb::new(1, Vec::new(), None, &[]);
+        let lb = crate::runtime::Lb::new(1, Vec::new(), None, &[]).expect("metrics");
         lb.apply(config).await.unwrap();
         lb.state()
     }
