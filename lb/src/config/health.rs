@@ -8,7 +8,8 @@ use serde::de::MapAccess;
 use tether_health::config::check::{self, Defaults, Kind, OwnKeys, RawCheck};
 use tether_health::config::{ConfigError, Seg, Source};
 
-use super::{ProxyVersion, RawBackend, check_range};
+use super::validate::check_range;
+use super::{ProxyVersion, RawBackend};
 
 /// The kinds of health check the lb runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
