@@ -437,9 +437,7 @@ fn admin_get(addr: &str, path: &str) -> String {
 }
 
 fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    tether_lab::kit::metric(text, series).unwrap_or(0.0)
 }
 
 #[test]

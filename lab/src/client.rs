@@ -57,12 +57,3 @@ pub fn http_get(lab: &Lab, host: &str, port: u16, path: &str) -> Result<(u16, St
         .unwrap_or_default();
     Ok((status, body))
 }
-
-/// The sum of every sample in Prometheus text `text` whose line starts with `prefix` (a
-/// metric name, or a name and the start of its labels).
-pub fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}

@@ -20,7 +20,8 @@
 //! Modules: `build` (the builder and the commands that make a lab), `proc` (processes and
 //! [`Watch`]), `addr` (documentation-range addresses), `teardown` (what a lab owns, its
 //! manifest, and removing it), `signals` (teardown on signals), `cmd` and `error`,
-//! [`client`] (an echo exchange and an admin GET from inside a host), and the scenarios
+//! [`client`] (an echo exchange and an admin GET from inside a host), [`kit`] (what the
+//! test suites share besides labs: free ports, an echo server, Prometheus text), and the scenarios
 //! built on it: [`scenario`] (the reference scenario), [`scale_out`] and [`bird`] (the BGP
 //! tier), [`vrrp`] (the VRRP tests' lab).
 
@@ -32,6 +33,7 @@ mod build;
 pub mod client;
 mod cmd;
 mod error;
+pub mod kit;
 mod proc;
 pub mod scale_out;
 pub mod scenario;

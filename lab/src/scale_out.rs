@@ -423,7 +423,7 @@ impl ScaleOut {
         let Ok((_, m)) = crate::client::http_get(&self.lab, lb, LB_ADMIN, "/metrics") else {
             return 0;
         };
-        crate::client::metric_sum(&m, "tether_lb_dr_flows{") as u64
+        crate::kit::metric_sum(&m, "tether_lb_dr_flows{") as u64
     }
 
     /// The tutorial: for each step, what it shows and the command to run.

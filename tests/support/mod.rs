@@ -15,31 +15,12 @@ use tether_lab::{Lab, ProcSpec};
 
 /// A port free on 127.0.0.1 a moment ago, for a daemon the test starts on loopback.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    tether_lab::kit::free_port("127.0.0.1")
 }
 
-/// An echo server on 127.0.0.1 in threads of this test process; its port. It lives as long
-/// as the test binary.
+/// An echo server on 127.0.0.1 in threads of this test process; its port.
 pub fn spawn_echo() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("echo bind");
-    let port = l.local_addr().expect("echo addr").port();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = c.read(&mut buf) {
-                    if n == 0 || c.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
+    tether_lab::kit::spawn_echo()
 }
 
 /// The binary under test.
@@ -328,7 +309,7 @@ pub fn admin(lab: &Lab, host: &str, req: &str) -> String {
 
 /// The sum of the samples of a metric in Prometheus text (not every test reads metrics).
 #[allow(unused_imports)]
-pub use tether_lab::client::metric_sum as metric;
+pub use tether_lab::kit::metric_sum as metric;
 
 /// The machine's own namespace has no table of ours (tests program only their namespaces).
 pub fn assert_host_untouched() {

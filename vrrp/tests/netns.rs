@@ -411,12 +411,8 @@ fn send_from_c(lab: &Lab, msgs: Vec<(Vec<u8>, u32)>) {
     .unwrap();
 }
 
-fn metric(m: &str, prefix: &str) -> u64 {
-    m.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+fn metric(m: &str, series: &str) -> u64 {
+    tether_lab::kit::metric(m, series).unwrap_or(0.0) as u64
 }
 
 #[test]

@@ -105,12 +105,7 @@ fn early_adverts(times: &[f64]) -> usize {
         .count()
 }
 
-/// The value of an unlabelled-or-labelled sample line in a /metrics text.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l[series.len()..].trim().parse().ok())
-}
+use tether_lab::kit::metric;
 
 #[test]
 fn twenty_sighup_reloads_of_the_master_cost_no_probe_and_no_advert_gap() {

@@ -522,31 +522,17 @@ impl Drop for Onprem {
     }
 }
 
+/// The sum of the samples of `name` in `metrics` that carry each of `labels`, read from
+/// the text `/metrics` serves.
 pub fn counter(
     metrics: &tether_gateway::metrics::Metrics,
     name: &str,
     labels: &[(&str, &str)],
 ) -> f64 {
-    let mut total = 0.0;
-    for fam in metrics.registry.gather() {
-        if fam.name() != name {
-            continue;
-        }
-        for m in fam.get_metric() {
-            let ok = labels.iter().all(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            });
-            if ok {
-                total += match fam.get_field_type() {
-                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
-                    _ => m.get_gauge().get_value(),
-                };
-            }
-        }
-    }
-    total
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&metrics.registry.gather())
+        .expect("metrics text");
+    tether_lab::kit::metric_with(&text, name, labels)
 }
 
 /// A hand-made TLS 1.3 client of a cloud node's session port (gateway ALPN, trusting

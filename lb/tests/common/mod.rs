@@ -239,10 +239,7 @@ pub async fn exchange(addr: SocketAddr) -> String {
 
 /// The value of one series in Prometheus text, if present.
 pub fn metric_opt(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    })
+    tether_lab::kit::metric(text, series)
 }
 
 /// The value of one series in Prometheus text.
@@ -312,11 +309,7 @@ pub async fn wait_listening(addr: SocketAddr) {
 
 /// A free loopback port (bound and released: good enough for a test peer's config file).
 pub fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    tether_lab::kit::free_port(ip)
 }
 
 /// A test certificate authority (rcgen) and what clients and servers need from it.
