@@ -1,25 +1,21 @@
 //! Running the setup commands (`ip`, `nft`, ...): a failure carries the command line and
 //! what it printed.
 
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use crate::LabError;
 
+/// Runs `args` with no input.
 pub(crate) fn run(args: &[&str]) -> Result<(), LabError> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| LabError::io(format!("running {}", args[0]), e))?;
-    if !out.status.success() {
-        return Err(LabError::Command {
-            cmd: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
+    succeeded(args, out)
 }
 
+/// Runs `args` with `stdin` as its input (an `nft -f -` script).
 pub(crate) fn run_stdin(args: &[&str], stdin: &str) -> Result<(), LabError> {
     use std::io::Write;
     let mut child = Command::new(args[0])
@@ -36,11 +32,15 @@ pub(crate) fn run_stdin(args: &[&str], stdin: &str) -> Result<(), LabError> {
     let out = child
         .wait_with_output()
         .map_err(|e| LabError::io(format!("running {}", args[0]), e))?;
-    if !out.status.success() {
-        return Err(LabError::Command {
-            cmd: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+    succeeded(args, out)
+}
+
+fn succeeded(args: &[&str], out: Output) -> Result<(), LabError> {
+    if out.status.success() {
+        return Ok(());
     }
-    Ok(())
+    Err(LabError::Command {
+        cmd: args.join(" "),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
 }
