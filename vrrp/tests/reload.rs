@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::tshark_fields;
-use tether_lab::vrrp::{Keepalived, SERVICE_PORT, install_peers};
+use tether_lab::kit::metric;
+use tether_lab::vrrp::{Keepalived, SERVICE_PORT, VrrpLab, install_peers};
 use tether_lab::{ProcSpec, Sig};
 
 const VIP: &str = "192.0.2.100";
@@ -27,6 +28,28 @@ const SLACK: Duration = Duration::from_millis(50);
 const GARP_REPEAT: usize = 5;
 
 /// Same child entry point as in netns.rs: this binary re-executed as a daemon.
+/// Starts tshark on the client's link (every advert and every ARP) into `file` in the
+/// lab's directory, and waits until it captures.
+fn capture(lab: &VrrpLab, file: &str) -> std::path::PathBuf {
+    let pcap = lab.dir().join(file);
+    lab.start(ProcSpec::new("tshark-c", "c", "tshark").args([
+        "-i",
+        "eth0",
+        "-n",
+        "-f",
+        "ip proto 112 or arp",
+        "-w",
+        &pcap.to_string_lossy(),
+    ]))
+    .unwrap();
+    assert!(
+        lab.wait_log("tshark-c", "Capturing on", T),
+        "{}",
+        lab.log("tshark-c")
+    );
+    pcap
+}
+
 #[test]
 fn daemon_child() {
     support::run_daemon_child_if_asked();
@@ -105,8 +128,6 @@ fn early_adverts(times: &[f64]) -> usize {
         .count()
 }
 
-use tether_lab::kit::metric;
-
 #[test]
 fn twenty_sighup_reloads_of_the_master_cost_no_probe_and_no_advert_gap() {
     install_peers();
@@ -127,22 +148,7 @@ fn twenty_sighup_reloads_of_the_master_cost_no_probe_and_no_advert_gap() {
     assert!(probe.wait_answer("a", T), "the client never reached a");
 
     // The capture, on the client's link: every advert of both nodes and every ARP.
-    let pcap = lab.dir().join("reload.pcap");
-    lab.start(ProcSpec::new("tshark-c", "c", "tshark").args([
-        "-i",
-        "eth0",
-        "-n",
-        "-f",
-        "ip proto 112 or arp",
-        "-w",
-        &pcap.to_string_lossy(),
-    ]))
-    .unwrap();
-    assert!(
-        lab.wait_log("tshark-c", "Capturing on", T),
-        "{}",
-        lab.log("tshark-c")
-    );
+    let pcap = capture(&lab, "reload.pcap");
     // From an answered probe after the capture runs.
     let start = Instant::now();
     assert!(probe.wait_streak(start, 3, T));
@@ -350,22 +356,7 @@ fn keepalived_reloads_for_comparison() {
     );
     let probe = lab.start_probe("c", sock(VIP)).unwrap();
     assert!(probe.wait_answer("a", T), "the client never reached a");
-    let pcap = lab.dir().join("ka-reload.pcap");
-    lab.start(ProcSpec::new("tshark-c", "c", "tshark").args([
-        "-i",
-        "eth0",
-        "-n",
-        "-f",
-        "ip proto 112 or arp",
-        "-w",
-        &pcap.to_string_lossy(),
-    ]))
-    .unwrap();
-    assert!(
-        lab.wait_log("tshark-c", "Capturing on", T),
-        "{}",
-        lab.log("tshark-c")
-    );
+    let pcap = capture(&lab, "ka-reload.pcap");
     let start = Instant::now();
     assert!(probe.wait_streak(start, 3, T));
     for n in 1..=20 {
