@@ -2,8 +2,16 @@
 //!
 //! - [`config`]: the TOML a user writes and its validation.
 //! - [`balance`]: the balancing algorithms, sans-IO.
+//! - [`inspect`]: the PROXY header and TLS ClientHello parsers, and what a first read
+//!   means (sans-IO); [`peer`]: reading a socket's state without consuming it.
 //! - [`state`]: live frontends, backends and servers shared by the data path and the API.
-//! - [`relay`]: the bidirectional copy with half-close and idle timeouts.
+//! - `proxy`: the data path (accept, inspect, pick, connect with retries, relay, log);
+//!   [`relay`]: the bidirectional copy with half-close and idle timeouts; `listener`: the
+//!   frontends' sockets.
+//! - [`runtime`]: the running balancer and the swap of a new state; `reload`: the pure plan
+//!   of what a new configuration changes; `resolve`: servers given by host name.
+//! - `health`: the health monitors of servers; `passive`: failures seen on live traffic.
+//! - [`metrics`]: the Prometheus families; `admin`: the admin API and stats page.
 //! - [`dr`]: the forwarding tier (`mode = "dr"`): direct server return in the kernel.
 //! - [`announce`]: offering dr VIPs to a routing daemon (BIRD) while they are ready.
 //! - [`workers`]: the thread-per-core worker pool the binary runs the balancer on.

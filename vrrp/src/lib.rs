@@ -3,6 +3,14 @@
 //! The protocol is sans-IO ([`packet`] codec, [`fsm`] state machine, [`track`]
 //! arithmetic); the Linux driver around it ([`daemon`]) stays thin: raw sockets for
 //! protocol 112, rtnetlink for VIPs, packet sockets for gratuitous ARP / NA.
+//!
+//! - [`config`]: the TOML and its validation; [`reload`]: the pure plan of what a new file
+//!   changes, instance by instance.
+//! - [`admit`]: whether a received advert is taken (a synchronous policy); [`rx`]: the
+//!   receive path's socket and checks.
+//! - [`sync`]: sync groups, members that change state together (sans-IO).
+//! - [`net`], [`netlink`]: the sockets and rtnetlink (addresses, link events).
+//! - [`notify`]: keepalived-style notify scripts; [`metrics`]: the Prometheus families.
 #![warn(missing_docs)]
 
 pub mod admit;

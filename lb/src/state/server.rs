@@ -235,7 +235,7 @@ impl Server {
     }
 
     /// A connect of the data path started at `started` failed: judged like a failed check
-    /// when it counts (see [`FailureGate`]); the transition it caused, if any.
+    /// when it counts (see `passive::FailureGate`); the transition it caused, if any.
     pub fn connect_failed(&self, started: Instant) -> Option<Transition> {
         let counts = self
             .failure_gate
