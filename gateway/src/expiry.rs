@@ -70,8 +70,9 @@ pub fn load(files: &TlsFiles, ca_key: TlsKey) -> Result<Vec<CertExpiry>, TlsErro
     Ok(out)
 }
 
-/// The collector behind [`NAME`]; [`ExpiryCollector::set`] replaces the certificates (at
-/// start, and when a reload loads new files).
+/// The collector behind `tether_gateway_certificate_expiry_seconds`;
+/// [`ExpiryCollector::set`] replaces the certificates (at start, and when a reload loads
+/// new files).
 #[derive(Clone)]
 pub struct ExpiryCollector {
     desc: Desc,
