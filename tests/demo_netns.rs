@@ -175,6 +175,11 @@ fn demo_cleans_up_on_sighup() {
 /// Starts `tether demo` with a namespace prefix of its own (`<tag><pid>`), stdout and
 /// stderr piped; `None` (the test is skipped) where namespaces cannot be made.
 fn spawn_demo(tag: &str) -> Option<(Child, String)> {
+    spawn_demo_with(tag, &[])
+}
+
+/// [`spawn_demo`] with more arguments.
+fn spawn_demo_with(tag: &str, args: &[&str]) -> Option<(Child, String)> {
     if let Err(e) = tether_lab::available() {
         assert!(!nix::unistd::geteuid().is_root(), "root, but {e}");
         eprintln!("SKIP: {e}");
@@ -183,6 +188,7 @@ fn spawn_demo(tag: &str) -> Option<(Child, String)> {
     let prefix = format!("{tag}{}", std::process::id() % 100_000);
     let child = Command::new(TETHER)
         .args(["demo", "--prefix", &prefix])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -225,6 +231,89 @@ fn probe(prefix: &str, host: &str, target: &str, every: &str, dur: &str) -> serd
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// Follows a running demo's stdout and stderr (stderr lines marked) until the tutorial
+/// has been printed; returns what it printed. Panics after 60 s.
+fn read_tutorial(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx2.send(format!("stderr: {l}"));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut text = String::new();
+    while !text.contains("Ctrl-C stops everything") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                text.push_str(&l);
+                text.push('\n');
+            }
+            Err(_) => panic!("the demo did not come up:\n{text}"),
+        }
+    }
+    text
+}
+
+/// `tether demo --ipv6`: the same scenario on 2001:db8::/32 (VRRPv3 over IPv6, dr
+/// balancers, gateways' sessions and services over IPv6), and the firewall closes on-prem
+/// to IPv6 as it does to IPv4.
+#[test]
+fn demo_on_ipv6_comes_up_with_every_path_and_the_firewall_closed() {
+    let Some((mut child, prefix)) = spawn_demo_with("t6", &["--ipv6"]) else {
+        return;
+    };
+    let text = read_tutorial(&mut child);
+    let demo = Demo {
+        child,
+        prefix: prefix.clone(),
+    };
+    assert!(text.contains("share VIP 2001:db8:2::100"), "{text}");
+    let target = text
+        .split("--connect ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("a probe command in the tutorial")
+        .to_string();
+    assert!(target.starts_with("[2001:db8:2::100]:"), "{target}");
+
+    let (ok, status) = demo_cmd(&prefix, &["--status"]);
+    assert!(ok, "{status}");
+    assert!(
+        status.contains("VIP 2001:db8:2::100 held by: lb1\n"),
+        "{status}"
+    );
+    assert!(status.contains("ok, answered by server-"), "{status}");
+    assert!(!status.contains("FAILS"), "{status}");
+
+    let r = probe(&prefix, "client-a", &target, "20ms", "1s");
+    assert_eq!(r["failures"], 0, "{r}");
+    let server_a = "[2001:db8:100::31]:5000";
+    let r = probe(&prefix, "client-b", server_a, "50ms", "300ms");
+    assert_eq!(r["failures"], 0, "{r}");
+    for host in ["cloud1", "lb1", "client-a"] {
+        let r = probe(&prefix, host, server_a, "100ms", "300ms");
+        assert_eq!(
+            r["successes"], 0,
+            "{host} reached on-prem over IPv6 through the firewall: {r}"
+        );
+    }
+
+    drop(demo);
+    assert_eq!(
+        tether_lab::existing_namespaces(&prefix),
+        Vec::<String>::new()
+    );
 }
 
 #[test]

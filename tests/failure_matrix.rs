@@ -2,7 +2,9 @@
 //! clients probe every path every 20 ms, each box in turn is taken down (SIGKILL with its
 //! cable pulled, and SIGTERM) and brought back. Prints a table of figures per case; the
 //! measured table is kept in docs/ha.md. The matrix runs twice: with the balancers as
-//! proxies (`mode = "proxy"`) and as the kernel forwarding tier (`mode = "dr"`).
+//! proxies (`mode = "proxy"`) and as the kernel forwarding tier (`mode = "dr"`); and both
+//! again with the scenario on IPv6 (`Family::V6`: VRRPv3 over IPv6, every address in
+//! 2001:db8::/32), against the same bar.
 //!
 //! Which boxes are in the matrix follows the binary: the gateway rows join when
 //! `tether gateway` exists.
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tether_lab::Sig;
-use tether_lab::scenario::{Features, LbMode, Scenario};
+use tether_lab::scenario::{Family, Features, LbMode, Scenario};
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 
@@ -83,8 +85,22 @@ struct Row {
     mode: LbMode,
 }
 
+/// The matrices run one at a time: side by side on a 2-core machine, each would measure
+/// the other's load.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn every_single_failure_is_survived() {
+    run_matrices(Family::V4);
+}
+
+#[test]
+fn every_single_failure_is_survived_over_ipv6() {
+    run_matrices(Family::V6);
+}
+
+/// Both balancer modes in `family`; fails with every case that fell short.
+fn run_matrices(family: Family) {
     if let Err(e) = tether_lab::available() {
         assert!(!nix::unistd::geteuid().is_root(), "root, but {e}");
         eprintln!("SKIP: {e}");
@@ -92,19 +108,29 @@ fn every_single_failure_is_survived() {
     }
     let features = features();
     assert!(features.vrrp, "tether vrrp is part of the binary");
+    // A panic in the other matrix poisons the lock; this one still runs.
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut failed = Vec::new();
     for mode in [LbMode::Proxy, LbMode::Dr] {
-        failed.extend(matrix(features, mode));
+        failed.extend(matrix(features, mode, family));
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
-/// Runs every case with the balancers in `mode`; prints the table and returns the cases
-/// that fell short.
-fn matrix(features: Features, mode: LbMode) -> Vec<String> {
+/// Runs every case with the balancers in `mode`, in `family`; prints the table and returns
+/// the cases that fell short.
+fn matrix(features: Features, mode: LbMode, family: Family) -> Vec<String> {
     let prefix = tether_lab::Lab::unique_prefix("fm");
-    let mut sc = Scenario::build(&prefix, std::path::Path::new(TETHER), features, true)
-        .expect("building the scenario");
+    let mut sc = Scenario::build_family(
+        &prefix,
+        std::path::Path::new(TETHER),
+        features,
+        true,
+        family,
+    )
+    .expect("building the scenario");
     sc.lb_mode = mode;
     sc.start(Duration::from_secs(60)).unwrap_or_else(|e| {
         for (name, _, st) in sc.lab.processes() {
@@ -135,7 +161,7 @@ fn matrix(features: Features, mode: LbMode) -> Vec<String> {
         }
     }
     println!(
-        "\n{mode:?} mode\n\n| case | failed probes (started after the failure) | longest gap | back and serving after start | open connections kept | sessions re-dialed | first failure |"
+        "\n{mode:?} mode, {family:?}\n\n| case | failed probes (started after the failure) | longest gap | back and serving after start | open connections kept | sessions re-dialed | first failure |"
     );
     println!("|---|---|---|---|---|---|---|");
     for r in &rows {
@@ -163,7 +189,7 @@ fn matrix(features: Features, mode: LbMode) -> Vec<String> {
     }
     verdicts
         .into_iter()
-        .filter_map(|(_, v)| v.err().map(|e| format!("{mode:?}: {e}")))
+        .filter_map(|(_, v)| v.err().map(|e| format!("{mode:?} {family:?}: {e}")))
         .collect()
 }
 

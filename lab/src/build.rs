@@ -63,7 +63,9 @@ impl LabBuilder {
     /// Gives network `net` (added before) an IPv6 prefix too, a /64 inside 2001:db8::/32:
     /// each host on it gets `<prefix>::<octet>` beside its IPv4 address. Hosts on such a
     /// network run without duplicate address detection, so their addresses (the
-    /// link-local one included) are usable at once, as a VRRP advert source must be.
+    /// link-local one included) are usable at once, as a VRRP advert source must be. A
+    /// router on such a network forwards IPv6, and the other hosts get an IPv6 default route
+    /// via its address there, as they do for IPv4.
     pub fn ipv6(mut self, net: &str, cidr: &str) -> Self {
         match (
             Cidr6::parse(cidr),
@@ -102,7 +104,8 @@ impl LabBuilder {
     }
 
     /// On `router`, drops every new connection into network `protected` that does not start
-    /// inside it (nftables, stateful: replies to connections opened from inside pass).
+    /// inside it (nftables, stateful: replies to connections opened from inside pass), over
+    /// IPv4 and, when the network has an IPv6 prefix, over IPv6 too.
     pub fn firewall(mut self, router: &str, protected: &str) -> Self {
         self.firewalls.push(FirewallSpec {
             router: router.to_string(),
@@ -274,7 +277,13 @@ impl Lab {
             } else {
                 &[]
             };
-            for s in sysctls.iter().chain(no_dad) {
+            // A router forwards IPv6 too when one of its networks has a prefix.
+            let v6_forward: &[&str] = if on_v6 && h.router {
+                &["net.ipv6.conf.all.forwarding=1"]
+            } else {
+                &[]
+            };
+            for s in sysctls.iter().chain(no_dad).chain(v6_forward) {
                 run(&["ip", "netns", "exec", &ns, "sysctl", "-qw", s])?;
             }
             for (i, (net, octet)) in h.ifaces.iter().enumerate() {
@@ -315,11 +324,32 @@ impl Lab {
                     &gw.to_string(),
                 ])?;
             }
+            if let Some(gw) = self.router6_on(first) {
+                let ns = self.ns(&h.name);
+                run(&[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &gw.to_string(),
+                ])?;
+            }
         }
         for f in firewalls {
-            let cidr = self.net(&f.protected)?.cidr;
+            let net = self.net(&f.protected)?;
+            let cidr = net.cidr;
+            // The same rule for the network's IPv6 prefix, when it has one: a family
+            // without it would be an open door.
+            let v6 = net
+                .v6
+                .map(|c| format!("    ip6 daddr {c} ip6 saddr != {c} ct state new drop\n"))
+                .unwrap_or_default();
             let rules = format!(
-                "table inet tether_lab {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ct state established,related accept\n    ip daddr {cidr} ip saddr != {cidr} ct state new drop\n  }}\n}}\n"
+                "table inet tether_lab {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ct state established,related accept\n    ip daddr {cidr} ip saddr != {cidr} ct state new drop\n{v6}  }}\n}}\n"
             );
             run_stdin(
                 &["ip", "netns", "exec", &self.ns(&f.router), "nft", "-f", "-"],

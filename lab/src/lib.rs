@@ -158,6 +158,16 @@ impl Lab {
             .and_then(|(_, o)| cidr.host(*o).ok())
     }
 
+    /// The IPv6 address of the router on `net`, when the network has an IPv6 prefix.
+    fn router6_on(&self, net: &str) -> Option<Ipv6Addr> {
+        let v6 = self.nets.iter().find(|n| n.name == net)?.v6?;
+        self.hosts
+            .iter()
+            .filter(|h| h.router)
+            .find_map(|h| h.ifaces.iter().find(|(n, _)| n == net))
+            .map(|(_, o)| v6.host(*o))
+    }
+
     /// The lab's prefix.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix

@@ -47,6 +47,10 @@ pub struct DemoArgs {
     /// router over BGP with BIRD, which spreads flows over them with ECMP).
     #[arg(long, default_value = "vrrp", value_parser = ["vrrp", "bgp"])]
     tier: String,
+    /// Build the scenario on IPv6 (2001:db8::/32): VRRPv3 over IPv6, the balancers (either
+    /// mode), the gateways' sessions and services, the firewall's rule, all in IPv6.
+    #[arg(long, conflicts_with = "loopback")]
+    ipv6: bool,
     /// Loopback demo: time before an echo server that was killed is started again.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     restart_after: Duration,
@@ -69,6 +73,9 @@ pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         return control::request(&prefix, "status");
     }
     if args.tier == "bgp" {
+        if args.ipv6 {
+            anyhow::bail!("--ipv6 runs the reference scenario (--tier vrrp) only");
+        }
         tether_lab::available().map_err(|why| {
             anyhow::anyhow!("the BGP demo needs network namespaces and BIRD, and {why}")
         })?;
@@ -85,7 +92,15 @@ pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
             } else {
                 tether_lab::scenario::LbMode::Proxy
             },
+            if args.ipv6 {
+                tether_lab::scenario::Family::V6
+            } else {
+                tether_lab::scenario::Family::V4
+            },
         ),
+        Err(why) if args.ipv6 => {
+            anyhow::bail!("the IPv6 demo needs network namespaces, and {why}")
+        }
         Err(why) => {
             println!(
                 "tether demo: the full scenario needs network namespaces, and {why}.\n\

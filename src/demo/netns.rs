@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::CommandFactory;
-use tether_lab::scenario::{BOXES, Features, LbMode, Scenario};
+use tether_lab::scenario::{BOXES, Family, Features, LbMode, Scenario};
 
 use super::live::{
     OutputClosed, TeardownOnExit, log_tails, say, serve_control, status_loop, tutorial,
@@ -22,18 +22,19 @@ fn features() -> Features {
     }
 }
 
-pub fn main(prefix: &str, lb_mode: LbMode) -> anyhow::Result<ExitCode> {
+pub fn main(prefix: &str, lb_mode: LbMode, family: Family) -> anyhow::Result<ExitCode> {
     let features = features();
     let tether = std::env::current_exe().context("finding the tether executable")?;
     if say(&format!(
-        "tether demo: building the reference scenario in network namespaces {prefix}-* ..."
+        "tether demo: building the reference scenario{} in network namespaces {prefix}-* ...",
+        if family == Family::V6 { " on IPv6" } else { "" }
     ))
     .is_err()
     {
         return Ok(ExitCode::SUCCESS);
     }
     // The lab's own signal handling tears everything down on Ctrl-C, SIGTERM or SIGHUP.
-    let mut sc = Scenario::build(prefix, &tether, features, true).map_err(|e| match e {
+    let mut sc = Scenario::build_family(prefix, &tether, features, true, family).map_err(|e| match e {
         tether_lab::LabError::InUse { pid, .. } => anyhow::anyhow!(
             "another demo (pid {pid}) is running: use `tether demo --status` or stop it with Ctrl-C"
         ),
@@ -75,10 +76,15 @@ fn run(
             Scenario::start_box,
         ),
     )?;
+    let onprem = match sc.family() {
+        Family::V4 => "198.51.100.0/24",
+        Family::V6 => "2001:db8:100::/64",
+    };
     say(&format!(
-        "\nThe scenario is up ({:.1} s): lb1 and lb2 share VIP 192.0.2.100{}{}; server A is on-prem \
-         behind a firewall that drops every connection into 198.51.100.0/24.",
+        "\nThe scenario is up ({:.1} s): lb1 and lb2 share VIP {}{}{}; server A is on-prem \
+         behind a firewall that drops every connection into {onprem}.",
         started.elapsed().as_secs_f64(),
+        sc.vip(),
         match sc.lb_mode {
             LbMode::Proxy => " as proxies",
             LbMode::Dr => {

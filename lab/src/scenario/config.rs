@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::{
     DIRECT_B_PORT, DOMAIN, GW_ADMIN, LB_ADMIN, LbMode, SESSION_PORT, SVC_A_PORT, SVC_B_PORT,
-    Scenario, VIP, VRRP_ADMIN,
+    Scenario, VRRP_ADMIN,
 };
 use crate::LabError;
 
@@ -18,6 +18,15 @@ const GW_TIMERS: &str = "[timers]\nping = \"300ms\"\ndead_after = \"{dead_after}
 
 impl Scenario {
     pub(super) fn lb_config(&self) -> String {
+        // Every address in the scenario's family; `SocketAddr` writes `[v6]:port`.
+        let vip = |port| std::net::SocketAddr::new(self.vip(), port);
+        let (cloud1, cloud2) = (self.at("cloud1", 8443), self.at("cloud2", 8443));
+        let (c1_session, c2_session) = (
+            self.at("cloud1", SESSION_PORT),
+            self.at("cloud2", SESSION_PORT),
+        );
+        let (c1_svc_a, c2_svc_a) = (self.at("cloud1", SVC_A_PORT), self.at("cloud2", SVC_A_PORT));
+        let server_b = self.at("server-b", 6000);
         let mut c = format!(
             "# tether lb on lb1 and lb2 (written by the demo scenario)\n\
              [admin]\nlisten = \"0.0.0.0:{LB_ADMIN}\"\n\n\
@@ -34,15 +43,17 @@ impl Scenario {
             let _ = write!(
                 c,
                 "stop_delay = \"1s\"\n\n\
-                 [[frontend]]\nname = \"sessions\"\nmode = \"dr\"\nbind = [\"{VIP}:{SESSION_PORT}\"]\ninterface = \"eth0\"\nbackend = \"all-cloud\"\n\n\
-                 [[frontend]]\nname = \"svc-a\"\nmode = \"dr\"\nbind = [\"{VIP}:{SVC_A_PORT}\"]\ninterface = \"eth0\"\nbackend = \"svc-a\"\n\n\
+                 [[frontend]]\nname = \"sessions\"\nmode = \"dr\"\nbind = [\"{}\"]\ninterface = \"eth0\"\nbackend = \"all-cloud\"\n\n\
+                 [[frontend]]\nname = \"svc-a\"\nmode = \"dr\"\nbind = [\"{}\"]\ninterface = \"eth0\"\nbackend = \"svc-a\"\n\n\
                  [[backend]]\nname = \"all-cloud\"\n{TCP_CHECK}\
-                 [[backend.server]]\nname = \"cloud1\"\naddress = \"192.0.2.21:{SESSION_PORT}\"\n\
-                 [[backend.server]]\nname = \"cloud2\"\naddress = \"192.0.2.22:{SESSION_PORT}\"\n\n\
+                 [[backend.server]]\nname = \"cloud1\"\naddress = \"{c1_session}\"\n\
+                 [[backend.server]]\nname = \"cloud2\"\naddress = \"{c2_session}\"\n\n\
                  [[backend]]\nname = \"svc-a\"\n\
                  [backend.health]\nkind = \"http\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 1\nfall = 2\npath = \"/readyz/svc-a\"\nport = {GW_ADMIN}\n\
-                 [[backend.server]]\nname = \"cloud1\"\naddress = \"192.0.2.21:{SVC_A_PORT}\"\n\
-                 [[backend.server]]\nname = \"cloud2\"\naddress = \"192.0.2.22:{SVC_A_PORT}\"\n"
+                 [[backend.server]]\nname = \"cloud1\"\naddress = \"{c1_svc_a}\"\n\
+                 [[backend.server]]\nname = \"cloud2\"\naddress = \"{c2_svc_a}\"\n",
+                vip(SESSION_PORT),
+                vip(SVC_A_PORT),
             );
         } else if self.features.gateway {
             // Sessions: TLS passthrough routed by server name, so each on-prem gateway pins
@@ -50,29 +61,32 @@ impl Scenario {
             // it (holds a session from a gateway exporting it).
             let _ = write!(
                 c,
-                "[[frontend]]\nname = \"sessions\"\nbind = [\"{VIP}:{SESSION_PORT}\"]\nbackend = \"all-cloud\"\n\
+                "[[frontend]]\nname = \"sessions\"\nbind = [\"{}\"]\nbackend = \"all-cloud\"\n\
                  [[frontend.route]]\nsni = \"cloud1.{DOMAIN}\"\nbackend = \"cloud1\"\n\
                  [[frontend.route]]\nsni = \"cloud2.{DOMAIN}\"\nbackend = \"cloud2\"\n\n\
-                 [[frontend]]\nname = \"svc-a\"\nbind = [\"{VIP}:{SVC_A_PORT}\"]\nbackend = \"svc-a\"\n\n\
+                 [[frontend]]\nname = \"svc-a\"\nbind = [\"{}\"]\nbackend = \"svc-a\"\n\n\
                  [[backend]]\nname = \"all-cloud\"\nbalance = \"leastconn\"\n{TCP_CHECK}\
-                 [[backend.server]]\nname = \"cloud1\"\naddress = \"192.0.2.21:8443\"\n\
-                 [[backend.server]]\nname = \"cloud2\"\naddress = \"192.0.2.22:8443\"\n\n\
+                 [[backend.server]]\nname = \"cloud1\"\naddress = \"{cloud1}\"\n\
+                 [[backend.server]]\nname = \"cloud2\"\naddress = \"{cloud2}\"\n\n\
                  [[backend]]\nname = \"cloud1\"\n{TCP_CHECK}\
-                 [[backend.server]]\nname = \"cloud1\"\naddress = \"192.0.2.21:8443\"\n\n\
+                 [[backend.server]]\nname = \"cloud1\"\naddress = \"{cloud1}\"\n\n\
                  [[backend]]\nname = \"cloud2\"\n{TCP_CHECK}\
-                 [[backend.server]]\nname = \"cloud2\"\naddress = \"192.0.2.22:8443\"\n\n\
+                 [[backend.server]]\nname = \"cloud2\"\naddress = \"{cloud2}\"\n\n\
                  [[backend]]\nname = \"svc-a\"\nbalance = \"leastconn\"\n\
                  [backend.health]\nkind = \"http\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 1\nfall = 2\npath = \"/readyz/svc-a\"\nport = {GW_ADMIN}\n\
-                 [[backend.server]]\nname = \"cloud1\"\naddress = \"192.0.2.21:{SVC_A_PORT}\"\n\
-                 [[backend.server]]\nname = \"cloud2\"\naddress = \"192.0.2.22:{SVC_A_PORT}\"\n"
+                 [[backend.server]]\nname = \"cloud1\"\naddress = \"{c1_svc_a}\"\n\
+                 [[backend.server]]\nname = \"cloud2\"\naddress = \"{c2_svc_a}\"\n",
+                vip(SESSION_PORT),
+                vip(SVC_A_PORT),
             );
         } else {
             let _ = write!(
                 c,
-                "[[frontend]]\nname = \"svc-b\"\nbind = [\"{VIP}:{DIRECT_B_PORT}\"]\nbackend = \"server-b\"\n\n\
+                "[[frontend]]\nname = \"svc-b\"\nbind = [\"{}\"]\nbackend = \"server-b\"\n\n\
                  [[backend]]\nname = \"server-b\"\n\
                  [backend.health]\nkind = \"tcp\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\n\
-                 [[backend.server]]\nname = \"server-b\"\naddress = \"192.0.2.31:6000\"\n"
+                 [[backend.server]]\nname = \"server-b\"\naddress = \"{server_b}\"\n",
+                vip(DIRECT_B_PORT),
             );
         }
         c
@@ -124,22 +138,31 @@ impl Scenario {
             LbMode::Proxy => (8443, true),
             LbMode::Dr => (SESSION_PORT, false),
         };
+        let any = |port| self.any(port);
+        let vip_session = std::net::SocketAddr::new(self.vip(), SESSION_PORT);
+        let server_a = self.at("server-a", 5000);
+        let server_b = self.at("server-b", 6000);
         for id in ["cloud1", "cloud2"] {
             let text = format!(
-                "[node]\nrole = \"cloud\"\nid = \"{id}\"\nsession_listen = \"0.0.0.0:{session_port}\"\nadmin_listen = \"0.0.0.0:{GW_ADMIN}\"\n\n\
+                "[node]\nrole = \"cloud\"\nid = \"{id}\"\nsession_listen = \"{}\"\nadmin_listen = \"{}\"\n\n\
                  [cluster]\nnodes = [ {{ id = \"cloud1\", sni = \"cloud1.{DOMAIN}\" }}, {{ id = \"cloud2\", sni = \"cloud2.{DOMAIN}\" }} ]\n\n{gw_timers}\n\
                  [tls]\ncert = \"{c}/{id}.pem\"\nkey = \"{c}/{id}.key\"\nclient_ca = \"{c}/ca.pem\"\n\n\
-                 [[reverse]]\nservice = \"svc-a\"\nlisten = \"0.0.0.0:{SVC_A_PORT}\"\nwhen_not_ready = \"unbind\"\nallowed_exporters = [\"onprem1\", \"onprem2\"]\n\n\
-                 [[forward]]\nservice = \"svc-b\"\nconnect = \"192.0.2.31:6000\"\nallowed_consumers = [\"onprem1\", \"onprem2\"]\n"
+                 [[reverse]]\nservice = \"svc-a\"\nlisten = \"{}\"\nwhen_not_ready = \"unbind\"\nallowed_exporters = [\"onprem1\", \"onprem2\"]\n\n\
+                 [[forward]]\nservice = \"svc-b\"\nconnect = \"{server_b}\"\nallowed_consumers = [\"onprem1\", \"onprem2\"]\n",
+                any(session_port),
+                any(GW_ADMIN),
+                any(SVC_A_PORT),
             );
             self.write(&format!("{id}-gw.toml"), &text)?;
         }
         for id in ["onprem1", "onprem2"] {
             let text = format!(
-                "[node]\nrole = \"onprem\"\nid = \"{id}\"\ncloud = \"{VIP}:{SESSION_PORT}\"\nserver_name = \"{DOMAIN}\"\nsni_pinning = {pinning}\nprepared_connections = 2\nadmin_listen = \"0.0.0.0:{GW_ADMIN}\"\n\n{gw_timers}\n\
+                "[node]\nrole = \"onprem\"\nid = \"{id}\"\ncloud = \"{vip_session}\"\nserver_name = \"{DOMAIN}\"\nsni_pinning = {pinning}\nprepared_connections = 2\nadmin_listen = \"{}\"\n\n{gw_timers}\n\
                  [tls]\ncert = \"{c}/{id}.pem\"\nkey = \"{c}/{id}.key\"\nca = \"{c}/ca.pem\"\n\n\
-                 [[export]]\nservice = \"svc-a\"\nconnect = \"198.51.100.31:5000\"\nhealth = {{ kind = \"tcp\", interval = \"300ms\", timeout = \"250ms\", rise = 1, fall = 2 }}\n\n\
-                 [[consume]]\nservice = \"svc-b\"\nlisten = \"0.0.0.0:{SVC_B_PORT}\"\n"
+                 [[export]]\nservice = \"svc-a\"\nconnect = \"{server_a}\"\nhealth = {{ kind = \"tcp\", interval = \"300ms\", timeout = \"250ms\", rise = 1, fall = 2 }}\n\n\
+                 [[consume]]\nservice = \"svc-b\"\nlisten = \"{}\"\n",
+                any(GW_ADMIN),
+                any(SVC_B_PORT),
             );
             self.write(&format!("{id}-gw.toml"), &text)?;
         }
@@ -147,7 +170,8 @@ impl Scenario {
     }
 }
 
-/// `tether vrrp` on a balancer: VIP on eth0, 100 ms adverts, following the local balancer's
+/// `tether vrrp` on a balancer: VIP on eth0 (`vip`, with its prefix length; an IPv6 VIP
+/// makes it VRRPv3 over IPv6), 100 ms adverts, following the local balancer's
 /// readiness. The track subtracts priority instead of forcing FAULT, so that when *no*
 /// balancer is ready (at start, before any session exists) one of them still holds the
 /// VIP, and a ready one wins over one that is not.
@@ -155,7 +179,7 @@ impl Scenario {
 /// With dr, a returning balancer waits `preempt_delay` before it takes the VIP back, so its
 /// health checks have judged every server (rise 2 at 300 ms) before flows move to it: a flow
 /// whose server is missing from the new holder's table is re-hashed and reset.
-pub(super) fn vrrp_config(priority: u8, mode: LbMode) -> String {
+pub(super) fn vrrp_config(priority: u8, mode: LbMode, vip: &str) -> String {
     let preempt_delay = match mode {
         LbMode::Proxy => "0s",
         LbMode::Dr => "2s",
@@ -163,7 +187,7 @@ pub(super) fn vrrp_config(priority: u8, mode: LbMode) -> String {
     format!(
         "[admin]\nlisten = \"0.0.0.0:{VRRP_ADMIN}\"\n\n\
          [[instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 51\npriority = {priority}\nversion = 3\n\
-         advert_interval = \"100ms\"\npreempt = true\npreempt_delay = \"{preempt_delay}\"\nvirtual_addresses = [\"{VIP}/24\"]\ngarp_delay = \"2s\"\n\n\
+         advert_interval = \"100ms\"\npreempt = true\npreempt_delay = \"{preempt_delay}\"\nvirtual_addresses = [\"{vip}\"]\ngarp_delay = \"2s\"\n\n\
          [[instance.track]]\nkind = \"http\"\nurl = \"http://127.0.0.1:{LB_ADMIN}/readyz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nfall = 2\nrise = 2\nweight = -60\n"
     )
 }

@@ -10,6 +10,12 @@
 //!                  └──────────── fw .254 (router; drops new connections into onprem) ───┘
 //! ```
 //!
+//! With [`Family::V6`] the same boxes, with the same host numbers, run on 2001:db8::/32:
+//! cloud 2001:db8:2::/64, onprem 2001:db8:100::/64, inet 2001:db8:113::/64, VIP
+//! 2001:db8:2::100 (VRRPv3 over IPv6), every listener, server, session and firewall rule
+//! in IPv6. The hosts keep their IPv4 addresses (a lab network always has one), but nothing
+//! of the scenario uses them.
+//!
 //! Which daemons run depends on what the `tether` binary offers ([`Features`]): without
 //! `vrrp` the VIP is put on lb1 by hand; without `gateway` the balancers serve server B
 //! directly and service A (behind the firewall) is out of reach, as it would be.
@@ -17,7 +23,8 @@
 //! Modules: `config` (the daemons' files, per mode), `status` (the live [`Status`] the demo
 //! prints and the tests wait on).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,6 +38,27 @@ pub use status::{BoxStatus, Status};
 
 /// The virtual IP the balancers share.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+/// The virtual IP the balancers share with [`Family::V6`] (host 100 of the cloud network).
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x100);
+
+/// The networks: name, IPv4 prefix, and the IPv6 prefix [`Family::V6`] adds (the IPv4
+/// network's last number in its name, so `::31` on onprem reads as 198.51.100.31 does).
+const NETS: [(&str, &str, &str); 3] = [
+    ("cloud", "192.0.2.0/24", "2001:db8:2::/64"),
+    ("onprem", "198.51.100.0/24", "2001:db8:100::/64"),
+    ("inet", "203.0.113.0/24", "2001:db8:113::/64"),
+];
+
+/// Which IP family the scenario's addresses, listeners and VRRP are of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    /// IPv4, on the three TEST-NETs (the reference scenario of docs/ha.md).
+    #[default]
+    V4,
+    /// IPv6 on 2001:db8::/32: VRRPv3 over IPv6, the balancers and the gateways' sessions
+    /// and services over IPv6, the firewall's rule for the IPv6 prefix.
+    V6,
+}
 /// Service A's port on the VIP (reverse case: cloud client to on-prem server).
 pub const SVC_A_PORT: u16 = 5551;
 /// Service B's port on the on-prem gateways (forward case: on-prem client to cloud server).
@@ -95,6 +123,9 @@ pub struct Scenario {
     pub features: Features,
     /// How the balancers forward (set before [`Scenario::start`]).
     pub lb_mode: LbMode,
+    family: Family,
+    /// Each box's address in `family`, on its only network.
+    addrs: HashMap<&'static str, IpAddr>,
     tether: PathBuf,
 }
 
@@ -105,19 +136,33 @@ impl AsRef<Lab> for Scenario {
 }
 
 impl Scenario {
-    /// Builds the networks and hosts (nothing runs yet). `tether` is the binary to run in
-    /// the hosts.
+    /// Builds the networks and hosts over IPv4 (nothing runs yet). `tether` is the binary
+    /// to run in the hosts.
     pub fn build(
         prefix: &str,
         tether: &Path,
         features: Features,
         teardown_on_signals: bool,
     ) -> Result<Scenario, LabError> {
-        let lab = Lab::builder(prefix)
-            .teardown_on_signals(teardown_on_signals)
-            .network("cloud", "192.0.2.0/24")
-            .network("onprem", "198.51.100.0/24")
-            .network("inet", "203.0.113.0/24")
+        Self::build_family(prefix, tether, features, teardown_on_signals, Family::V4)
+    }
+
+    /// [`Scenario::build`] in a given IP family.
+    pub fn build_family(
+        prefix: &str,
+        tether: &Path,
+        features: Features,
+        teardown_on_signals: bool,
+        family: Family,
+    ) -> Result<Scenario, LabError> {
+        let mut b = Lab::builder(prefix).teardown_on_signals(teardown_on_signals);
+        for (net, v4, v6) in NETS {
+            b = b.network(net, v4);
+            if family == Family::V6 {
+                b = b.ipv6(net, v6);
+            }
+        }
+        let lab = b
             .router("fw", &[("cloud", 254), ("onprem", 254), ("inet", 254)])
             .firewall("fw", "onprem")
             .host("lb1", &[("cloud", 11)])
@@ -131,12 +176,73 @@ impl Scenario {
             .host("client-b", &[("onprem", 41)])
             .host("client-a", &[("inet", 41)])
             .build()?;
+        let mut addrs = HashMap::new();
+        for b in BOXES {
+            let net = lab
+                .networks_of(b)
+                .into_iter()
+                .next()
+                .ok_or_else(|| LabError::UnknownHost(b.to_string()))?;
+            let ip = match family {
+                Family::V4 => IpAddr::V4(lab.addr(b, &net)?),
+                Family::V6 => IpAddr::V6(lab.addr6(b, &net)?),
+            };
+            addrs.insert(b, ip);
+        }
         Ok(Scenario {
             lab,
             features,
             lb_mode: LbMode::default(),
+            family,
+            addrs,
             tether: tether.to_path_buf(),
         })
+    }
+
+    /// The IP family the scenario runs in.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// The VIP the balancers share, in the scenario's family.
+    pub fn vip(&self) -> IpAddr {
+        match self.family {
+            Family::V4 => IpAddr::V4(VIP),
+            Family::V6 => IpAddr::V6(VIP6),
+        }
+    }
+
+    /// The VIP with the cloud network's prefix length, as it sits on a balancer's eth0.
+    pub(crate) fn vip_cidr(&self) -> String {
+        match self.family {
+            Family::V4 => format!("{VIP}/24"),
+            Family::V6 => format!("{VIP6}/64"),
+        }
+    }
+
+    /// A box's address in the scenario's family (`boxname` is one of [`BOXES`]).
+    pub fn addr(&self, boxname: &str) -> Option<IpAddr> {
+        self.addrs.get(boxname).copied()
+    }
+
+    /// `addr:port` of one of the scenario's own boxes, whose addresses `build` recorded.
+    pub(crate) fn at(&self, boxname: &'static str, port: u16) -> SocketAddr {
+        let ip = self.addrs.get(boxname).copied();
+        debug_assert!(ip.is_some(), "{boxname} is a box of the scenario");
+        SocketAddr::new(ip.unwrap_or(self.any_ip()), port)
+    }
+
+    /// The wildcard address of the family (what a listener binds).
+    fn any_ip(&self) -> IpAddr {
+        match self.family {
+            Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        }
+    }
+
+    /// `<wildcard>:port` in the scenario's family.
+    pub(crate) fn any(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.any_ip(), port)
     }
 
     fn write(&self, name: &str, text: &str) -> Result<PathBuf, LabError> {
@@ -175,18 +281,14 @@ impl Scenario {
         let path = |f: &str| dir.join(f).display().to_string();
         Ok(match daemon {
             "echo" => {
-                let port = if boxname == "server-a" {
-                    "5000"
-                } else {
-                    "6000"
-                };
+                let port = if boxname == "server-a" { 5000 } else { 6000 };
                 self.tether(
                     proc_name,
                     boxname,
                     &[
                         "echo",
                         "--listen",
-                        &format!("0.0.0.0:{port}"),
+                        &self.any(port).to_string(),
                         "--banner",
                         boxname,
                     ],
@@ -211,7 +313,7 @@ impl Scenario {
             "dr" => self.tether(
                 proc_name,
                 boxname,
-                &["dr-server", "--vip", &VIP.to_string()],
+                &["dr-server", "--vip", &self.vip().to_string()],
             ),
             "gw" => self.tether(
                 proc_name,
@@ -229,17 +331,49 @@ impl Scenario {
             self.write(&format!("{lb}-lb.toml"), &self.lb_config())?;
             if self.features.vrrp {
                 let prio = if lb == "lb1" { 150 } else { 100 };
-                self.write(&format!("{lb}-vrrp.toml"), &vrrp_config(prio, self.lb_mode))?;
+                self.write(
+                    &format!("{lb}-vrrp.toml"),
+                    &vrrp_config(prio, self.lb_mode, &self.vip_cidr()),
+                )?;
             }
         }
         if self.features.gateway {
             self.write_gateway_configs()?;
         }
+        if self.family == Family::V6 {
+            // IPv6 picks a source address by RFC 6724's rules, and the VIP on eth0 ties with
+            // the balancer's own address until the last rule, which the newest address wins:
+            // the balancer would dial servers and run health checks from the VIP. With dr the
+            // answers then go to the servers' own VIP on lo and every check fails. A label of
+            // its own (rule 6: prefer a source whose label matches the destination's) keeps
+            // the VIP for what is addressed to it. IPv4 has no such tie: the VIP is added as
+            // a secondary address, never the primary source.
+            for lb in ["lb1", "lb2"] {
+                let out = self.lab.exec(
+                    lb,
+                    &[
+                        "ip",
+                        "addrlabel",
+                        "add",
+                        "prefix",
+                        &format!("{VIP6}/128"),
+                        "label",
+                        "100",
+                    ],
+                )?;
+                if !out.status.success() {
+                    return Err(LabError::Command {
+                        cmd: format!("ip addrlabel add (VIP) on {lb}"),
+                        stderr: String::from_utf8_lossy(&out.stderr).into(),
+                    });
+                }
+            }
+        }
         if !self.features.vrrp {
             // No VRRP: lb1 simply owns the VIP.
             let out = self.lab.exec(
                 "lb1",
-                &["ip", "addr", "add", &format!("{VIP}/24"), "dev", "eth0"],
+                &["ip", "addr", "add", &self.vip_cidr(), "dev", "eth0"],
             )?;
             if !out.status.success() {
                 return Err(LabError::Command {
@@ -331,20 +465,20 @@ impl Scenario {
             v.push(ClientPath {
                 name: format!("client-a -> VIP:{SVC_A_PORT} (service A)"),
                 from: "client-a".into(),
-                to: SocketAddr::from((VIP, SVC_A_PORT)),
+                to: SocketAddr::new(self.vip(), SVC_A_PORT),
             });
-            for (i, gw) in ["onprem1", "onprem2"].iter().enumerate() {
+            for gw in ["onprem1", "onprem2"] {
                 v.push(ClientPath {
                     name: format!("client-b -> {gw}:{SVC_B_PORT} (service B)"),
                     from: "client-b".into(),
-                    to: SocketAddr::from((Ipv4Addr::new(198, 51, 100, 11 + i as u8), SVC_B_PORT)),
+                    to: self.at(gw, SVC_B_PORT),
                 });
             }
         } else {
             v.push(ClientPath {
                 name: format!("client-a -> VIP:{DIRECT_B_PORT} (server B)"),
                 from: "client-a".into(),
-                to: SocketAddr::from((VIP, DIRECT_B_PORT)),
+                to: SocketAddr::new(self.vip(), DIRECT_B_PORT),
             });
         }
         v
@@ -420,8 +554,9 @@ impl Scenario {
         v.push((
             "The firewall: the cloud cannot open a connection into on-prem".into(),
             format!(
-                "ip netns exec {} nc -z -w 1 198.51.100.31 5000; echo $?   # 1: dropped",
-                ns("cloud1")
+                "ip netns exec {} nc -z -w 1 {} 5000; echo $?   # 1: dropped",
+                ns("cloud1"),
+                self.at("server-a", 5000).ip()
             ),
         ));
         v

@@ -1,7 +1,9 @@
 //! What the scenario looks like right now: processes, who holds the VIP, what each daemon
 //! reports, and whether every client path answers.
 
-use super::{BOXES, GW_ADMIN, LB_ADMIN, ProcState, Scenario, VIP};
+use std::net::IpAddr;
+
+use super::{BOXES, Family, GW_ADMIN, LB_ADMIN, ProcState, Scenario};
 
 /// What one box looks like right now.
 #[derive(Debug, Clone)]
@@ -19,6 +21,8 @@ pub struct BoxStatus {
 pub struct Status {
     /// Per box.
     pub boxes: Vec<BoxStatus>,
+    /// The VIP (of the scenario's family).
+    pub vip: IpAddr,
     /// Which hosts hold the VIP.
     pub vip_holders: Vec<String>,
     /// Per path: who answered, or why not.
@@ -45,7 +49,8 @@ impl std::fmt::Display for Status {
         }
         writeln!(
             f,
-            "VIP {VIP} held by: {}",
+            "VIP {} held by: {}",
+            self.vip,
             if self.vip_holders.is_empty() {
                 "nobody".to_string()
             } else {
@@ -65,15 +70,20 @@ impl std::fmt::Display for Status {
 impl Scenario {
     /// Which hosts hold the VIP on an interface right now.
     pub fn vip_holders(&self) -> Vec<String> {
+        let family = match self.family {
+            Family::V4 => "-4",
+            Family::V6 => "-6",
+        };
+        let vip = self.vip_cidr();
         ["lb1", "lb2"]
             .iter()
             .filter(|h| {
                 self.lab
-                    .exec(h, &["ip", "-br", "-4", "addr", "show", "dev", "eth0"])
+                    .exec(h, &["ip", "-br", family, "addr", "show", "dev", "eth0"])
                     .map(|o| {
                         String::from_utf8_lossy(&o.stdout)
                             .split_whitespace()
-                            .any(|w| w == format!("{VIP}/24"))
+                            .any(|w| w == vip)
                     })
                     .unwrap_or(false)
             })
@@ -176,6 +186,7 @@ impl Scenario {
             .collect();
         Status {
             boxes,
+            vip: self.vip(),
             vip_holders: holders,
             paths,
         }
