@@ -41,6 +41,12 @@ impl Backoff {
         Duration::from_nanos(rng.random_range(0..=nanos))
     }
 
+    /// Changes the first delay and the cap, keeping the failures counted (a reload).
+    pub fn set_limits(&mut self, first: Duration, cap: Duration) {
+        self.first = first;
+        self.cap = cap.max(first);
+    }
+
     /// Failures since the last reset.
     pub fn attempts(&self) -> u32 {
         self.attempts
