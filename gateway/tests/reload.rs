@@ -36,6 +36,17 @@ async fn ready(h: &tether_gateway::CloudHandle) {
         .expect("node running");
 }
 
+/// On-prem counts a session once HELLO_ACK arrives, the node just after it sent it: waits
+/// until the node has registered `n`.
+async fn registered(h: &tether_gateway::CloudHandle, n: usize) {
+    wait_for(
+        Duration::from_secs(5),
+        "the node registers the sessions",
+        || h.session_count() == n,
+    )
+    .await;
+}
+
 fn closed(m: &Metrics) -> f64 {
     counter(m, "tether_gateway_sessions_closed_total", &[])
 }
@@ -103,6 +114,7 @@ async fn certificate_and_ca_rotation_keep_sessions_and_reach_new_handshakes() {
     )
     .await;
     ready(&cloud.handle).await;
+    registered(&cloud.handle, 4).await;
     let m = cloud.handle.metrics();
     let closed_before = closed(m);
     let old_serials = serials(m, "cert");
@@ -191,9 +203,90 @@ async fn certificate_and_ca_rotation_keep_sessions_and_reach_new_handshakes() {
     )
     .await;
     ready(&cloud.handle).await;
+    registered(&cloud.handle, 4).await;
     echo_once(cloud.svc_a(), "after the restart on the new CA")
         .await
         .expect("served");
+}
+
+/// The CA rotation without a gap that docs/gateway.md describes: both CAs trusted
+/// everywhere, then the certificates moved to the new CA, then the old CA dropped. After
+/// each step a restarted node (every session handshaken again) is covered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_bundle_rotates_without_a_gap() {
+    let old = Certs::new();
+    let new = Certs::with_ca("Tether test CA 2027");
+    let both = old.path("both.pem");
+    std::fs::write(&both, old.ca.pem().cert + &new.ca.pem().cert).expect("write");
+    let a = echo().await;
+    let mut cloud = Cloud::start(alone(cloud_config(
+        &old,
+        "cloud1",
+        WhenNotReady::Unbind,
+        None,
+    )))
+    .await;
+    let onprem = Onprem::start(onprem_config(
+        &old,
+        "onprem1",
+        cloud.handle.session_addr,
+        a.addr,
+        false,
+    ))
+    .await;
+    wait_for(Duration::from_secs(20), "onprem1 covers cloud1", || {
+        covered_by(&onprem, 2)
+    })
+    .await;
+    let reload_onprem = |cert: &Certs, ca: &Path| {
+        let mut next = (*onprem.handle.config()).clone();
+        next.tls = cert.files("onprem1");
+        next.tls.ca = ca.to_path_buf();
+        onprem.handle.reload(next).expect("on-prem reload");
+    };
+    // Restarts the node on `cert`'s certificate trusting `ca`, on the same ports.
+    let restart = |cloud: &Cloud, cert: &Certs, ca: &Path| {
+        let mut next = cloud.config.clone();
+        next.tls = cert.files("cloud1");
+        next.tls.ca = ca.to_path_buf();
+        next
+    };
+
+    // 1. Both CAs trusted, on both sides.
+    let mut next = (*cloud.handle.config()).clone();
+    next.tls.ca = both.clone();
+    cloud.handle.reload(next).expect("cloud reload");
+    reload_onprem(&old, &both);
+    // 2. The node's certificate from the new CA; the gateway still presents its old one.
+    let next = restart(&cloud, &new, &both);
+    cloud.handle.kill().await;
+    cloud = Cloud::start(next).await;
+    wait_for(
+        Duration::from_secs(20),
+        "an old-CA gateway covers a new-CA node",
+        || covered_by(&onprem, 2),
+    )
+    .await;
+    registered(&cloud.handle, 2).await;
+    // 3. The gateway's certificate from the new CA, sessions kept.
+    reload_onprem(&new, &both);
+    assert_eq!(cloud.handle.session_count(), 2);
+    // 4. The old CA dropped everywhere.
+    reload_onprem(&new, &new.path("ca.pem"));
+    let next = restart(&cloud, &new, &new.path("ca.pem"));
+    cloud.handle.kill().await;
+    cloud = Cloud::start(next).await;
+    wait_for(
+        Duration::from_secs(20),
+        "the gateway covers a node that trusts only the new CA",
+        || covered_by(&onprem, 2) && cloud.handle.session_count() == 2,
+    )
+    .await;
+    ready(&cloud.handle).await;
+    echo_once(cloud.svc_a(), "on the new CA only")
+        .await
+        .expect("served");
+    assert_eq!(reloads(onprem.handle.metrics(), "ok"), 3.0);
 }
 
 /// (b) A gateway removed from `allowed_exporters` loses its sessions (counted as
@@ -220,6 +313,7 @@ async fn a_gateway_removed_from_the_access_list_loses_its_sessions_only() {
     )
     .await;
     ready(&cloud.handle).await;
+    registered(&cloud.handle, 4).await;
     let m = cloud.handle.metrics();
     assert_eq!(closed(m), 0.0);
     let refused_before = counter(
@@ -359,6 +453,7 @@ async fn invalid_files_are_refused_and_everything_keeps_serving() {
     })
     .await;
     ready(cloud).await;
+    registered(cloud, 2).await;
     let m = cloud.metrics();
     let cert = der(&certs.path("cloud1.pem"));
 
