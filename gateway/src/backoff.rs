@@ -106,4 +106,17 @@ mod tests {
         }
         assert_eq!(b.ceiling(), Duration::from_secs(30));
     }
+
+    #[test]
+    fn new_limits_keep_the_failures_counted() {
+        let mut b = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..3 {
+            b.next_delay(&mut rng);
+        }
+        assert_eq!(b.ceiling(), Duration::from_millis(1600));
+        b.set_limits(Duration::from_millis(100), Duration::from_millis(500));
+        assert_eq!(b.attempts(), 3);
+        assert_eq!(b.ceiling(), Duration::from_millis(500));
+    }
 }

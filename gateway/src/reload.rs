@@ -31,7 +31,8 @@ pub struct Plan {
     /// `allowed_consumers`); live sessions are checked again.
     pub acl: Vec<String>,
     /// Services added, as `kind service` (`forward svc-b`); only cloud forward services
-    /// can be added without a restart.
+    /// can be added without a restart (gateways use one on their sessions set up after
+    /// the reload: a session keeps the services its HELLO_ACK accepted).
     pub added: Vec<String>,
     /// Services removed, as `kind service`.
     pub removed: Vec<String>,

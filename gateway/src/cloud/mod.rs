@@ -363,6 +363,8 @@ impl Cloud {
             }
         }
         lock(&self.core).set_down_debounce(new.timers.readiness_down);
+        // The readiness timer waits on the core's next deadline, which just moved.
+        self.apply(Vec::new());
         self.tls.store(server_config);
         self.base.metrics.cert_expiry.set(certificates);
         let new = Arc::new(new);

@@ -115,7 +115,7 @@ impl CloudCore {
     }
 
     /// Changes how long readiness holds after the last capacity vanished (a reload); a
-    /// drop already pending keeps the time it was given.
+    /// drop already pending falls due that long after its capacity vanished.
     pub fn set_down_debounce(&mut self, down_debounce: Duration) {
         self.down_debounce = down_debounce;
     }
