@@ -71,8 +71,7 @@ pub fn main(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         // Installed first, so an early SIGHUP cannot kill the process.
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("installing the SIGHUP handler")?;
+        let mut hup = crate::signals::reloads()?;
         let shutdown = crate::signals::shutdown_on_signals()?;
         let gateway = tether_gateway::start(config, shutdown)
             .await

@@ -445,6 +445,7 @@ async fn invalid_files_are_refused_and_everything_keeps_serving() {
     let tether_gateway::Handle::Cloud(cloud) = &gateway else {
         panic!("a cloud node")
     };
+    watch_changes(cloud.metrics());
     let session = cloud.session_addr;
     let svc_a = cloud.service_addrs["svc-a"];
     let onprem = Onprem::start(onprem_config(&certs, "onprem1", session, a.addr, false)).await;

@@ -256,7 +256,9 @@ pub async fn echo_once(addr: SocketAddr, tag: &str) -> Result<(), String> {
 /// [`Metrics::changes`]: tether_gateway::metrics::Metrics::changes
 static CHANGES: Mutex<Vec<watch::Receiver<u64>>> = Mutex::new(Vec::new());
 
-fn watch_changes(metrics: &tether_gateway::metrics::Metrics) {
+/// Makes [`wait_for`] wake on this gateway's changes too (for one not started through
+/// [`Cloud::start`] or [`Onprem::start`]).
+pub fn watch_changes(metrics: &tether_gateway::metrics::Metrics) {
     let mut all = CHANGES.lock().unwrap_or_else(|p| p.into_inner());
     // Gateways gone since: their senders are dropped.
     all.retain(|rx| rx.has_changed().is_ok());
