@@ -529,6 +529,19 @@ async fn invalid_files_are_refused_and_everything_keeps_serving() {
     let e = onprem.handle.reload(bad).expect_err("bad CA");
     assert!(e.to_string().contains("tls.ca"), "{e}");
     assert_eq!(reloads(onprem.handle.metrics(), "failed"), 1.0);
+    // A certificate of the CA, but for another id: every session would be refused.
+    let mut other = (*onprem.handle.config()).clone();
+    other.tls = certs.files("onprem2");
+    let e = onprem
+        .handle
+        .reload(other)
+        .expect_err("another id's certificate");
+    let text = e.to_string();
+    assert!(
+        text.contains("tls.cert") && text.contains("onprem2.pem") && text.contains("\"onprem1\""),
+        "{text}"
+    );
+    assert_eq!(reloads(onprem.handle.metrics(), "failed"), 2.0);
     assert!(covered_by(&onprem, 2));
 
     // A valid file after all that is applied.

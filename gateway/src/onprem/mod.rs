@@ -293,6 +293,23 @@ impl Onprem {
         }
         // Everything that can fail comes before anything is changed.
         let client_config = tls::client_config(&new.tls).map_err(|e| refused(e.into()))?;
+        // As `--check` does: a certificate not valid for the id would have every session
+        // refused by the cloud.
+        let chain =
+            tls::load_certs(tls::TlsKey::Cert, &new.tls.cert).map_err(|e| refused(e.into()))?;
+        if !chain
+            .first()
+            .is_some_and(|c| tls::cert_has_identity(c, &new.id))
+        {
+            return Err(refused(ReloadError::Tls(tls::TlsError::File {
+                key: tls::TlsKey::Cert,
+                path: new.tls.cert.display().to_string(),
+                message: format!(
+                    "is not valid for the gateway id {:?}; the cloud would refuse every session",
+                    new.id
+                ),
+            })));
+        }
         let certificates =
             expiry::load(&new.tls, tls::TlsKey::Ca).map_err(|e| refused(e.into()))?;
         lock(&self.placement).set_backoff_cap(new.timers.backoff_cap);
