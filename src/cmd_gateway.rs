@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -70,12 +71,25 @@ pub fn main(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         // Installed first, so an early SIGHUP cannot kill the process.
-        crate::signals::reload_not_supported("gateway")?;
+        let mut hup = crate::signals::reloads()?;
         let shutdown = crate::signals::shutdown_on_signals()?;
         let gateway = tether_gateway::start(config, shutdown)
             .await
             .with_context(|| format!("{}", path.display()))?;
+        let gateway = Arc::new(gateway);
         crate::systemd::ready();
+        // SIGHUP re-reads the file and its TLS files: sessions whose peer is still allowed
+        // stay up, new handshakes use the new certificates. What cannot be applied is
+        // refused whole (logged by the gateway) and the running configuration keeps serving.
+        let g = gateway.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!(file = %path.display(), "SIGHUP: reloading the configuration");
+                let (g, path) = (g.clone(), path.clone());
+                // The file and the TLS files are read from disk.
+                let _ = tokio::task::spawn_blocking(move || g.reload_from(&path)).await;
+            }
+        });
         gateway.wait().await;
         Ok(ExitCode::SUCCESS)
     })

@@ -15,8 +15,3 @@ pub fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
 pub fn reloads() -> anyhow::Result<Signal> {
     tether_health::signals::reloads().context("installing the SIGHUP handler")
 }
-
-/// Keeps SIGHUP from killing a daemon that cannot reload, logging on each.
-pub fn reload_not_supported(daemon: &'static str) -> anyhow::Result<()> {
-    tether_health::signals::reload_not_supported(daemon).context("installing the SIGHUP handler")
-}

@@ -41,6 +41,12 @@ impl Backoff {
         Duration::from_nanos(rng.random_range(0..=nanos))
     }
 
+    /// Changes the first delay and the cap, keeping the failures counted (a reload).
+    pub fn set_limits(&mut self, first: Duration, cap: Duration) {
+        self.first = first;
+        self.cap = cap.max(first);
+    }
+
     /// Failures since the last reset.
     pub fn attempts(&self) -> u32 {
         self.attempts
@@ -99,5 +105,18 @@ mod tests {
             assert!(b.next_delay(&mut rng) <= Duration::from_secs(30));
         }
         assert_eq!(b.ceiling(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn new_limits_keep_the_failures_counted() {
+        let mut b = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..3 {
+            b.next_delay(&mut rng);
+        }
+        assert_eq!(b.ceiling(), Duration::from_millis(1600));
+        b.set_limits(Duration::from_millis(100), Duration::from_millis(500));
+        assert_eq!(b.attempts(), 3);
+        assert_eq!(b.ceiling(), Duration::from_millis(500));
     }
 }

@@ -29,6 +29,7 @@ pub mod proto;
 mod race;
 pub mod readiness;
 mod relay;
+pub mod reload;
 mod stream;
 pub mod tls;
 
@@ -36,6 +37,8 @@ pub use cloud::CloudHandle;
 pub use common::GatewayError;
 pub use config::GatewayConfig;
 pub use onprem::OnpremHandle;
+
+use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +57,50 @@ impl Handle {
         match self {
             Handle::Cloud(h) => h.wait().await,
             Handle::Onprem(h) => h.wait().await,
+        }
+    }
+}
+
+impl Handle {
+    /// Applies a new configuration of the same role without a restart (see
+    /// [`CloudHandle::reload`] and [`OnpremHandle::reload`]); another role needs a restart.
+    pub fn reload(&self, new: GatewayConfig) -> Result<reload::Plan, reload::ReloadError> {
+        match (self, new) {
+            (Handle::Cloud(h), GatewayConfig::Cloud(c)) => h.reload(c),
+            (Handle::Onprem(h), GatewayConfig::Onprem(c)) => h.reload(c),
+            (h, new) => {
+                let old = match h {
+                    Handle::Cloud(h) => GatewayConfig::Cloud((*h.config()).clone()),
+                    Handle::Onprem(h) => GatewayConfig::Onprem((*h.config()).clone()),
+                };
+                h.metrics().reloaded("failed");
+                let e = reload::ReloadError::NeedsRestart(reload::plan(&old, &new).restart);
+                tracing::warn!(target: "tether_gateway", error = %e, "reload refused; the running configuration keeps serving");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads `path` again (as `--check` does, TLS files included) and applies it with
+    /// [`Handle::reload`]: what SIGHUP does. A file that does not parse or validate is
+    /// refused with the same errors as `--check`, counted as a failed reload, and the
+    /// running configuration keeps serving.
+    pub fn reload_from(&self, path: &Path) -> Result<reload::Plan, reload::ReloadError> {
+        match config::load(path) {
+            Ok(new) => self.reload(new),
+            Err(errors) => {
+                self.metrics().reloaded("failed");
+                tracing::warn!(target: "tether_gateway", "reload refused; the running configuration keeps serving:\n{errors}");
+                Err(reload::ReloadError::Config(errors))
+            }
+        }
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        match self {
+            Handle::Cloud(h) => h.metrics(),
+            Handle::Onprem(h) => h.metrics(),
         }
     }
 }

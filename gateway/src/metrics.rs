@@ -48,6 +48,8 @@ pub struct Metrics {
     pub session_rtt_seconds: Histogram,
     /// Seconds until each loaded certificate expires (computed at scrape time).
     pub cert_expiry: crate::expiry::ExpiryCollector,
+    /// Configuration reloads (SIGHUP), by result (`ok`, `failed`).
+    pub reloads: IntCounterVec,
     /// Bumped after every change recorded through the methods below.
     changes: Arc<watch::Sender<u64>>,
 }
@@ -89,7 +91,10 @@ const SESSION_ENDS: &[&str] = &[
     "stale_epoch",
     "replaced",
     "silent",
+    "revoked",
 ];
+/// Every value of the `result` label of `tether_gateway_reloads_total`.
+const RELOAD_RESULTS: &[&str] = &["ok", "failed"];
 /// Results of a stream on the side that answers it (the status byte it sends).
 const STREAM_RESULTS: &[&str] = &[
     "ok",
@@ -183,6 +188,7 @@ impl Metrics {
         zero(&m.handshake_failures, HANDSHAKE_FAILURES);
         zero(&m.auth_refusals, AUTH_REFUSALS);
         zero(&m.rejects, REJECT_CODES);
+        zero(&m.reloads, RELOAD_RESULTS);
         Ok(m)
     }
 
@@ -282,6 +288,12 @@ impl Metrics {
     /// A control-stream ping answered after `secs`.
     pub(crate) fn rtt(&self, secs: f64) {
         self.session_rtt_seconds.observe(secs);
+        self.changed();
+    }
+
+    /// Counts a reload that ended with `result` (one of [`RELOAD_RESULTS`]).
+    pub(crate) fn reloaded(&self, result: &str) {
+        count(&self.reloads, RELOAD_RESULTS, result);
         self.changed();
     }
 
@@ -412,6 +424,12 @@ impl Metrics {
                 r.register(Box::new(c.clone()))?;
                 c
             },
+            reloads: counter(
+                &r,
+                "tether_gateway_reloads_total",
+                "Configuration reloads (SIGHUP), by result; a failed one left the running configuration serving.",
+                &["result"],
+            )?,
             registry: r,
             changes: Arc::new(watch::Sender::new(0)),
         })

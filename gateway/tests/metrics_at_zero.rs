@@ -68,6 +68,7 @@ const SESSION_ENDS: &[&str] = &[
     "stale_epoch",
     "replaced",
     "silent",
+    "revoked",
 ];
 const HANDSHAKE_FAILURES: &[&str] = &[
     "io",
@@ -120,6 +121,7 @@ fn common_at_zero(m: &BTreeMap<(String, BTreeMap<String, String>), f64>) {
             AUTH_REFUSALS,
         ),
         ("tether_gateway_rejects_total", "code", REJECT_CODES),
+        ("tether_gateway_reloads_total", "result", &["ok", "failed"]),
     ] {
         let v: Vec<[&str; 1]> = values.iter().map(|v| [*v]).collect();
         at_zero(m, family, &[key], &rows(&v));

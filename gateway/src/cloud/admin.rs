@@ -18,7 +18,7 @@ pub(super) fn router(cloud: &Arc<Cloud>) -> axum::Router {
             return Err("draining".to_string());
         }
         let missing: Vec<String> = c
-            .cfg
+            .cfg()
             .reverse
             .iter()
             .map(|r| r.service.clone())
@@ -46,7 +46,7 @@ async fn service_readyz(
     let known = core.services().any(|s| s == service);
     let (sessions, gateways) = core.capacity(&service);
     let body = serde_json::json!({
-        "node_id": c.cfg.id,
+        "node_id": c.cfg().id,
         "boot_epoch": c.base.boot_epoch,
         "service": service,
         "known": known,

@@ -150,6 +150,41 @@ pub(crate) fn admit(cfg: &CloudConfig, hello: &Hello, facts: Facts) -> Result<Ad
     Ok(a)
 }
 
+/// Whether a live session, admitted earlier for the services `accepted`, has lost rights
+/// under `cfg` (after a reload): `Some(why)` when its gateway is no longer allowed any
+/// service here, or may no longer carry one of the services it was accepted for. Rights
+/// gained are no reason to close a session: they apply to the gateway's next sessions.
+pub(crate) fn revoked(cfg: &CloudConfig, hello: &Hello, accepted: &[String]) -> Option<String> {
+    // Only the configuration is judged again: the identity was proven by the handshake,
+    // and the drain and the quota were judged when the session came.
+    let facts = Facts {
+        draining: false,
+        identity_ok: true,
+        held: 0,
+    };
+    match admit(cfg, hello, facts) {
+        Err(Reject::UnknownGateway) => Some(format!(
+            "{:?} is no longer allowed any service on this node",
+            hello.gateway_id
+        )),
+        Err(_) => None,
+        Ok(now) => {
+            let lost: Vec<&str> = accepted
+                .iter()
+                .filter(|s| !now.accepted.contains(s))
+                .map(String::as_str)
+                .collect();
+            (!lost.is_empty()).then(|| {
+                format!(
+                    "{:?} may no longer carry {}",
+                    hello.gateway_id,
+                    lost.join(", ")
+                )
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -345,5 +380,44 @@ allowed_consumers = ["con"]
         assert_eq!(r.auth_reason(), Some("over_quota"));
         assert_eq!(Reject::Draining.auth_reason(), None);
         assert_eq!(Reject::UnknownGateway.code(), RejectCode::Auth);
+    }
+
+    /// After a reload, a live session is closed only when its gateway lost a right it
+    /// uses: removed from every list, or from the list of a service the session carries.
+    #[test]
+    fn revoked_after_a_reload() {
+        let cfg = config();
+        let both = hello("exp", &["rev"], &["fwd"]);
+        let accepted = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(revoked(&cfg, &both, &accepted(&["rev"])), None);
+
+        let mut removed = cfg.clone();
+        removed.reverse[0].allowed_exporters.clear();
+        assert_eq!(
+            revoked(&removed, &both, &accepted(&["rev"])).as_deref(),
+            Some("\"exp\" is no longer allowed any service on this node")
+        );
+
+        // Still known for the forward service, but not for the export it carries.
+        let mut moved = removed.clone();
+        moved.forward[0].allowed_consumers.insert("exp".into());
+        assert_eq!(
+            revoked(&moved, &both, &accepted(&["rev"])).as_deref(),
+            Some("\"exp\" may no longer carry rev")
+        );
+        // A right gained (fwd) is not a reason; the session keeps what it had.
+        let mut gained = cfg.clone();
+        gained.forward[0].allowed_consumers.insert("exp".into());
+        assert_eq!(revoked(&gained, &both, &accepted(&["rev"])), None);
+
+        // A service removed from the file is lost too.
+        let con = hello("con", &[], &["fwd"]);
+        let mut gone = cfg.clone();
+        gone.forward.clear();
+        gone.reverse[0].allowed_exporters.insert("con".into());
+        assert_eq!(
+            revoked(&gone, &con, &accepted(&["fwd"])).as_deref(),
+            Some("\"con\" may no longer carry fwd")
+        );
     }
 }

@@ -15,14 +15,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::base::{Base, Link, Role, lock};
 use crate::common::{self, GatewayError};
-use crate::config::{CloudConfig, WhenNotReady};
+use crate::config::{CloudConfig, GatewayConfig, WhenNotReady};
 use crate::duplicate::{self, DuplicateIds};
 use crate::listener::{self, Bound};
 use crate::loggate::LogGate;
@@ -30,6 +30,7 @@ use crate::metrics::{Metrics, ServiceSide};
 use crate::mux::Mux;
 use crate::proto::RosterEntry;
 use crate::readiness::{Action, CloudCore, SessionId};
+use crate::reload::{self, Plan, ReloadError};
 use crate::{expiry, tls};
 
 #[cfg(test)]
@@ -42,10 +43,19 @@ struct Session {
     peer: SocketAddr,
     link: Link,
     consumes: BTreeSet<String>,
+    /// What its HELLO asked for, and what was accepted: judged again on every reload.
+    hello: admit::Hello,
+    accepted: Vec<String>,
 }
 
 struct Cloud {
-    cfg: CloudConfig,
+    /// The running configuration, swapped whole by a reload; read it with [`Cloud::cfg`].
+    live: ArcSwap<CloudConfig>,
+    /// Certificate, key and client CA, swapped by a reload; each handshake loads the
+    /// current one, so sessions already up keep theirs.
+    tls: ArcSwap<rustls::ServerConfig>,
+    /// One reload at a time.
+    reloading: Mutex<()>,
     base: Base,
     core: Mutex<CloudCore>,
     /// Bumped whenever the core changed in a way that can make a session usable (or its
@@ -59,8 +69,6 @@ struct Cloud {
     /// Whether each reverse service's listener is bound.
     bound: BTreeMap<String, watch::Receiver<bool>>,
     next_id: AtomicU64,
-    roster: Vec<RosterEntry>,
-    acceptor: TlsAcceptor,
 }
 
 /// A running cloud node.
@@ -77,7 +85,7 @@ pub struct CloudHandle {
 impl std::fmt::Debug for CloudHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CloudHandle")
-            .field("id", &self.inner.cfg.id)
+            .field("id", &self.inner.cfg().id)
             .field("session_addr", &self.session_addr)
             .finish_non_exhaustive()
     }
@@ -123,6 +131,47 @@ impl CloudHandle {
     pub async fn wait(&self) {
         self.inner.base.wait().await;
     }
+
+    /// Applies a new configuration without a restart (what SIGHUP does): the TLS files
+    /// are read again and new handshakes use them, sessions whose gateway lost a right
+    /// they use are closed (counted as `revoked`), and timers, limits, the roster and
+    /// forward services apply to what starts afterwards. A configuration that changes what
+    /// only a restart applies (see [`reload::plan`]), or TLS files that do not load, are
+    /// refused whole and the running configuration keeps serving. Counted in
+    /// `tether_gateway_reloads_total`.
+    pub fn reload(&self, new: CloudConfig) -> Result<Plan, ReloadError> {
+        let result = self.inner.reload(new);
+        self.inner.base.metrics.reloaded(match result {
+            Ok(_) => "ok",
+            Err(_) => "failed",
+        });
+        result
+    }
+
+    /// The configuration running now (the last one a reload applied).
+    pub fn config(&self) -> Arc<CloudConfig> {
+        self.inner.cfg()
+    }
+}
+
+/// The roster a node sends: the configured one, or this node alone.
+fn roster_of(cfg: &CloudConfig) -> Vec<RosterEntry> {
+    if cfg.roster.is_empty() {
+        vec![RosterEntry {
+            node_id: cfg.id.clone(),
+            sni: String::new(),
+            draining: false,
+        }]
+    } else {
+        cfg.roster
+            .iter()
+            .map(|n| RosterEntry {
+                node_id: n.id.clone(),
+                sni: n.sni.clone(),
+                draining: false,
+            })
+            .collect()
+    }
 }
 
 /// Starts a cloud node. When `shutdown` is cancelled the node drains: readiness off at once,
@@ -133,7 +182,6 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<CloudHandle, GatewayError> {
     let server_config = tls::server_config(&cfg.tls)?;
-    let acceptor = TlsAcceptor::from(server_config);
     let metrics = Metrics::new()?;
     metrics
         .cert_expiry
@@ -174,22 +222,6 @@ pub async fn start(
             (s.clone(), watch::channel(false).0)
         })
         .collect();
-    let roster = if cfg.roster.is_empty() {
-        vec![RosterEntry {
-            node_id: cfg.id.clone(),
-            sni: String::new(),
-            draining: false,
-        }]
-    } else {
-        cfg.roster
-            .iter()
-            .map(|n| RosterEntry {
-                node_id: n.id.clone(),
-                sni: n.sni.clone(),
-                draining: false,
-            })
-            .collect()
-    };
     let cloud = Arc::new(Cloud {
         base: Base::new(metrics),
         core: Mutex::new(core),
@@ -200,11 +232,11 @@ pub async fn start(
         ready,
         bound,
         next_id: AtomicU64::new(1),
-        roster,
-        acceptor,
-        cfg,
+        tls: ArcSwap::new(server_config),
+        reloading: Mutex::new(()),
+        live: ArcSwap::from_pointee(cfg),
     });
-    info!(target: "tether_gateway::cloud", node = %cloud.cfg.id, %session_addr, %admin_addr, "cloud gateway started");
+    info!(target: "tether_gateway::cloud", node = %cloud.cfg().id, %session_addr, %admin_addr, "cloud gateway started");
     let base = &cloud.base;
 
     // Sessions.
@@ -242,15 +274,15 @@ pub async fn start(
     }
 
     // Probes: an empty stream open on every session, so a session that answers pings but
-    // not opens (wedged) is ejected before a client meets it.
+    // not opens (wedged) is ejected before a client meets it. The interval is read on
+    // every round, so a reload changes it from the next one.
     let c = cloud.clone();
     base.tracker.spawn(async move {
-        let mut tick = tokio::time::interval(c.cfg.timers.probe);
-        tick.tick().await;
         loop {
+            let every = c.cfg().timers.probe;
             tokio::select! {
                 _ = c.base.kill.cancelled() => return,
-                _ = tick.tick() => {
+                _ = tokio::time::sleep(every) => {
                     let sessions: Vec<(SessionId, Arc<Session>)> =
                         lock(&c.sessions).iter().map(|(k, v)| (*k, v.clone())).collect();
                     for (sid, session) in sessions {
@@ -299,13 +331,76 @@ pub async fn start(
 }
 
 impl Cloud {
+    /// The running configuration.
+    fn cfg(&self) -> Arc<CloudConfig> {
+        self.live.load_full()
+    }
+
+    fn reload(&self, new: CloudConfig) -> Result<Plan, ReloadError> {
+        let _one = lock(&self.reloading);
+        let old = self.cfg();
+        let plan = reload::plan(
+            &GatewayConfig::Cloud((*old).clone()),
+            &GatewayConfig::Cloud(new.clone()),
+        );
+        let refused = |e: ReloadError| {
+            warn!(target: "tether_gateway::cloud", node = %old.id, error = %e, "reload refused; the running configuration keeps serving");
+            e
+        };
+        if plan.needs_restart() {
+            return Err(refused(ReloadError::NeedsRestart(plan.restart)));
+        }
+        // Everything that can fail comes before anything is changed.
+        let server_config = tls::server_config(&new.tls).map_err(|e| refused(e.into()))?;
+        let certificates =
+            expiry::load(&new.tls, tls::TlsKey::ClientCa).map_err(|e| refused(e.into()))?;
+
+        for name in &plan.added {
+            if let Some(service) = name.strip_prefix("forward ") {
+                self.base
+                    .metrics
+                    .service(service, "forward", ServiceSide::Server);
+            }
+        }
+        lock(&self.core).set_down_debounce(new.timers.readiness_down);
+        // The readiness timer waits on the core's next deadline, which just moved.
+        self.apply(Vec::new());
+        self.tls.store(server_config);
+        self.base.metrics.cert_expiry.set(certificates);
+        let new = Arc::new(new);
+        // Stored before the sessions are judged: a session that registers meanwhile
+        // judges itself against it (see `handle_session`).
+        self.live.store(new.clone());
+        let sessions: Vec<(SessionId, Arc<Session>)> = lock(&self.sessions)
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (id, s) in sessions {
+            if let Some(why) = admit::revoked(&new, &s.hello, &s.accepted) {
+                self.revoke(id, &s, &why);
+            }
+        }
+        info!(target: "tether_gateway::cloud", node = %new.id, changes = %plan, "configuration reloaded");
+        Ok(plan)
+    }
+
+    /// Closes a session whose gateway lost a right it uses.
+    fn revoke(&self, id: SessionId, s: &Session, why: &str) {
+        if s.link.kill.is_cancelled() {
+            return;
+        }
+        warn!(target: "tether_gateway::cloud", session = id, gateway = %s.gateway, reason = "revoked", "closing session: {why}");
+        self.base.metrics.session_closed("revoked");
+        s.link.kill.cancel();
+    }
+
     /// Ready as seen from outside: capacity, not draining, and the listener bound when the
     /// mode unbinds (so a balancer that saw 200 on /readyz finds the port listening).
     fn service_ready(&self, service: &str) -> bool {
         if self.base.draining() || !lock(&self.core).is_ready(service) {
             return false;
         }
-        match self.cfg.reverse.iter().find(|r| r.service == service) {
+        match self.cfg().reverse.iter().find(|r| r.service == service) {
             Some(r) if r.when_not_ready == WhenNotReady::Unbind => {
                 self.bound.get(service).is_some_and(|b| *b.borrow())
             }
@@ -332,7 +427,7 @@ impl Cloud {
                     }
                 }
                 Action::Readiness { service, ready } => {
-                    info!(target: "tether_gateway::cloud", node = %self.cfg.id, %service, ready, "service readiness");
+                    info!(target: "tether_gateway::cloud", node = %self.cfg().id, %service, ready, "service readiness");
                     if let Some(tx) = self.ready.get(&service) {
                         tx.send_replace(ready);
                     }
@@ -343,13 +438,13 @@ impl Cloud {
     }
 
     async fn drain(self: Arc<Self>) {
-        info!(target: "tether_gateway::cloud", node = %self.cfg.id, "draining");
+        info!(target: "tether_gateway::cloud", node = %self.cfg().id, "draining");
         self.base.start_draining();
-        let delay = self.cfg.timers.stop_delay;
+        let delay = self.cfg().timers.stop_delay;
         if !delay.is_zero() {
             // `/readyz` is 503 from now on; clients a balancer still sends here are served
             // until its checks have moved new clients away.
-            info!(target: "tether_gateway::cloud", node = %self.cfg.id, ?delay, "not ready; still serving before the listeners close");
+            info!(target: "tether_gateway::cloud", node = %self.cfg().id, ?delay, "not ready; still serving before the listeners close");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.base.kill.cancelled() => {}
@@ -357,7 +452,7 @@ impl Cloud {
         }
         let actions = lock(&self.core).drain(Instant::now());
         self.apply(actions);
-        let grace = self.cfg.timers.drain_grace;
+        let grace = self.cfg().timers.drain_grace;
         let sessions: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
         for s in &sessions {
             s.link.send_drain(grace, "node draining");
@@ -365,8 +460,8 @@ impl Cloud {
         let until = Instant::now() + grace;
         // Listeners close first (taking what their backlog holds; at most a second), then
         // the clients already accepted and the streams in flight get the grace period.
-        let unbound = self
-            .cfg
+        let cfg = self.cfg();
+        let unbound = cfg
             .reverse
             .iter()
             .filter(|r| r.when_not_ready == WhenNotReady::Unbind)

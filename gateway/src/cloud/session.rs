@@ -73,7 +73,7 @@ impl Cloud {
             } else {
                 5000
             },
-            roster: self.roster.clone(),
+            roster: super::roster_of(&self.cfg()),
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), m.write_to(wr)).await;
     }
@@ -138,8 +138,12 @@ impl Cloud {
 
     pub(super) async fn handle_session(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         common::session_socket_options(&tcp);
-        let t = &self.cfg.timers;
-        let tls = match tokio::time::timeout(t.handshake_timeout, self.acceptor.accept(tcp)).await {
+        // Timers, limits and the certificate as they are when the session comes: a reload
+        // applies to the sessions after it.
+        let cfg = self.cfg();
+        let t = &cfg.timers;
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.load_full());
+        let tls = match tokio::time::timeout(t.handshake_timeout, acceptor.accept(tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let reason = handshake_reason(&e);
@@ -169,7 +173,7 @@ impl Cloud {
         // Authenticated by TLS, not yet by HELLO: what follows is still counted and gated,
         // as any holder of a certificate of the CA could send it.
         let (mux, mut inbound) =
-            YamuxSession::spawn(tls, Side::Server, MuxTuning::new(&self.cfg.limits));
+            YamuxSession::spawn(tls, Side::Server, MuxTuning::new(&cfg.limits));
         let ctrl = match tokio::time::timeout(t.handshake_timeout, inbound.recv()).await {
             Ok(Some(s)) => s,
             _ => {
@@ -226,7 +230,7 @@ impl Cloud {
             identity_ok: tls::cert_has_identity(&cert, &gateway_id),
             held: lock(&self.core).sessions_of_epoch(&gateway_id, boot_epoch),
         };
-        let admission = match admit::admit(&self.cfg, &hello, facts) {
+        let admission = match admit::admit(&self.cfg(), &hello, facts) {
             Ok(a) => a,
             Err(refusal) => {
                 match &refusal {
@@ -264,12 +268,13 @@ impl Cloud {
             warn!(target: "tether_gateway::cloud", %gateway_id, %service, reason, "consume refused");
             self.base.metrics.auth_refused("consume_not_allowed");
         }
+        let accepted = admission.accepted.clone();
         let mut rejected = admission.exports_refused;
         rejected.extend(admission.consumes_refused);
         let ack = Control::HelloAck {
-            node_id: self.cfg.id.clone(),
+            node_id: cfg.id.clone(),
             boot_epoch: self.base.boot_epoch,
-            roster: self.roster.clone(),
+            roster: super::roster_of(&self.cfg()),
             accepted: admission.accepted,
             rejected,
             ping_ms: u64::try_from(t.ping.as_millis()).unwrap_or(u64::MAX),
@@ -294,9 +299,16 @@ impl Cloud {
                 kill: self.base.kill.child_token(),
             },
             consumes: admission.consumes,
+            hello,
+            accepted,
         });
         lock(&self.sessions).insert(id, session.clone());
-        info!(target: "tether_gateway::cloud", node = %self.cfg.id, session = id, gateway = %gateway_id, epoch = boot_epoch, slot, %peer, "session up");
+        // A reload that stored its configuration after this session's admission and
+        // judged the sessions before it registered would miss it: judge it once more.
+        if let Some(why) = admit::revoked(&self.cfg(), &session.hello, &session.accepted) {
+            self.revoke(id, &session, &why);
+        }
+        info!(target: "tether_gateway::cloud", node = %self.cfg().id, session = id, gateway = %gateway_id, epoch = boot_epoch, slot, %peer, "session up");
         let actions = lock(&self.core).session_up(
             Instant::now(),
             id,
@@ -344,7 +356,7 @@ impl Cloud {
             },
         )
         .await;
-        info!(target: "tether_gateway::cloud", node = %self.cfg.id, session = id, gateway = %gateway_id, reason = end.as_str(), "session down");
+        info!(target: "tether_gateway::cloud", node = %self.cfg().id, session = id, gateway = %gateway_id, reason = end.as_str(), "session down");
         if end != End::Killed {
             self.base.metrics.session_closed(end.as_str());
         }

@@ -23,14 +23,15 @@ use crate::stream::{self, OpenError, Verdict};
 impl Cloud {
     /// A stream opened by on-prem: forward connect (or probe).
     pub(super) async fn serve_stream(self: Arc<Self>, session: Arc<Session>, s: YamuxStream) {
-        stream::answer(&self.base, &self.cfg.timers, "forward", s, |pre| {
+        stream::answer(&self.base, &self.cfg().timers, "forward", s, |pre| {
             if self.base.draining() {
                 return Verdict::Refuse(Status::Draining);
             }
             if pre.kind != StreamKind::Forward {
                 return Verdict::Refuse(Status::Unauthorized);
             }
-            let target = self.cfg.forward.iter().find(|f| f.service == pre.service);
+            let cfg = self.cfg();
+            let target = cfg.forward.iter().find(|f| f.service == pre.service);
             match target.filter(|_| session.consumes.contains(&pre.service)) {
                 Some(f) => Verdict::Connect(f.connect.clone()),
                 None => {
@@ -57,15 +58,22 @@ impl Cloud {
             return;
         };
         let reject = |reason: &str| {
-            debug!(target: "tether_gateway::cloud", node = %self.cfg.id, service, client = %peer, reason, "client rejected");
+            debug!(target: "tether_gateway::cloud", node = %self.cfg().id, service, client = %peer, reason, "client rejected");
             self.base
                 .metrics
                 .clients_rejected
                 .with_label_values(&[service, reason])
                 .inc();
         };
-        let deadline = Instant::now() + svc.accept_wait;
-        if !stream::may_proceed(&mut ready, svc.when_not_ready, svc.accept_wait).await {
+        // accept_wait as it is now (a reload may have changed it).
+        let accept_wait = self
+            .cfg()
+            .reverse
+            .iter()
+            .find(|r| r.service == svc.service)
+            .map_or(svc.accept_wait, |r| r.accept_wait);
+        let deadline = Instant::now() + accept_wait;
+        if !stream::may_proceed(&mut ready, svc.when_not_ready, accept_wait).await {
             reject("not_ready");
             return;
         }
@@ -123,7 +131,7 @@ impl Cloud {
         let opened = |(sid, session): &(SessionId, Arc<Session>)| {
             debug!(target: "tether_gateway::cloud", trace = %common::hex(&trace), session = sid, gateway = %session.gateway, "reverse stream open");
         };
-        let hedge = stream::hedge_after(self.cfg.timers.open_timeout);
+        let hedge = stream::hedge_after(self.cfg().timers.open_timeout);
         let carried = stream::carry(
             &self.base,
             service,
@@ -169,7 +177,7 @@ impl Cloud {
         preamble: &Preamble,
     ) -> Option<YamuxStream> {
         lock(&self.core).stream_started(sid);
-        let timeout = self.cfg.timers.open_timeout;
+        let timeout = self.cfg().timers.open_timeout;
         match stream::open_counted(&self.base.metrics, &session.link.mux, preamble, timeout).await {
             Ok(stream) => {
                 lock(&self.core).open_answered(sid);
@@ -203,7 +211,7 @@ impl Cloud {
             client: None,
             trace_id: common::trace_id(),
         };
-        let timeout = self.cfg.timers.open_timeout;
+        let timeout = self.cfg().timers.open_timeout;
         let result = tokio::select! {
             _ = self.base.kill.cancelled() => return,
             r = stream::open_stream(&session.link.mux, &preamble, timeout) => r,

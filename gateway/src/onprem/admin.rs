@@ -63,9 +63,9 @@ async fn status(State(g): State<Arc<Onprem>>) -> Json<serde_json::Value> {
     let coverage = lock(&g.placement).coverage();
     let exports = lock(&g.export_up).clone();
     Json(serde_json::json!({
-        "gateway_id": g.cfg.id,
+        "gateway_id": g.cfg().id,
         "boot_epoch": g.base.boot_epoch,
-        "quota": g.cfg.prepared_connections,
+        "quota": g.cfg().prepared_connections,
         "coverage": coverage,
         "exports_up": exports,
         "draining": g.base.draining(),

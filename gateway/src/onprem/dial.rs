@@ -94,7 +94,7 @@ impl Onprem {
         };
         match outcome {
             Err(f) => {
-                debug!(target: "tether_gateway::onprem", gateway = %self.cfg.id, node = %label, reason = f.reason, "dial failed");
+                debug!(target: "tether_gateway::onprem", gateway = %self.cfg().id, node = %label, reason = f.reason, "dial failed");
                 self.base
                     .metrics
                     .dials
@@ -125,7 +125,7 @@ impl Onprem {
                 );
                 match landed {
                     Landed::Surplus => {
-                        debug!(target: "tether_gateway::onprem", gateway = %self.cfg.id, node = %est.node_id, "surplus session closed");
+                        debug!(target: "tether_gateway::onprem", gateway = %self.cfg().id, node = %est.node_id, "surplus session closed");
                         self.base
                             .metrics
                             .dials
@@ -149,42 +149,42 @@ impl Onprem {
     }
 
     async fn try_dial(&self, target: &Target) -> Result<Established, DialFailure> {
-        let t = &self.cfg.timers;
+        // Settings and TLS material as they are when the dial starts: a reload applies to
+        // the dials after it.
+        let cfg = self.cfg();
+        let t = &cfg.timers;
         let name = match target {
             Target::Node { sni, .. } if !sni.is_empty() => sni.clone(),
-            _ => self.cfg.server_name.clone(),
+            _ => cfg.server_name.clone(),
         };
         let server_name = ServerName::try_from(name).map_err(|_| DialFailure::new("bad_name"))?;
-        let tcp = match tokio::time::timeout(
-            t.handshake_timeout,
-            TcpStream::connect(self.cfg.cloud.as_str()),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(_)) => return Err(DialFailure::new("connect")),
-            Err(_) => return Err(DialFailure::new("connect_timeout")),
-        };
+        let tcp =
+            match tokio::time::timeout(t.handshake_timeout, TcpStream::connect(cfg.cloud.as_str()))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(_)) => return Err(DialFailure::new("connect")),
+                Err(_) => return Err(DialFailure::new("connect_timeout")),
+            };
         common::session_socket_options(&tcp);
         let tls = match tokio::time::timeout(
             t.handshake_timeout,
-            self.connector.connect(server_name, tcp),
+            tokio_rustls::TlsConnector::from(self.tls.load_full()).connect(server_name, tcp),
         )
         .await
         {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                warn!(target: "tether_gateway::onprem", gateway = %self.cfg.id, error = %e, "session TLS handshake failed");
+                warn!(target: "tether_gateway::onprem", gateway = %self.cfg().id, error = %e, "session TLS handshake failed");
                 self.base.metrics.handshake_failed("tls");
                 return Err(DialFailure::new("tls"));
             }
             Err(_) => return Err(DialFailure::new("tls_timeout")),
         };
-        let (mux, inbound) =
-            YamuxSession::spawn(tls, Side::Client, MuxTuning::new(&self.cfg.limits));
+        let (mux, inbound) = YamuxSession::spawn(tls, Side::Client, MuxTuning::new(&cfg.limits));
         let hello = Control::Hello {
             proto: PROTO_VERSION,
-            gateway_id: self.cfg.id.clone(),
+            gateway_id: cfg.id.clone(),
             boot_epoch: self.base.boot_epoch,
             slot: u32::try_from(self.next_session.load(Ordering::Relaxed) % u64::from(u32::MAX))
                 .unwrap_or(0),
@@ -199,7 +199,7 @@ impl Onprem {
                     up: *up,
                 })
                 .collect(),
-            consumes: self.cfg.consume.iter().map(|c| c.service.clone()).collect(),
+            consumes: cfg.consume.iter().map(|c| c.service.clone()).collect(),
         };
         let handshake = async {
             let ctrl = mux.open().await.map_err(|_| DialFailure::new("mux"))?;
@@ -234,7 +234,7 @@ impl Onprem {
                 ..
             }) => {
                 for r in &rejected {
-                    warn!(target: "tether_gateway::onprem", gateway = %self.cfg.id, node = %node_id, service = %r.service, reason = %r.reason, "service refused by cloud node");
+                    warn!(target: "tether_gateway::onprem", gateway = %self.cfg().id, node = %node_id, service = %r.service, reason = %r.reason, "service refused by cloud node");
                 }
                 Ok(Established {
                     mux,
@@ -254,7 +254,7 @@ impl Onprem {
             }) => {
                 mux.close();
                 if code != RejectCode::Draining {
-                    warn!(target: "tether_gateway::onprem", gateway = %self.cfg.id, ?code, %message, "session rejected");
+                    warn!(target: "tether_gateway::onprem", gateway = %self.cfg().id, ?code, %message, "session rejected");
                 }
                 Err(DialFailure {
                     reason: match code {

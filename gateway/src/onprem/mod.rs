@@ -14,20 +14,21 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use tether_health::check::{CheckKind, Checker, Health, MonitorSpec, spawn_monitor};
 use tokio::sync::{Notify, watch};
-use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::base::{Base, Link, Role, lock};
 use crate::common::{self, GatewayError};
-use crate::config::{OnpremConfig, WhenNotReady};
+use crate::config::{GatewayConfig, OnpremConfig, WhenNotReady};
 use crate::listener::{self, Bound};
 use crate::metrics::{Metrics, ServiceSide};
 use crate::mux::Mux;
 use crate::placement::Placement;
 use crate::proto::Control;
+use crate::reload::{self, Plan, ReloadError};
 use crate::{expiry, tls};
 
 /// A kept session to a cloud node.
@@ -42,7 +43,13 @@ struct OnSession {
 }
 
 struct Onprem {
-    cfg: OnpremConfig,
+    /// The running configuration, swapped whole by a reload; read it with [`Onprem::cfg`].
+    live: ArcSwap<OnpremConfig>,
+    /// Client certificate, key and the CA cloud certificates chain to, swapped by a
+    /// reload; each dial loads the current one, so sessions already up keep theirs.
+    tls: ArcSwap<rustls::ClientConfig>,
+    /// One reload at a time.
+    reloading: Mutex<()>,
     base: Base,
     placement: Mutex<Placement>,
     sessions: Mutex<BTreeMap<u64, Arc<OnSession>>>,
@@ -52,7 +59,6 @@ struct Onprem {
     bound: BTreeMap<String, watch::Receiver<bool>>,
     /// Wakes the placement loop when a dial or a session ended.
     wake: Notify,
-    connector: TlsConnector,
     next_session: AtomicU64,
     wedged: AtomicBool,
     rr: AtomicUsize,
@@ -70,7 +76,7 @@ pub struct OnpremHandle {
 impl std::fmt::Debug for OnpremHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnpremHandle")
-            .field("id", &self.inner.cfg.id)
+            .field("id", &self.inner.cfg().id)
             .field("admin_addr", &self.admin_addr)
             .finish_non_exhaustive()
     }
@@ -108,6 +114,26 @@ impl OnpremHandle {
     pub async fn wait(&self) {
         self.inner.base.wait().await;
     }
+
+    /// Applies a new configuration without a restart (what SIGHUP does): the TLS files
+    /// are read again and new dials use them while sessions already up stay; timers,
+    /// limits, the VIP and export targets apply to what starts afterwards. A configuration
+    /// that changes what only a restart applies (see [`reload::plan`]), or TLS files that
+    /// do not load, are refused whole and the running configuration keeps serving. Counted
+    /// in `tether_gateway_reloads_total`.
+    pub fn reload(&self, new: OnpremConfig) -> Result<Plan, ReloadError> {
+        let result = self.inner.reload(new);
+        self.inner.base.metrics.reloaded(match result {
+            Ok(_) => "ok",
+            Err(_) => "failed",
+        });
+        result
+    }
+
+    /// The configuration running now (the last one a reload applied).
+    pub fn config(&self) -> Arc<OnpremConfig> {
+        self.inner.cfg()
+    }
 }
 
 /// Starts an on-prem gateway. When `shutdown` is cancelled it drains: consume listeners
@@ -117,7 +143,7 @@ pub async fn start(
     cfg: OnpremConfig,
     shutdown: CancellationToken,
 ) -> Result<OnpremHandle, GatewayError> {
-    let connector = TlsConnector::from(tls::client_config(&cfg.tls)?);
+    let client_config = tls::client_config(&cfg.tls)?;
     let metrics = Metrics::new()?;
     metrics
         .cert_expiry
@@ -164,17 +190,19 @@ pub async fn start(
         consume_ready,
         bound,
         wake: Notify::new(),
-        connector,
         next_session: AtomicU64::new(1),
         wedged: AtomicBool::new(false),
         rr: AtomicUsize::new(0),
-        cfg,
+        tls: ArcSwap::new(client_config),
+        reloading: Mutex::new(()),
+        live: ArcSwap::from_pointee(cfg),
     });
-    info!(target: "tether_gateway::onprem", gateway = %gw.cfg.id, cloud = %gw.cfg.cloud, "on-prem gateway started");
+    let cfg = gw.cfg();
+    info!(target: "tether_gateway::onprem", gateway = %cfg.id, cloud = %cfg.cloud, "on-prem gateway started");
     let base = &gw.base;
 
     // Health of exported servers, reported to every session.
-    for e in gw.cfg.export.clone() {
+    for e in cfg.export.clone() {
         let Some(h) = e.health.clone() else { continue };
         let target = match tokio::net::lookup_host(e.connect.as_str())
             .await
@@ -244,8 +272,58 @@ pub async fn start(
 }
 
 impl Onprem {
+    /// The running configuration.
+    fn cfg(&self) -> Arc<OnpremConfig> {
+        self.live.load_full()
+    }
+
+    fn reload(&self, new: OnpremConfig) -> Result<Plan, ReloadError> {
+        let _one = lock(&self.reloading);
+        let old = self.cfg();
+        let plan = reload::plan(
+            &GatewayConfig::Onprem((*old).clone()),
+            &GatewayConfig::Onprem(new.clone()),
+        );
+        let refused = |e: ReloadError| {
+            warn!(target: "tether_gateway::onprem", gateway = %old.id, error = %e, "reload refused; the running configuration keeps serving");
+            e
+        };
+        if plan.needs_restart() {
+            return Err(refused(ReloadError::NeedsRestart(plan.restart)));
+        }
+        // Everything that can fail comes before anything is changed.
+        let client_config = tls::client_config(&new.tls).map_err(|e| refused(e.into()))?;
+        // As `--check` does: a certificate not valid for the id would have every session
+        // refused by the cloud.
+        let chain =
+            tls::load_certs(tls::TlsKey::Cert, &new.tls.cert).map_err(|e| refused(e.into()))?;
+        if !chain
+            .first()
+            .is_some_and(|c| tls::cert_has_identity(c, &new.id))
+        {
+            return Err(refused(ReloadError::Tls(tls::TlsError::File {
+                key: tls::TlsKey::Cert,
+                path: new.tls.cert.display().to_string(),
+                message: format!(
+                    "is not valid for the gateway id {:?}; the cloud would refuse every session",
+                    new.id
+                ),
+            })));
+        }
+        let certificates =
+            expiry::load(&new.tls, tls::TlsKey::Ca).map_err(|e| refused(e.into()))?;
+        lock(&self.placement).set_backoff_cap(new.timers.backoff_cap);
+        self.tls.store(client_config);
+        self.base.metrics.cert_expiry.set(certificates);
+        info!(target: "tether_gateway::onprem", gateway = %new.id, changes = %plan, "configuration reloaded");
+        self.live.store(Arc::new(new));
+        // A shorter backoff may make a dial due earlier.
+        self.wake.notify_one();
+        Ok(plan)
+    }
+
     fn set_export_state(&self, service: &str, up: bool, reason: Option<String>) {
-        info!(target: "tether_gateway::onprem", gateway = %self.cfg.id, %service, up, "exported server state");
+        info!(target: "tether_gateway::onprem", gateway = %self.cfg().id, %service, up, "exported server state");
         lock(&self.export_up).insert(service.to_string(), up);
         let msg = Control::ServiceState {
             service: service.to_string(),
@@ -263,7 +341,7 @@ impl Onprem {
         if self.base.draining() || !self.consume_ready.get(service).is_some_and(|t| *t.borrow()) {
             return false;
         }
-        match self.cfg.consume.iter().find(|c| c.service == service) {
+        match self.cfg().consume.iter().find(|c| c.service == service) {
             Some(c) if c.when_not_ready == WhenNotReady::Unbind => {
                 self.bound.get(service).is_some_and(|b| *b.borrow())
             }
@@ -281,7 +359,7 @@ impl Onprem {
                     .values()
                     .any(|s| !s.draining.load(Ordering::SeqCst) && s.accepted.contains(service));
             if *tx.borrow() != ready {
-                info!(target: "tether_gateway::onprem", gateway = %self.cfg.id, %service, ready, "consume readiness");
+                info!(target: "tether_gateway::onprem", gateway = %self.cfg().id, %service, ready, "consume readiness");
                 tx.send_replace(ready);
                 self.base.metrics.ready(service, ready);
             }
@@ -289,10 +367,10 @@ impl Onprem {
     }
 
     async fn drain(self: Arc<Self>) {
-        info!(target: "tether_gateway::onprem", gateway = %self.cfg.id, "draining");
+        info!(target: "tether_gateway::onprem", gateway = %self.cfg().id, "draining");
         self.base.start_draining();
         self.refresh_consume_ready();
-        let grace = self.cfg.timers.drain_grace;
+        let grace = self.cfg().timers.drain_grace;
         let sessions: Vec<Arc<OnSession>> = lock(&self.sessions).values().cloned().collect();
         for s in &sessions {
             s.link.send_drain(grace, "gateway draining");

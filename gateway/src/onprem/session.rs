@@ -17,7 +17,8 @@ use crate::proto::Control;
 
 impl Onprem {
     pub(super) async fn run_session(self: Arc<Self>, sid: u64, est: Established) {
-        let t = &self.cfg.timers;
+        let cfg = self.cfg();
+        let t = &cfg.timers;
         let (out_tx, out_rx) = mpsc::channel(16);
         let session = Arc::new(OnSession {
             node: est.node_id.clone(),
@@ -32,7 +33,7 @@ impl Onprem {
         });
         lock(&self.sessions).insert(sid, session.clone());
         self.base.metrics.session_up(&session.node, true);
-        info!(target: "tether_gateway::onprem", gateway = %self.cfg.id, session = sid, node = %session.node, "session up");
+        info!(target: "tether_gateway::onprem", gateway = %self.cfg().id, session = sid, node = %session.node, "session up");
         // Server states changed since HELLO are sent at once; after that the full set is
         // repeated every ping interval, so a state message lost to a full queue (changes are
         // sent with try_send) cannot leave a cloud node with a stale view for long.
@@ -91,7 +92,7 @@ impl Onprem {
         )
         .await;
         resync.abort();
-        info!(target: "tether_gateway::onprem", gateway = %self.cfg.id, session = sid, node = %session.node, reason = end.as_str(), "session down");
+        info!(target: "tether_gateway::onprem", gateway = %self.cfg().id, session = sid, node = %session.node, reason = end.as_str(), "session down");
         self.base.metrics.session_closed(end.as_str());
         lock(&self.sessions).remove(&sid);
         lock(&self.placement).session_down(Instant::now(), sid, &mut rand::rng());
@@ -104,7 +105,7 @@ impl Onprem {
     fn on_control(&self, session: &OnSession, m: Control) {
         match m {
             Control::Drain { reason, .. } => {
-                info!(target: "tether_gateway::onprem", gateway = %self.cfg.id, node = %session.node, %reason, "cloud node drains");
+                info!(target: "tether_gateway::onprem", gateway = %self.cfg().id, node = %session.node, %reason, "cloud node drains");
                 session.draining.store(true, Ordering::SeqCst);
                 lock(&self.placement).node_draining(
                     Instant::now(),

@@ -31,8 +31,9 @@ impl Onprem {
             }
             return;
         }
-        stream::answer(&self.base, &self.cfg.timers, "reverse", s, |pre| {
-            let export = self.cfg.export.iter().find(|e| e.service == pre.service);
+        stream::answer(&self.base, &self.cfg().timers, "reverse", s, |pre| {
+            let cfg = self.cfg();
+            let export = cfg.export.iter().find(|e| e.service == pre.service);
             let Some(export) = export.filter(|_| pre.kind == StreamKind::Reverse) else {
                 return Verdict::Refuse(Status::Unauthorized);
             };
@@ -97,7 +98,14 @@ impl Onprem {
         else {
             return;
         };
-        if !stream::may_proceed(&mut ready, c.when_not_ready, c.accept_wait).await {
+        // accept_wait as it is now (a reload may have changed it).
+        let accept_wait = self
+            .cfg()
+            .consume
+            .iter()
+            .find(|k| k.service == c.service)
+            .map_or(c.accept_wait, |k| k.accept_wait);
+        if !stream::may_proceed(&mut ready, c.when_not_ready, accept_wait).await {
             reject("not_ready");
             return;
         }
@@ -136,7 +144,7 @@ impl Onprem {
         let release = |session: Arc<OnSession>| {
             session.active.fetch_sub(1, Ordering::Relaxed);
         };
-        let hedge = stream::hedge_after(self.cfg.timers.open_timeout);
+        let hedge = stream::hedge_after(self.cfg().timers.open_timeout);
         let carried = stream::carry(
             &self.base,
             service,
@@ -161,12 +169,12 @@ impl Onprem {
     async fn open_on(&self, session: &OnSession, preamble: &Preamble) -> Option<YamuxStream> {
         let service = preamble.service.as_str();
         session.active.fetch_add(1, Ordering::Relaxed);
-        let timeout = self.cfg.timers.open_timeout;
+        let timeout = self.cfg().timers.open_timeout;
         match stream::open_counted(&self.base.metrics, &session.link.mux, preamble, timeout).await {
             Ok(stream) => Some(stream),
             Err(e) => {
                 session.active.fetch_sub(1, Ordering::Relaxed);
-                warn!(target: "tether_gateway::onprem", gateway = %self.cfg.id, node = %session.node, %service, reason = e.as_str(), "forward stream open failed");
+                warn!(target: "tether_gateway::onprem", gateway = %self.cfg().id, node = %session.node, %service, reason = e.as_str(), "forward stream open failed");
                 if matches!(e, stream::OpenError::Silent) {
                     session.link.kill.cancel();
                 }

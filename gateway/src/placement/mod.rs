@@ -107,6 +107,18 @@ impl Placement {
         }
     }
 
+    /// Changes the reconnect backoff cap (a reload): the next delays of every node follow
+    /// it; a wait already drawn runs out as drawn.
+    pub fn set_backoff_cap(&mut self, backoff_cap: Duration) {
+        let first = Duration::from_millis(200).min(backoff_cap);
+        self.first_backoff = first;
+        self.backoff_cap = backoff_cap;
+        self.bootstrap.set_limits(first, backoff_cap);
+        for node in self.nodes.values_mut() {
+            node.backoff.set_limits(first, backoff_cap);
+        }
+    }
+
     /// Dials that are due now.
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();

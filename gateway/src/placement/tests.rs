@@ -309,3 +309,32 @@ fn unknown_ids_are_harmless() {
     p.node_draining(t, "nope", Duration::ZERO);
     assert_eq!(p.poll(t).len(), 1);
 }
+
+/// A reload that lowers `backoff_cap` bounds the next retries of a node already backing off.
+#[test]
+fn a_reloaded_backoff_cap_bounds_the_next_retries() {
+    let mut p = Placement::new(1, true, Duration::from_secs(30));
+    let mut rng = StdRng::seed_from_u64(9);
+    p.apply_roster(&roster(&["cloud1"]));
+    let mut now = Instant::now();
+    // Many failures: the ceiling grows far above a second.
+    for _ in 0..10 {
+        for (dial, _, _) in dials(&p.poll(now)) {
+            p.dial_failed(now, dial, Duration::ZERO, &mut rng);
+        }
+        now = p.next_deadline().expect("retrying");
+    }
+    p.set_backoff_cap(Duration::from_millis(500));
+    for _ in 0..20 {
+        for (dial, _, _) in dials(&p.poll(now)) {
+            p.dial_failed(now, dial, Duration::ZERO, &mut rng);
+        }
+        let next = p.next_deadline().expect("retrying");
+        assert!(
+            next <= now + Duration::from_millis(500),
+            "gap {:?} above the new cap",
+            next - now
+        );
+        now = next;
+    }
+}

@@ -114,6 +114,12 @@ impl CloudCore {
         }
     }
 
+    /// Changes how long readiness holds after the last capacity vanished (a reload); a
+    /// drop already pending falls due that long after its capacity vanished.
+    pub fn set_down_debounce(&mut self, down_debounce: Duration) {
+        self.down_debounce = down_debounce;
+    }
+
     /// A session completed its HELLO. Purges the gateway's sessions from an older boot epoch
     /// and a previous session in the same slot.
     pub fn session_up(&mut self, now: Instant, id: SessionId, info: SessionInfo) -> Vec<Action> {

@@ -276,3 +276,18 @@ fn unknown_export_is_ignored() {
     );
     assert_eq!(c.services().collect::<Vec<_>>(), vec!["svc-a", "svc-b"]);
 }
+
+#[test]
+fn a_reloaded_debounce_moves_a_pending_drop() {
+    let mut c = core();
+    let t = Instant::now();
+    c.session_up(t, 1, info("onprem1", 1, 0, &[("svc-a", true)]));
+    c.session_down(t, 1);
+    assert_eq!(c.next_deadline(), Some(t + DEBOUNCE));
+    c.set_down_debounce(Duration::from_millis(100));
+    assert_eq!(c.next_deadline(), Some(t + Duration::from_millis(100)));
+    assert_eq!(
+        c.handle_timeout(t + Duration::from_millis(100)),
+        vec![ready("svc-a", false)]
+    );
+}

@@ -49,12 +49,19 @@ pub fn test_timers() -> Timers {
 /// expired one.
 pub struct Certs {
     pub dir: tempfile::TempDir,
+    /// The CA of `ca.pem`, to issue more certificates (rotation).
+    pub ca: TestCa,
 }
 
 impl Certs {
     pub fn new() -> Certs {
+        Certs::with_ca("Tether test CA")
+    }
+
+    /// The same files under a CA of another name (the CA a rotation moves to).
+    pub fn with_ca(ca_name: &str) -> Certs {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ca = TestCa::new("Tether test CA").expect("ca");
+        let ca = TestCa::new(ca_name).expect("ca");
         std::fs::write(dir.path().join("ca.pem"), ca.pem().cert).expect("write");
         for name in ["cloud1", "cloud2", "onprem1", "onprem2", "onprem3"] {
             let p = ca.issue(name, DOMAIN, Validity::Current).expect("issue");
@@ -73,7 +80,7 @@ impl Certs {
         std::fs::write(dir.path().join("other-ca.pem"), other.pem().cert).expect("write");
         std::fs::write(dir.path().join("rogue.pem"), rogue.cert).expect("write");
         std::fs::write(dir.path().join("rogue.key"), rogue.key).expect("write");
-        Certs { dir }
+        Certs { dir, ca }
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
@@ -255,7 +262,9 @@ pub async fn echo_once(addr: SocketAddr, tag: &str) -> Result<(), String> {
 /// [`Metrics::changes`]: tether_gateway::metrics::Metrics::changes
 static CHANGES: Mutex<Vec<watch::Receiver<u64>>> = Mutex::new(Vec::new());
 
-fn watch_changes(metrics: &tether_gateway::metrics::Metrics) {
+/// Makes [`wait_for`] wake on this gateway's changes too (for one not started through
+/// [`Cloud::start`] or [`Onprem::start`]).
+pub fn watch_changes(metrics: &tether_gateway::metrics::Metrics) {
     let mut all = CHANGES.lock().unwrap_or_else(|p| p.into_inner());
     // Gateways gone since: their senders are dropped.
     all.retain(|rx| rx.has_changed().is_ok());
