@@ -16,8 +16,9 @@ async fn mtls_refusals_are_counted_and_disturb_nothing() {
     let cloud = lone_cloud(&certs).await;
     let session = cloud.handle.session_addr;
     let good = Onprem::start(onprem_config(&certs, "onprem1", session, a1.addr, false)).await;
+    // The cloud registers a session just after on-prem counts it: wait for both views.
     wait_for(Duration::from_secs(10), "legit sessions", || {
-        good.covered_one() && cloud.handle.is_ready("svc-a")
+        good.covered_one() && cloud.handle.is_ready("svc-a") && cloud.handle.session_count() == 2
     })
     .await;
     let sessions_before = cloud.handle.session_count();

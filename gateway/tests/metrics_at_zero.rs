@@ -218,15 +218,14 @@ async fn a_fresh_gateway_has_its_labelled_counters_at_zero() {
         &[&["probe_timeout", "-"]],
     );
 
+    // An on-prem gateway whose cloud refuses every dial: what it counts then goes to
+    // dials_total only, so the families below are still untouched when scraped (with the
+    // real cloud, a session ended by the first dials' slot race could count a close).
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port to close");
     let a = echo().await;
-    let onprem = Onprem::start(onprem_config(
-        &certs,
-        "onprem1",
-        cloud.handle.session_addr,
-        a.addr,
-        true,
-    ))
-    .await;
+    let onprem = Onprem::start(onprem_config(&certs, "onprem1", refused, a.addr, true)).await;
     let m = scrape(onprem.handle.admin_addr).await;
     common_at_zero(&m);
     server_side_at_zero(&m, "svc-a", "reverse");

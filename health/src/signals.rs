@@ -33,18 +33,3 @@ pub fn shutdown_on_signals() -> std::io::Result<CancellationToken> {
 pub fn reloads() -> std::io::Result<Signal> {
     signal(SignalKind::hangup())
 }
-
-/// For a daemon that cannot reload: keeps SIGHUP from killing it, and logs on every one
-/// that the running configuration stays.
-pub fn reload_not_supported(daemon: &'static str) -> std::io::Result<()> {
-    let mut hup = reloads()?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::warn!(
-                "SIGHUP: tether {daemon} cannot reload its configuration yet; \
-                 still running the configuration it started with (restart to apply changes)"
-            );
-        }
-    });
-    Ok(())
-}
