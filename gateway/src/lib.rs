@@ -7,8 +7,16 @@
 //! its server up, and by default does not even listen otherwise, so a balancer in front never
 //! strands a client on a node that cannot serve it.
 //!
-//! Sans-IO cores: [`readiness`] (cloud) and [`placement`] (on-prem), with [`backoff`];
-//! wire formats in [`proto`]; configuration in [`config`]; certificate expiry in [`expiry`].
+//! - Sans-IO cores: [`readiness`] (cloud) and [`placement`] (on-prem), with [`backoff`],
+//!   [`duplicate`] (one gateway id held by two processes) and [`loggate`] (rate-limited
+//!   warnings); [`reload`]: the pure plan of what a new configuration changes.
+//! - The roles: [`cloud`] and [`onprem`], each a folder with one file per concern
+//!   (sessions, client streams, admin routes, dialing); `base`, `stream`, `race`, `relay`
+//!   and `listener` are what both roles share (drain work, stream answering and carrying,
+//!   hedged opens, the lazy relay, readiness-gated listeners).
+//! - The wire: [`proto`] (preamble and control messages), [`mux`] (yamux behind a trait),
+//!   [`tls`] (rustls configurations), [`certs`] (the test CA behind `tether gateway certs`).
+//! - [`config`]; [`metrics`] (with [`expiry`], certificate expiry at scrape time).
 #![warn(missing_docs)]
 
 pub mod backoff;
