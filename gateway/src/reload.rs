@@ -11,11 +11,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use tether_health::config::ConfigErrors;
 use thiserror::Error;
 
-use crate::config::{CloudConfig, GatewayConfig, OnpremConfig, Timers};
+use crate::config::{CloudConfig, GatewayConfig, OnpremConfig, Timers, WhenNotReady};
 use crate::tls::TlsError;
 
 /// What a reload changes, from comparing the running and the new configuration.
@@ -225,16 +227,12 @@ fn plan_cloud(o: &CloudConfig, n: &CloudConfig) -> Plan {
     for (name, old) in &or {
         let Some(new) = nr.get(name) else { continue };
         let key = format!("reverse {name}");
-        restart_if(&mut p, &format!("{key}: listen"), &old.listen, &new.listen);
-        restart_if(
+        gated_listener(
             &mut p,
-            &format!("{key}: when_not_ready"),
-            &old.when_not_ready,
-            &new.when_not_ready,
+            &key,
+            (&old.listen, &old.when_not_ready, &old.accept_wait),
+            (&new.listen, &new.when_not_ready, &new.accept_wait),
         );
-        if old.accept_wait != new.accept_wait {
-            p.services.push(format!("{key}: accept_wait"));
-        }
         if old.allowed_exporters != new.allowed_exporters {
             p.acl.push(key);
         }
@@ -321,19 +319,33 @@ fn plan_onprem(o: &OnpremConfig, n: &OnpremConfig) -> Plan {
     }
     for (name, old) in &oc {
         let Some(new) = nc.get(name) else { continue };
-        let key = format!("consume {name}");
-        restart_if(&mut p, &format!("{key}: listen"), &old.listen, &new.listen);
-        restart_if(
+        gated_listener(
             &mut p,
-            &format!("{key}: when_not_ready"),
-            &old.when_not_ready,
-            &new.when_not_ready,
+            &format!("consume {name}"),
+            (&old.listen, &old.when_not_ready, &old.accept_wait),
+            (&new.listen, &new.when_not_ready, &new.accept_wait),
         );
-        if old.accept_wait != new.accept_wait {
-            p.services.push(format!("{key}: accept_wait"));
-        }
     }
     p
+}
+
+/// A gated listener's `listen`, `when_not_ready` and `accept_wait`.
+type Listener<'a> = (&'a SocketAddr, &'a WhenNotReady, &'a Duration);
+
+/// A service listener gated by readiness (a cloud reverse service, an on-prem consume):
+/// its socket and its mode are made at start, so changing them needs a restart;
+/// `accept_wait` is read per client.
+fn gated_listener(
+    p: &mut Plan,
+    key: &str,
+    (old_listen, old_mode, old_wait): Listener<'_>,
+    (new_listen, new_mode, new_wait): Listener<'_>,
+) {
+    restart_if(p, &format!("{key}: listen"), old_listen, new_listen);
+    restart_if(p, &format!("{key}: when_not_ready"), old_mode, new_mode);
+    if old_wait != new_wait {
+        p.services.push(format!("{key}: accept_wait"));
+    }
 }
 
 #[cfg(test)]
