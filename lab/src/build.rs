@@ -83,22 +83,21 @@ impl LabBuilder {
     /// Adds a host with one interface per `(network, host octet)`: `eth0` on the first,
     /// `eth1` on the second... A host on a network that has a router gets a default route via
     /// the router's address on its first network.
-    pub fn host(mut self, name: &str, ifaces: &[(&str, u8)]) -> Self {
-        self.hosts.push(HostSpec {
-            name: name.to_string(),
-            ifaces: ifaces.iter().map(|(n, o)| (n.to_string(), *o)).collect(),
-            router: false,
-        });
-        self
+    pub fn host(self, name: &str, ifaces: &[(&str, u8)]) -> Self {
+        self.add_host(name, ifaces, false)
     }
 
     /// Adds a router: a host that forwards between its networks and is the default gateway
     /// of the other hosts on them.
-    pub fn router(mut self, name: &str, ifaces: &[(&str, u8)]) -> Self {
+    pub fn router(self, name: &str, ifaces: &[(&str, u8)]) -> Self {
+        self.add_host(name, ifaces, true)
+    }
+
+    fn add_host(mut self, name: &str, ifaces: &[(&str, u8)], router: bool) -> Self {
         self.hosts.push(HostSpec {
             name: name.to_string(),
             ifaces: ifaces.iter().map(|(n, o)| (n.to_string(), *o)).collect(),
-            router: true,
+            router,
         });
         self
     }
