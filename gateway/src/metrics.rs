@@ -277,6 +277,12 @@ impl Metrics {
         set_gauge(&self.coverage_deficit, node, missing, || self.changed());
     }
 
+    /// A node left the roster and holds no session: its deficit is no longer reported.
+    pub(crate) fn forget_node(&self, node: &str) {
+        let _ = self.coverage_deficit.remove_label_values(&[node]);
+        self.changed();
+    }
+
     /// Counts a stream of `service` going `direction` that ended its open with `result`.
     pub(crate) fn stream(&self, service: &str, direction: &str, result: &str) {
         self.streams

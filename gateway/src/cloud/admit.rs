@@ -23,6 +23,8 @@ pub(crate) struct Hello {
     pub(crate) exports: Vec<ExportState>,
     /// Services it consumes.
     pub(crate) consumes: Vec<String>,
+    /// It understands a pushed [`crate::proto::Control::Roster`].
+    pub(crate) roster_push: bool,
 }
 
 /// What the node knows besides the HELLO.
@@ -232,6 +234,7 @@ allowed_consumers = ["con"]
                 })
                 .collect(),
             consumes: consumes.iter().map(|s| s.to_string()).collect(),
+            roster_push: false,
         }
     }
 

@@ -28,7 +28,7 @@ use crate::listener::{self, Bound};
 use crate::loggate::LogGate;
 use crate::metrics::{Metrics, ServiceSide};
 use crate::mux::Mux;
-use crate::proto::RosterEntry;
+use crate::proto::{Control, RosterEntry};
 use crate::readiness::{Action, CloudCore, SessionId};
 use crate::reload::{self, Plan, ReloadError};
 use crate::{expiry, tls};
@@ -378,10 +378,28 @@ impl Cloud {
         for (id, s) in sessions {
             if let Some(why) = admit::revoked(&new, &s.hello, &s.accepted) {
                 self.revoke(id, &s, &why);
+            } else if plan.roster {
+                self.push_roster(&s, roster_of(&new));
             }
         }
         info!(target: "tether_gateway::cloud", node = %new.id, changes = %plan, "configuration reloaded");
         Ok(plan)
+    }
+
+    /// Sends the roster to a session's gateway, if it understands the message (older ones
+    /// learn it from their next HELLO_ACK).
+    fn push_roster(&self, s: &Session, roster: Vec<RosterEntry>) {
+        if !s.hello.roster_push || s.link.kill.is_cancelled() {
+            return;
+        }
+        let m = Control::Roster { roster };
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(m)) = s.link.control.try_send(m) {
+            // Pings and drains share the queue; the roster must not be the one dropped.
+            let tx = s.link.control.clone();
+            self.base.tracker.spawn(async move {
+                let _ = tx.send(m).await;
+            });
+        }
     }
 
     /// Closes a session whose gateway lost a right it uses.

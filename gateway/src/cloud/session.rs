@@ -20,7 +20,7 @@ use crate::base::{Link, lock};
 use crate::common::{self, End};
 use crate::duplicate::{self, Admission};
 use crate::mux::{Mux, MuxTuning, Side, YamuxSession};
-use crate::proto::{Control, RejectCode};
+use crate::proto::{Control, FEATURE_ROSTER, RejectCode};
 use crate::readiness::{SessionId, SessionInfo};
 use crate::tls;
 
@@ -208,6 +208,7 @@ impl Cloud {
             slot,
             exports,
             consumes,
+            features,
             ..
         } = hello
         else {
@@ -224,6 +225,7 @@ impl Cloud {
             gateway_id: gateway_id.clone(),
             exports,
             consumes,
+            roster_push: features.iter().any(|f| f == FEATURE_ROSTER),
         };
         let facts = Facts {
             draining: self.base.draining(),
@@ -271,10 +273,11 @@ impl Cloud {
         let accepted = admission.accepted.clone();
         let mut rejected = admission.exports_refused;
         rejected.extend(admission.consumes_refused);
+        let acked_roster = super::roster_of(&self.cfg());
         let ack = Control::HelloAck {
             node_id: cfg.id.clone(),
             boot_epoch: self.base.boot_epoch,
-            roster: super::roster_of(&self.cfg()),
+            roster: acked_roster.clone(),
             accepted: admission.accepted,
             rejected,
             ping_ms: u64::try_from(t.ping.as_millis()).unwrap_or(u64::MAX),
@@ -307,6 +310,11 @@ impl Cloud {
         // judged the sessions before it registered would miss it: judge it once more.
         if let Some(why) = admit::revoked(&self.cfg(), &session.hello, &session.accepted) {
             self.revoke(id, &session, &why);
+        }
+        // Likewise for a roster the reload pushed before this session could receive it.
+        let roster = super::roster_of(&self.cfg());
+        if roster != acked_roster {
+            self.push_roster(&session, roster);
         }
         info!(target: "tether_gateway::cloud", node = %self.cfg().id, session = id, gateway = %gateway_id, epoch = boot_epoch, slot, %peer, "session up");
         let actions = lock(&self.core).session_up(

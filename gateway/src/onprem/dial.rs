@@ -18,7 +18,7 @@ use crate::base::lock;
 use crate::common;
 use crate::mux::{Mux, MuxTuning, Side, YamuxSession, YamuxStream};
 use crate::placement::{Action, DialId, Landed, Target};
-use crate::proto::{Control, ExportState, PROTO_VERSION, RejectCode, RosterEntry};
+use crate::proto::{Control, ExportState, FEATURE_ROSTER, PROTO_VERSION, RejectCode, RosterEntry};
 
 pub(super) struct Established {
     pub(super) mux: YamuxSession,
@@ -55,13 +55,16 @@ impl Onprem {
                 return;
             }
             let now = Instant::now();
-            let (actions, next, deficits) = {
+            let (actions, next, deficits, forgotten) = {
                 let mut p = lock(&self.placement);
                 let a = p.poll(now);
-                (a, p.next_deadline(), p.deficits())
+                (a, p.next_deadline(), p.deficits(), p.take_forgotten())
             };
             for (node, d) in deficits {
                 self.base.metrics.deficit(&node, d);
+            }
+            for node in forgotten {
+                self.base.metrics.forget_node(&node);
             }
             for Action::Dial {
                 dial,
@@ -102,7 +105,12 @@ impl Onprem {
                     .inc();
                 {
                     let mut p = lock(&self.placement);
-                    p.apply_roster(&f.roster);
+                    // A draining node is often one on its way out of the cluster, not
+                    // reloaded with the others: its roster may be stale. It still teaches a
+                    // gateway that knows none.
+                    if !f.draining_hint || !p.knows_roster() {
+                        p.apply_roster(&f.roster);
+                    }
                     p.dial_failed(Instant::now(), dial, f.retry_after, &mut rand::rng());
                     if f.draining_hint
                         && let Some(n) = &for_node
@@ -200,6 +208,7 @@ impl Onprem {
                 })
                 .collect(),
             consumes: cfg.consume.iter().map(|c| c.service.clone()).collect(),
+            features: vec![FEATURE_ROSTER.into()],
         };
         let handshake = async {
             let ctrl = mux.open().await.map_err(|_| DialFailure::new("mux"))?;

@@ -115,6 +115,12 @@ impl Onprem {
                 self.refresh_consume_ready();
                 self.wake.notify_one();
             }
+            Control::Roster { roster } => {
+                let names: Vec<&str> = roster.iter().map(|r| r.node_id.as_str()).collect();
+                info!(target: "tether_gateway::onprem", gateway = %self.cfg().id, node = %session.node, roster = ?names, "cloud roster changed");
+                lock(&self.placement).apply_roster(&roster);
+                self.wake.notify_one();
+            }
             other => {
                 debug!(target: "tether_gateway::onprem", msg = ?other, "ignored control message")
             }

@@ -60,6 +60,10 @@ pub enum Landed {
 #[derive(Debug)]
 struct Node {
     sni: String,
+    /// In the latest roster. A node dropped from it keeps its sessions until they end (the
+    /// balancers may still send it clients) but is not dialed again, and is forgotten when
+    /// it holds nothing.
+    listed: bool,
     draining: bool,
     sessions: BTreeMap<SessionId, Instant>,
     dials: usize,
@@ -83,6 +87,7 @@ pub struct Placement {
     dials: BTreeMap<DialId, Option<String>>,
     session_node: BTreeMap<SessionId, String>,
     next_dial: DialId,
+    forgotten: Vec<String>,
 }
 
 impl Placement {
@@ -104,6 +109,7 @@ impl Placement {
             dials: BTreeMap::new(),
             session_node: BTreeMap::new(),
             next_dial: 1,
+            forgotten: Vec::new(),
         }
     }
 
@@ -141,7 +147,7 @@ impl Placement {
             let Some(node) = self.nodes.get_mut(&name) else {
                 continue;
             };
-            if node.not_before.is_some_and(|t| now < t) {
+            if !node.listed || node.not_before.is_some_and(|t| now < t) {
                 continue;
             }
             let have = node.sessions.len() + node.dials;
@@ -190,7 +196,40 @@ impl Placement {
         if let Some(n) = for_node.as_ref().and_then(|n| self.nodes.get_mut(n)) {
             n.dials = n.dials.saturating_sub(1);
         }
+        self.forget_unlisted();
         Some(for_node)
+    }
+
+    fn new_node(&self, sni: &str) -> Node {
+        Node {
+            sni: sni.to_string(),
+            listed: true,
+            draining: false,
+            sessions: BTreeMap::new(),
+            dials: 0,
+            backoff: Backoff::new(self.first_backoff, self.backoff_cap),
+            not_before: None,
+        }
+    }
+
+    /// Drops the nodes that left the roster and hold nothing any more.
+    fn forget_unlisted(&mut self) {
+        let gone: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.listed && n.sessions.is_empty() && n.dials == 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.nodes.remove(&id);
+            self.forgotten.push(id);
+        }
+    }
+
+    /// Nodes forgotten since the last call (they left the roster and their last session
+    /// ended), so the driver can drop what it reports about them.
+    pub fn take_forgotten(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.forgotten)
     }
 
     fn back_off<R: Rng + ?Sized>(
@@ -225,26 +264,36 @@ impl Placement {
         }
     }
 
-    /// Applies a roster from HELLO_ACK or REJECT: adds new nodes, updates names and drops
-    /// nodes no longer listed that hold no session.
+    /// Applies a roster (from HELLO_ACK, REJECT or a ROSTER push): adds new nodes, updates
+    /// names, and retires nodes no longer listed. A retired node is not dialed again; its
+    /// sessions run until they end, as the balancers may still send it clients until they
+    /// are reloaded too, and it is forgotten once it holds nothing. An empty roster says
+    /// nothing and changes nothing.
     pub fn apply_roster(&mut self, roster: &[RosterEntry]) {
         if roster.is_empty() {
             return;
         }
         for r in roster {
-            let node = self.nodes.entry(r.node_id.clone()).or_insert_with(|| Node {
-                sni: r.sni.clone(),
-                draining: false,
-                sessions: BTreeMap::new(),
-                dials: 0,
-                backoff: Backoff::new(self.first_backoff, self.backoff_cap),
-                not_before: None,
-            });
-            node.sni = r.sni.clone();
+            if !self.nodes.contains_key(&r.node_id) {
+                let node = self.new_node(&r.sni);
+                self.nodes.insert(r.node_id.clone(), node);
+            }
+            if let Some(node) = self.nodes.get_mut(&r.node_id) {
+                node.sni = r.sni.clone();
+                node.listed = true;
+            }
         }
-        self.nodes.retain(|id, n| {
-            roster.iter().any(|r| &r.node_id == id) || !n.sessions.is_empty() || n.dials > 0
-        });
+        for (id, node) in &mut self.nodes {
+            if !roster.iter().any(|r| &r.node_id == id) {
+                node.listed = false;
+            }
+        }
+        self.forget_unlisted();
+    }
+
+    /// Whether a roster is known (some node was reached).
+    pub fn knows_roster(&self) -> bool {
+        !self.nodes.is_empty()
     }
 
     /// A dial completed HELLO_ACK on node `node_id` (where it actually landed) with `roster`.
@@ -262,20 +311,17 @@ impl Placement {
         self.bootstrap.reset();
         self.bootstrap_not_before = None;
         let quota = self.quota;
-        let node = self
-            .nodes
-            .entry(node_id.to_string())
-            .or_insert_with(|| Node {
-                sni: String::new(),
-                draining: false,
-                sessions: BTreeMap::new(),
-                dials: 0,
-                backoff: Backoff::new(self.first_backoff, self.backoff_cap),
-                not_before: None,
-            });
+        if !self.nodes.contains_key(node_id) {
+            let node = self.new_node("");
+            self.nodes.insert(node_id.to_string(), node);
+        }
+        let Some(node) = self.nodes.get_mut(node_id) else {
+            return Landed::Surplus;
+        };
         // It accepted a HELLO, so it is not draining (any more).
         node.draining = false;
-        if node.sessions.len() >= quota {
+        // A node that left the roster gets no new session, wherever the balancer sent it.
+        if !node.listed || node.sessions.len() >= quota {
             // Landed on a covered node: the node it was meant for is still short (or down, and
             // the balancer retried elsewhere). Back off like a failure, so a balancer that
             // always picks the same node (source hash) does not turn this into a dial storm;
@@ -308,6 +354,7 @@ impl Placement {
             let t = now + d;
             node.not_before = Some(node.not_before.map_or(t, |old| old.max(t)));
         }
+        self.forget_unlisted();
     }
 
     /// The node `node_id` announced a drain: its sessions stop counting and it is not dialed
@@ -320,6 +367,7 @@ impl Placement {
                 self.session_node.remove(&s);
             }
         }
+        self.forget_unlisted();
     }
 
     /// When [`Placement::poll`] should run next because a backoff expires.
@@ -333,7 +381,7 @@ impl Placement {
         }
         self.nodes
             .values()
-            .filter(|n| n.sessions.len() + n.dials < self.quota)
+            .filter(|n| n.listed && n.sessions.len() + n.dials < self.quota)
             .filter_map(|n| n.not_before)
             .min()
     }
@@ -342,14 +390,16 @@ impl Placement {
     pub fn deficits(&self) -> BTreeMap<String, usize> {
         self.nodes
             .iter()
+            .filter(|(_, n)| n.listed)
             .map(|(id, n)| (id.clone(), self.quota.saturating_sub(n.sessions.len())))
             .collect()
     }
 
-    /// Kept sessions per node.
+    /// Kept sessions per roster node.
     pub fn coverage(&self) -> BTreeMap<String, usize> {
         self.nodes
             .iter()
+            .filter(|(_, n)| n.listed)
             .map(|(id, n)| (id.clone(), n.sessions.len()))
             .collect()
     }

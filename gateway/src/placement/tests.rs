@@ -338,3 +338,102 @@ fn a_reloaded_backoff_cap_bounds_the_next_retries() {
         now = next;
     }
 }
+
+/// Brings every dial `p` wants up as a session on the node it was meant for, with `r` as
+/// the roster in each HELLO_ACK; returns the session ids by node.
+fn cover(
+    p: &mut Placement,
+    t: Instant,
+    r: &[RosterEntry],
+    next_sid: &mut SessionId,
+    rng: &mut StdRng,
+) -> Vec<(String, SessionId)> {
+    let mut up = Vec::new();
+    for (dial, _, node) in dials(&p.poll(t)) {
+        let node = node.expect("a roster is known");
+        *next_sid += 1;
+        assert_eq!(
+            p.session_up(t, dial, *next_sid, &node, r, rng),
+            Landed::Keep
+        );
+        up.push((node, *next_sid));
+    }
+    up
+}
+
+/// A node added to the roster (a pushed ROSTER) is dialed at once; one removed is not
+/// dialed again, keeps its sessions while they live, and is forgotten with its last one.
+#[test]
+fn a_pushed_roster_adds_and_retires_nodes() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut p = Placement::new(1, true, Duration::from_secs(2));
+    let t = Instant::now();
+    let mut sid = 0;
+    let two = roster(&["cloud1", "cloud2"]);
+    p.apply_roster(&two);
+    let first = cover(&mut p, t, &two, &mut sid, &mut rng);
+    assert_eq!(first.len(), 2);
+    assert!(p.poll(t).is_empty());
+
+    // cloud3 joins: only it is dialed.
+    let three = roster(&["cloud1", "cloud2", "cloud3"]);
+    p.apply_roster(&three);
+    let d = dials(&p.poll(t));
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        d[0].1,
+        Target::Node {
+            node: "cloud3".into(),
+            sni: "cloud3.gw.example.com".into()
+        }
+    );
+    sid += 1;
+    assert_eq!(
+        p.session_up(t, d[0].0, sid, "cloud3", &three, &mut rng),
+        Landed::Keep
+    );
+    assert_eq!(p.deficits().values().sum::<usize>(), 0);
+
+    // cloud2 leaves: its session stays, it drops out of coverage and deficits, and it is
+    // not dialed when that session ends.
+    let without2 = roster(&["cloud1", "cloud3"]);
+    p.apply_roster(&without2);
+    assert_eq!(
+        p.coverage().keys().cloned().collect::<Vec<_>>(),
+        ["cloud1", "cloud3"]
+    );
+    assert!(p.deficits().keys().all(|n| n != "cloud2"));
+    assert!(
+        p.take_forgotten().is_empty(),
+        "cloud2 still holds a session"
+    );
+    let c2 = first.iter().find(|(n, _)| n == "cloud2").expect("cloud2").1;
+    p.session_down(t, c2, &mut rng);
+    assert_eq!(p.take_forgotten(), ["cloud2"]);
+    let later = t + Duration::from_secs(60);
+    assert!(p.poll(later).is_empty(), "cloud2 dialed after it left");
+    assert!(p.next_deadline().is_none());
+}
+
+/// A dial in flight to a node that leaves the roster, or a VIP dial the balancer sends to
+/// such a node, lands as surplus: it is closed, not kept.
+#[test]
+fn a_session_landing_on_a_retired_node_is_surplus() {
+    let mut rng = StdRng::seed_from_u64(22);
+    let mut p = Placement::new(1, false, Duration::from_secs(2));
+    let t = Instant::now();
+    let two = roster(&["cloud1", "cloud2"]);
+    p.apply_roster(&two);
+    let d = dials(&p.poll(t));
+    assert_eq!(d.len(), 2);
+    p.apply_roster(&roster(&["cloud1"]));
+    // The dial that was meant for cloud2 lands there after it left.
+    let landed_on_2 = p.session_up(t, d[0].0, 1, "cloud2", &roster(&["cloud1"]), &mut rng);
+    assert_eq!(landed_on_2, Landed::Surplus);
+    assert_eq!(
+        p.session_up(t, d[1].0, 2, "cloud1", &roster(&["cloud1"]), &mut rng),
+        Landed::Keep
+    );
+    assert_eq!(p.take_forgotten(), ["cloud2"]);
+    assert_eq!(p.coverage().len(), 1);
+}

@@ -16,6 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const PROTO_VERSION: u16 = 1;
 /// Largest control message accepted.
 pub const MAX_CONTROL_LEN: usize = 64 * 1024;
+/// HELLO feature: the gateway understands [`Control::Roster`]. Features, not a new
+/// [`PROTO_VERSION`], so that gateways of either release keep talking during an upgrade:
+/// a node sends a message only to sessions that announced it.
+pub const FEATURE_ROSTER: &str = "roster";
 
 /// Errors of the gateway wire formats.
 #[derive(Debug, Error)]
@@ -102,6 +106,9 @@ pub enum Control {
         /// Services consumed (forward).
         #[serde(default)]
         consumes: Vec<String>,
+        /// Optional messages this gateway understands ([`FEATURE_ROSTER`]).
+        #[serde(default)]
+        features: Vec<String>,
     },
     /// Cloud → on-prem: session accepted.
     HelloAck {
@@ -131,6 +138,13 @@ pub enum Control {
         retry_after_ms: u64,
         /// Where else to go.
         #[serde(default)]
+        roster: Vec<RosterEntry>,
+    },
+    /// Cloud → on-prem, to sessions that announced [`FEATURE_ROSTER`]: the roster changed
+    /// (a reload added or removed nodes); on-prem dials the new nodes and stops dialing
+    /// the removed ones.
+    Roster {
+        /// All cloud nodes, as in HELLO_ACK.
         roster: Vec<RosterEntry>,
     },
     /// On-prem → cloud: health of an exported service's server.

@@ -29,6 +29,7 @@ async fn every_control_message_roundtrips() {
                 up: true,
             }],
             consumes: vec!["svc-b".into()],
+            features: vec![FEATURE_ROSTER.into()],
         },
         Control::HelloAck {
             node_id: "cloud1".into(),
@@ -46,8 +47,9 @@ async fn every_control_message_roundtrips() {
             code: RejectCode::Draining,
             message: "draining".into(),
             retry_after_ms: 500,
-            roster,
+            roster: roster.clone(),
         },
+        Control::Roster { roster },
         Control::ServiceState {
             service: "svc-a".into(),
             up: false,

@@ -10,6 +10,11 @@ pub enum Mode {
     RoundRobin,
 }
 
+/// Backends by index; `None` once removed.
+type Backends = Arc<Mutex<Vec<Option<SocketAddr>>>>;
+/// Most backends one balancer has over its life.
+const MAX_BACKENDS: usize = 8;
+
 struct Conn {
     backend: usize,
     blackhole_to_client: Arc<AtomicBool>,
@@ -23,6 +28,7 @@ struct Conn {
 pub struct TestLb {
     pub addr: SocketAddr,
     conns: Arc<Mutex<Vec<Conn>>>,
+    backends: Backends,
     _guard: CancelOnDrop,
 }
 
@@ -32,42 +38,53 @@ impl TestLb {
         let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();
         let conns: Arc<Mutex<Vec<Conn>>> = Arc::new(Mutex::new(Vec::new()));
+        assert!(backends.len() <= MAX_BACKENDS);
+        let backends: Backends = Arc::new(Mutex::new(backends.into_iter().map(Some).collect()));
         let active: Arc<Vec<AtomicUsize>> =
-            Arc::new(backends.iter().map(|_| AtomicUsize::new(0)).collect());
+            Arc::new((0..MAX_BACKENDS).map(|_| AtomicUsize::new(0)).collect());
         let rr = Arc::new(AtomicUsize::new(0));
         let c = conns.clone();
         let s = stop.clone();
+        let all = backends.clone();
         tokio::spawn(async move {
             loop {
                 let (client, _) = tokio::select! {
                     _ = s.cancelled() => return,
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 };
-                let backends = backends.clone();
+                // The backends as they are now: removed ones are skipped, indices stay.
+                let backends: Vec<(usize, SocketAddr)> = all
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, b)| b.map(|b| (i, b)))
+                    .collect();
                 let active = active.clone();
                 let conns = c.clone();
                 let rr = rr.clone();
                 let s2 = s.clone();
                 tokio::spawn(async move {
                     let n = backends.len();
+                    if n == 0 {
+                        return;
+                    }
                     let first = match mode {
                         Mode::RoundRobin => rr.fetch_add(1, Ordering::SeqCst) % n,
                         Mode::LeastConn => {
                             let start = rr.fetch_add(1, Ordering::SeqCst) % n;
                             (0..n)
                                 .map(|i| (start + i) % n)
-                                .min_by_key(|&i| active[i].load(Ordering::SeqCst))
+                                .min_by_key(|&i| active[backends[i].0].load(Ordering::SeqCst))
                                 .unwrap_or(0)
                         }
                     };
                     let mut server = None;
                     for i in 0..n {
-                        let b = (first + i) % n;
-                        if let Ok(Ok(sv)) = tokio::time::timeout(
-                            Duration::from_secs(1),
-                            TcpStream::connect(backends[b]),
-                        )
-                        .await
+                        let (b, to) = backends[(first + i) % n];
+                        if let Ok(Ok(sv)) =
+                            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(to))
+                                .await
                         {
                             server = Some((b, sv));
                             break;
@@ -100,8 +117,22 @@ impl TestLb {
         TestLb {
             addr,
             conns,
+            backends,
             _guard: CancelOnDrop(stop),
         }
+    }
+
+    /// Adds a backend for the connections accepted from now on; returns its index.
+    pub fn add_backend(&self, to: SocketAddr) -> usize {
+        let mut b = self.backends.lock().expect("lock");
+        assert!(b.len() < MAX_BACKENDS);
+        b.push(Some(to));
+        b.len() - 1
+    }
+
+    /// Sends no new connection to backend `index`; those open stay.
+    pub fn remove_backend(&self, index: usize) {
+        self.backends.lock().expect("lock")[index] = None;
     }
 
     /// Open connections per backend index.
