@@ -15,10 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod support;
+
+use support::probe;
 use tether_lab::Sig;
 use tether_lab::scenario::{Family, Features, LbMode, Scenario};
 
-const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+use support::TETHER;
 
 fn features() -> Features {
     let out = Command::new(TETHER).arg("--help").output().unwrap();
@@ -31,36 +34,6 @@ fn features() -> Features {
         vrrp: has("vrrp"),
         gateway: has("gateway"),
     }
-}
-
-/// One probing run of `tether probe` inside a client host, in a thread.
-fn probe(
-    ns: String,
-    target: String,
-    dur: Duration,
-    timeout: Duration,
-) -> std::thread::JoinHandle<serde_json::Value> {
-    std::thread::spawn(move || {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                TETHER,
-                "probe",
-                "--json",
-                "--connect",
-                &target,
-            ])
-            .args(["--every", "20ms", "--timeout"])
-            .arg(format!("{}ms", timeout.as_millis()))
-            .args(["--for", &format!("{}ms", dur.as_millis())])
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            serde_json::json!({ "error": format!("{e}: {}", String::from_utf8_lossy(&out.stderr)) })
-        })
-    })
 }
 
 struct Row {

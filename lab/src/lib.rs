@@ -47,7 +47,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use addr::{Cidr, Cidr6, DOCUMENTATION_RANGE_V6, DOCUMENTATION_RANGES};
 pub use proc::{ProcSpec, ProcState, Sig, Watch, WatchEnded};
@@ -342,6 +342,38 @@ impl Lab {
     /// stream): what a caller waits on instead of polling.
     pub fn watch(&self, host: &str, args: &[&str]) -> Result<Watch, LabError> {
         self.inner.procs.watch(&self.ns(host), args)
+    }
+
+    /// Waits until process `name`'s log holds `needle` at least `n` times (restarts
+    /// append to the same log), following the file as it grows.
+    pub fn wait_log_count(&self, name: &str, needle: &str, n: usize, timeout: Duration) -> bool {
+        let start = Instant::now();
+        let path = self.log_path(name).to_string_lossy().to_string();
+        let Some(host) = self.hosts.first() else {
+            return false;
+        };
+        // Any host will do: the lab's folder is on the shared file system.
+        let Ok(tail) = self.watch(&host.name, &["tail", "-n", "+1", "-F", &path]) else {
+            return false;
+        };
+        let mut seen = 0;
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            match tail.next_line(left) {
+                Ok(Some(l)) => {
+                    seen += l.matches(needle).count();
+                    if seen >= n {
+                        return true;
+                    }
+                }
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+
+    /// Waits until process `name`'s log holds `needle`.
+    pub fn wait_log(&self, name: &str, needle: &str, timeout: Duration) -> bool {
+        self.wait_log_count(name, needle, 1, timeout)
     }
 
     /// Starts a process inside a host; its stdout and stderr go to `<dir>/<name>.log`.

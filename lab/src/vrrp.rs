@@ -304,38 +304,6 @@ impl VrrpLab {
         }
     }
 
-    /// Waits until process `name`'s log holds `needle` at least `n` times (restarts
-    /// append to the same log), following the file as it grows.
-    pub fn wait_log_count(&self, name: &str, needle: &str, n: usize, timeout: Duration) -> bool {
-        let start = Instant::now();
-        let path = self.log_path(name).to_string_lossy().to_string();
-        let Some(host) = self.hosts.first() else {
-            return false;
-        };
-        // Any host will do: the lab's folder is on the shared file system.
-        let Ok(tail) = self.watch(host, &["tail", "-n", "+1", "-F", &path]) else {
-            return false;
-        };
-        let mut seen = 0;
-        loop {
-            let left = timeout.saturating_sub(start.elapsed());
-            match tail.next_line(left) {
-                Ok(Some(l)) => {
-                    seen += l.matches(needle).count();
-                    if seen >= n {
-                        return true;
-                    }
-                }
-                Ok(None) | Err(_) => return false,
-            }
-        }
-    }
-
-    /// Waits until process `name`'s log holds `needle`.
-    pub fn wait_log(&self, name: &str, needle: &str, timeout: Duration) -> bool {
-        self.wait_log_count(name, needle, 1, timeout)
-    }
-
     /// HTTP/1.0 GET from inside `host` (admin endpoints listen on its loopback); the whole
     /// response, or "" when nothing answered.
     pub fn http_get(&self, host: &str, addr: &str, path: &str) -> String {

@@ -1,5 +1,5 @@
-//! Helpers shared by the namespace tests of the forwarding tier (`dr.rs`, `scale_out.rs`):
-//! following a process's log, servers that name themselves, client connections that know
+//! Helpers shared by the namespace tests (`dr.rs`, `scale_out.rs`, `failure_matrix.rs`,
+//! `cluster.rs`): following a process's log, `tether probe` in a client host, servers that name themselves, client connections that know
 //! which server answered, and the balancer's admin API from inside its host.
 #![allow(dead_code)]
 
@@ -497,4 +497,34 @@ impl Drop for Traffic {
             let _ = t.join();
         }
     }
+}
+
+/// One probing run of `tether probe` inside a client host, in a thread.
+pub fn probe(
+    ns: String,
+    target: String,
+    dur: Duration,
+    timeout: Duration,
+) -> std::thread::JoinHandle<serde_json::Value> {
+    std::thread::spawn(move || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                TETHER,
+                "probe",
+                "--json",
+                "--connect",
+                &target,
+            ])
+            .args(["--every", "20ms", "--timeout"])
+            .arg(format!("{}ms", timeout.as_millis()))
+            .args(["--for", &format!("{}ms", dur.as_millis())])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            serde_json::json!({ "error": format!("{e}: {}", String::from_utf8_lossy(&out.stderr)) })
+        })
+    })
 }

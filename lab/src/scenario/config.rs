@@ -20,13 +20,19 @@ impl Scenario {
     pub(super) fn lb_config(&self) -> String {
         // Every address in the scenario's family; `SocketAddr` writes `[v6]:port`.
         let vip = |port| std::net::SocketAddr::new(self.vip(), port);
-        let (cloud1, cloud2) = (self.at("cloud1", 8443), self.at("cloud2", 8443));
-        let (c1_session, c2_session) = (
-            self.at("cloud1", SESSION_PORT),
-            self.at("cloud2", SESSION_PORT),
-        );
-        let (c1_svc_a, c2_svc_a) = (self.at("cloud1", SVC_A_PORT), self.at("cloud2", SVC_A_PORT));
         let server_b = self.at("server-b", 6000);
+        // One `[[backend.server]]` per cloud node of the cluster, at `port`.
+        let servers = |port: u16| -> String {
+            self.clouds
+                .iter()
+                .map(|n| {
+                    format!(
+                        "[[backend.server]]\nname = \"{n}\"\naddress = \"{}\"\n",
+                        self.at(n, port)
+                    )
+                })
+                .collect()
+        };
         let mut c = format!(
             "# tether lb on lb1 and lb2 (written by the demo scenario)\n\
              [admin]\nlisten = \"0.0.0.0:{LB_ADMIN}\"\n\n\
@@ -35,6 +41,9 @@ impl Scenario {
         if self.lb_mode == LbMode::Proxy || !self.features.gateway {
             c.push('\n');
         }
+        let svc_a_check = format!(
+            "[backend.health]\nkind = \"http\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 1\nfall = 2\npath = \"/readyz/svc-a\"\nport = {GW_ADMIN}\n"
+        );
         if self.features.gateway && self.lb_mode == LbMode::Dr {
             // The kernel forwards both the gateways' sessions and service A to the cloud
             // nodes, which answer from the VIP: no session crosses a proxy, and a balancer's
@@ -45,15 +54,12 @@ impl Scenario {
                 "stop_delay = \"1s\"\n\n\
                  [[frontend]]\nname = \"sessions\"\nmode = \"dr\"\nbind = [\"{}\"]\ninterface = \"eth0\"\nbackend = \"all-cloud\"\n\n\
                  [[frontend]]\nname = \"svc-a\"\nmode = \"dr\"\nbind = [\"{}\"]\ninterface = \"eth0\"\nbackend = \"svc-a\"\n\n\
-                 [[backend]]\nname = \"all-cloud\"\n{TCP_CHECK}\
-                 [[backend.server]]\nname = \"cloud1\"\naddress = \"{c1_session}\"\n\
-                 [[backend.server]]\nname = \"cloud2\"\naddress = \"{c2_session}\"\n\n\
-                 [[backend]]\nname = \"svc-a\"\n\
-                 [backend.health]\nkind = \"http\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 1\nfall = 2\npath = \"/readyz/svc-a\"\nport = {GW_ADMIN}\n\
-                 [[backend.server]]\nname = \"cloud1\"\naddress = \"{c1_svc_a}\"\n\
-                 [[backend.server]]\nname = \"cloud2\"\naddress = \"{c2_svc_a}\"\n",
+                 [[backend]]\nname = \"all-cloud\"\n{TCP_CHECK}{}\n\
+                 [[backend]]\nname = \"svc-a\"\n{svc_a_check}{}",
                 vip(SESSION_PORT),
                 vip(SVC_A_PORT),
+                servers(SESSION_PORT),
+                servers(SVC_A_PORT),
             );
         } else if self.features.gateway {
             // Sessions: TLS passthrough routed by server name, so each on-prem gateway pins
@@ -61,23 +67,34 @@ impl Scenario {
             // it (holds a session from a gateway exporting it).
             let _ = write!(
                 c,
-                "[[frontend]]\nname = \"sessions\"\nbind = [\"{}\"]\nbackend = \"all-cloud\"\n\
-                 [[frontend.route]]\nsni = \"cloud1.{DOMAIN}\"\nbackend = \"cloud1\"\n\
-                 [[frontend.route]]\nsni = \"cloud2.{DOMAIN}\"\nbackend = \"cloud2\"\n\n\
-                 [[frontend]]\nname = \"svc-a\"\nbind = [\"{}\"]\nbackend = \"svc-a\"\n\n\
-                 [[backend]]\nname = \"all-cloud\"\nbalance = \"leastconn\"\n{TCP_CHECK}\
-                 [[backend.server]]\nname = \"cloud1\"\naddress = \"{cloud1}\"\n\
-                 [[backend.server]]\nname = \"cloud2\"\naddress = \"{cloud2}\"\n\n\
-                 [[backend]]\nname = \"cloud1\"\n{TCP_CHECK}\
-                 [[backend.server]]\nname = \"cloud1\"\naddress = \"{cloud1}\"\n\n\
-                 [[backend]]\nname = \"cloud2\"\n{TCP_CHECK}\
-                 [[backend.server]]\nname = \"cloud2\"\naddress = \"{cloud2}\"\n\n\
-                 [[backend]]\nname = \"svc-a\"\nbalance = \"leastconn\"\n\
-                 [backend.health]\nkind = \"http\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 1\nfall = 2\npath = \"/readyz/svc-a\"\nport = {GW_ADMIN}\n\
-                 [[backend.server]]\nname = \"cloud1\"\naddress = \"{c1_svc_a}\"\n\
-                 [[backend.server]]\nname = \"cloud2\"\naddress = \"{c2_svc_a}\"\n",
-                vip(SESSION_PORT),
+                "[[frontend]]\nname = \"sessions\"\nbind = [\"{}\"]\nbackend = \"all-cloud\"\n",
+                vip(SESSION_PORT)
+            );
+            for n in &self.clouds {
+                let _ = write!(
+                    c,
+                    "[[frontend.route]]\nsni = \"{n}.{DOMAIN}\"\nbackend = \"{n}\"\n"
+                );
+            }
+            let _ = write!(
+                c,
+                "\n[[frontend]]\nname = \"svc-a\"\nbind = [\"{}\"]\nbackend = \"svc-a\"\n\n\
+                 [[backend]]\nname = \"all-cloud\"\nbalance = \"leastconn\"\n{TCP_CHECK}{}\n",
                 vip(SVC_A_PORT),
+                servers(8443),
+            );
+            for n in &self.clouds {
+                let _ = write!(
+                    c,
+                    "[[backend]]\nname = \"{n}\"\n{TCP_CHECK}\
+                     [[backend.server]]\nname = \"{n}\"\naddress = \"{}\"\n\n",
+                    self.at(n, 8443)
+                );
+            }
+            let _ = write!(
+                c,
+                "[[backend]]\nname = \"svc-a\"\nbalance = \"leastconn\"\n{svc_a_check}{}",
+                servers(SVC_A_PORT),
             );
         } else {
             let _ = write!(
@@ -114,22 +131,26 @@ impl Scenario {
 
     pub(super) fn write_gateway_configs(&self) -> Result<(), LabError> {
         let certs = self.lab.dir().join("certs");
-        let out = std::process::Command::new(&self.tether)
-            .args(["gateway", "certs", "--out"])
-            .arg(&certs)
-            .args([
-                "--names",
-                "cloud1,cloud2,onprem1,onprem2",
-                "--domain",
-                DOMAIN,
-            ])
-            .output()
-            .map_err(|e| LabError::io("running tether gateway certs", e))?;
-        if !out.status.success() {
-            return Err(LabError::Command {
-                cmd: "tether gateway certs".into(),
-                stderr: String::from_utf8_lossy(&out.stderr).into(),
-            });
+        // Once, with the spare node's too: written again when the cluster changes, the
+        // files must keep the CA the running gateways trust.
+        if !certs.join("ca.pem").exists() {
+            let out = std::process::Command::new(&self.tether)
+                .args(["gateway", "certs", "--out"])
+                .arg(&certs)
+                .args([
+                    "--names",
+                    "cloud1,cloud2,cloud3,onprem1,onprem2",
+                    "--domain",
+                    DOMAIN,
+                ])
+                .output()
+                .map_err(|e| LabError::io("running tether gateway certs", e))?;
+            if !out.status.success() {
+                return Err(LabError::Command {
+                    cmd: "tether gateway certs".into(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into(),
+                });
+            }
         }
         let c = certs.display();
         let gw_timers = self.gw_timers();
@@ -142,10 +163,16 @@ impl Scenario {
         let vip_session = std::net::SocketAddr::new(self.vip(), SESSION_PORT);
         let server_a = self.at("server-a", 5000);
         let server_b = self.at("server-b", 6000);
-        for id in ["cloud1", "cloud2"] {
+        let roster = self
+            .clouds
+            .iter()
+            .map(|n| format!("{{ id = \"{n}\", sni = \"{n}.{DOMAIN}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for id in &self.clouds {
             let text = format!(
                 "[node]\nrole = \"cloud\"\nid = \"{id}\"\nsession_listen = \"{}\"\nadmin_listen = \"{}\"\n\n\
-                 [cluster]\nnodes = [ {{ id = \"cloud1\", sni = \"cloud1.{DOMAIN}\" }}, {{ id = \"cloud2\", sni = \"cloud2.{DOMAIN}\" }} ]\n\n{gw_timers}\n\
+                 [cluster]\nnodes = [ {roster} ]\n\n{gw_timers}\n\
                  [tls]\ncert = \"{c}/{id}.pem\"\nkey = \"{c}/{id}.key\"\nclient_ca = \"{c}/ca.pem\"\n\n\
                  [[reverse]]\nservice = \"svc-a\"\nlisten = \"{}\"\nwhen_not_ready = \"unbind\"\nallowed_exporters = [\"onprem1\", \"onprem2\"]\n\n\
                  [[forward]]\nservice = \"svc-b\"\nconnect = \"{server_b}\"\nallowed_consumers = [\"onprem1\", \"onprem2\"]\n",

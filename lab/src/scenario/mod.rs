@@ -20,8 +20,9 @@
 //! `vrrp` the VIP is put on lb1 by hand; without `gateway` the balancers serve server B
 //! directly and service A (behind the firewall) is out of reach, as it would be.
 //!
-//! Modules: `config` (the daemons' files, per mode), `status` (the live [`Status`] the demo
-//! prints and the tests wait on), `tutorial` (the commands the demo suggests).
+//! Modules: `config` (the daemons' files, per mode), `cluster` (a spare cloud node joining
+//! and a node leaving while it runs), `status` (the live [`Status`] the demo prints and the
+//! tests wait on), `tutorial` (the commands the demo suggests).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::{Lab, LabError, ProcSpec, ProcState, Sig};
 
+mod cluster;
 mod config;
 mod status;
 mod tutorial;
@@ -105,6 +107,10 @@ pub const BOXES: [&str; 10] = [
     "client-b",
 ];
 
+/// Boxes built with the lab but started only when they join the cluster
+/// ([`Scenario::add_cloud_node`]): a machine racked and cabled, not yet in service.
+pub const SPARE_BOXES: [&str; 1] = ["cloud3"];
+
 /// One way a client reaches a service, checked with an echo exchange.
 #[derive(Debug, Clone)]
 pub struct ClientPath {
@@ -127,6 +133,8 @@ pub struct Scenario {
     family: Family,
     /// Each box's address in `family`, on its only network.
     addrs: HashMap<&'static str, IpAddr>,
+    /// The cloud nodes in the cluster: in every node's roster and the balancers' backends.
+    clouds: Vec<&'static str>,
     tether: PathBuf,
 }
 
@@ -170,6 +178,7 @@ impl Scenario {
             .host("lb2", &[("cloud", 12)])
             .host("cloud1", &[("cloud", 21)])
             .host("cloud2", &[("cloud", 22)])
+            .host("cloud3", &[("cloud", 23)])
             .host("server-b", &[("cloud", 31)])
             .host("onprem1", &[("onprem", 11)])
             .host("onprem2", &[("onprem", 12)])
@@ -178,7 +187,7 @@ impl Scenario {
             .host("client-a", &[("inet", 41)])
             .build()?;
         let mut addrs = HashMap::new();
-        for b in BOXES {
+        for b in BOXES.into_iter().chain(SPARE_BOXES) {
             let net = lab
                 .networks_of(b)
                 .into_iter()
@@ -196,6 +205,7 @@ impl Scenario {
             lb_mode: LbMode::default(),
             family,
             addrs,
+            clouds: vec!["cloud1", "cloud2"],
             tether: tether.to_path_buf(),
         })
     }
@@ -259,15 +269,31 @@ impl Scenario {
             .env("RUST_LOG", "info,tether_lb::conn=warn")
     }
 
+    /// The cloud nodes in the cluster now.
+    pub fn cloud_nodes(&self) -> &[&'static str] {
+        &self.clouds
+    }
+
+    /// The boxes of the scenario: [`BOXES`], then the spare ones that joined.
+    pub fn boxes(&self) -> Vec<&'static str> {
+        let joined = SPARE_BOXES.into_iter().filter(|b| self.clouds.contains(b));
+        BOXES.into_iter().chain(joined).collect()
+    }
+
+    fn is_cloud(&self, boxname: &str) -> bool {
+        boxname.starts_with("cloud") && self.addrs.contains_key(boxname)
+    }
+
     /// The processes of a box, by name (`<box>-<daemon>`).
     pub fn procs_of(&self, boxname: &str) -> Vec<String> {
         let d: &[&str] = match boxname {
             "lb1" | "lb2" if self.features.vrrp => &["lb", "vrrp"],
             "lb1" | "lb2" => &["lb"],
-            "cloud1" | "cloud2" if self.features.gateway && self.lb_mode == LbMode::Dr => {
+            b if self.is_cloud(b) && self.features.gateway && self.lb_mode == LbMode::Dr => {
                 &["dr", "gw"]
             }
-            "cloud1" | "cloud2" | "onprem1" | "onprem2" if self.features.gateway => &["gw"],
+            b if self.is_cloud(b) && self.features.gateway => &["gw"],
+            "onprem1" | "onprem2" if self.features.gateway => &["gw"],
             "server-a" | "server-b" => &["echo"],
             _ => &[],
         };
@@ -328,8 +354,8 @@ impl Scenario {
     /// Writes every configuration and starts every daemon, servers first, balancers last,
     /// then waits (bounded) until every path answers.
     pub fn start(&self, ready_within: Duration) -> Result<(), LabError> {
+        self.write_configs()?;
         for lb in ["lb1", "lb2"] {
-            self.write(&format!("{lb}-lb.toml"), &self.lb_config())?;
             if self.features.vrrp {
                 let prio = if lb == "lb1" { 150 } else { 100 };
                 self.write(
@@ -337,9 +363,6 @@ impl Scenario {
                     &vrrp_config(prio, self.lb_mode, &self.vip_cidr()),
                 )?;
             }
-        }
-        if self.features.gateway {
-            self.write_gateway_configs()?;
         }
         if self.family == Family::V6 {
             // IPv6 picks a source address by RFC 6724's rules, and the VIP on eth0 ties with
@@ -409,10 +432,21 @@ impl Scenario {
         }
     }
 
+    /// Writes the balancers' and the gateways' files for the cluster as it is now.
+    fn write_configs(&self) -> Result<(), LabError> {
+        for lb in ["lb1", "lb2"] {
+            self.write(&format!("{lb}-lb.toml"), &self.lb_config())?;
+        }
+        if self.features.gateway {
+            self.write_gateway_configs()?;
+        }
+        Ok(())
+    }
+
     /// Starts every stopped process of a box, then plugs its cables back in (after the
     /// start, so a VRRP daemon first removes a VIP left behind by the "power cut").
     pub fn start_box(&self, boxname: &str) -> Result<(), LabError> {
-        if !BOXES.contains(&boxname) {
+        if !self.boxes().contains(&boxname) {
             return Err(LabError::UnknownHost(boxname.to_string()));
         }
         for p in self.procs_of(boxname) {
@@ -433,7 +467,7 @@ impl Scenario {
     /// cables are unplugged (a dead box neither answers nor keeps a VIP reachable).
     /// `Sig::Term` is a clean stop: SIGTERM, and up to 5 s to exit.
     pub fn kill_box(&self, boxname: &str, sig: Sig) -> Result<(), LabError> {
-        if !BOXES.contains(&boxname) {
+        if !self.addrs.contains_key(boxname) {
             return Err(LabError::UnknownHost(boxname.to_string()));
         }
         let procs = self.procs_of(boxname);

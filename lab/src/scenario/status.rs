@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::{BOXES, Family, GW_ADMIN, LB_ADMIN, ProcState, Scenario};
+use super::{Family, GW_ADMIN, LB_ADMIN, ProcState, Scenario};
 
 /// What one box looks like right now.
 #[derive(Debug, Clone)]
@@ -141,8 +141,9 @@ impl Scenario {
     /// Collects the status of every box and path.
     pub fn status(&self) -> Status {
         let holders = self.vip_holders();
-        let boxes = BOXES
-            .iter()
+        let boxes = self
+            .boxes()
+            .into_iter()
             .map(|b| {
                 let procs: Vec<(String, ProcState)> = self
                     .procs_of(b)
@@ -156,7 +157,7 @@ impl Scenario {
                     })
                     .collect();
                 let any_up = procs.iter().any(|(_, s)| s.is_running());
-                let detail = match *b {
+                let detail = match b {
                     "lb1" | "lb2" if any_up => {
                         let vip = if holders.iter().any(|h| h == b) {
                             "VIP, "
@@ -165,8 +166,9 @@ impl Scenario {
                         };
                         format!("{vip}{}", self.lb_detail(b))
                     }
-                    "cloud1" | "cloud2" | "onprem1" | "onprem2"
-                        if any_up && self.features.gateway =>
+                    b if (b.starts_with("cloud") || b.starts_with("onprem"))
+                        && any_up
+                        && self.features.gateway =>
                     {
                         self.gw_detail(b)
                     }

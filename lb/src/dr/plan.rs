@@ -4,6 +4,10 @@
 //! - A server known down loses its flows (they are re-hashed to a live server).
 //! - A server drained or in maintenance keeps its flows but takes no new ones.
 //! - Backup servers take new flows only when no other server can.
+//! - A server not checked yet takes new flows only while no server of its backend is known
+//!   up: a fresh balancer serves before its first checks end, but a server added by a
+//!   reload to a serving backend waits for its first check. Unlike a proxy, the kernel
+//!   cannot retry a connection that a server not listening yet refuses.
 //! - A server that is not on the frontend's link cannot be forwarded to: it is left out and
 //!   reported.
 
@@ -138,6 +142,7 @@ pub fn plan_with(state: &State, table_name: &str, links: &Links) -> Plan {
             continue;
         };
         let v6 = f.cfg.binds.first().is_some_and(|b| b.is_ipv6());
+        let any_up = f.backend.servers.iter().any(|s| s.up());
         let mut live = Vec::new();
         let mut primaries = Vec::new();
         let mut backups = Vec::new();
@@ -174,7 +179,8 @@ pub fn plan_with(state: &State, table_name: &str, links: &Links) -> Plan {
                 continue;
             }
             live.push(ServerRule { mark, addr: ip });
-            if s.usable() && s.admin_state() == AdminState::Ready {
+            let unchecked_beside_up = any_up && s.health() == Health::Unknown;
+            if s.usable() && s.admin_state() == AdminState::Ready && !unchecked_beside_up {
                 let m = (
                     Member {
                         addr: ip,
@@ -329,6 +335,24 @@ backup = true
         let p = plan_with(&st, "t", &eth0());
         assert_eq!(live(&p), ["s2"]);
         assert!(p.desired.frontends[0].slots.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unchecked_server_waits_for_its_check_beside_one_known_up() {
+        let st = state(CONFIG).await;
+        let server = |n: &str| st.server("be", n).unwrap().clone();
+        // A fresh balancer: nothing checked yet, every primary takes new flows.
+        for n in ["s1", "s2", "spare"] {
+            server(n).set_health(Health::Unknown);
+        }
+        assert_eq!(holders(&plan_with(&st, "t", &eth0())), ["s1", "s2"]);
+        // s1 known up, s2 not checked yet (as when a reload adds it): s2 waits.
+        server("s1").set_health(Health::Up);
+        let p = plan_with(&st, "t", &eth0());
+        assert_eq!(holders(&p), ["s1"]);
+        assert_eq!(live(&p), ["s1", "s2", "spare"]);
+        server("s2").set_health(Health::Up);
+        assert_eq!(holders(&plan_with(&st, "t", &eth0())), ["s1", "s2"]);
     }
 
     #[tokio::test]
