@@ -146,9 +146,35 @@ impl Base {
         H: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        self.spawn_listener_until(
+            self.kill.clone(),
+            addr,
+            initial,
+            mode,
+            ready,
+            bound,
+            handler,
+        );
+    }
+
+    /// [`Base::spawn_listener`] that also stops when `kill` is cancelled (a service a
+    /// reload removed; pass a child of the base's token).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn spawn_listener_until<H, Fut>(
+        &self,
+        kill: CancellationToken,
+        addr: SocketAddr,
+        initial: Option<TcpListener>,
+        mode: WhenNotReady,
+        ready: watch::Receiver<bool>,
+        bound: Bound,
+        handler: H,
+    ) where
+        H: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let tracker = self.tracker.clone();
         let work = self.work.clone();
-        let kill = self.kill.clone();
         self.tracker.spawn(async move {
             listener::gated_accept(addr, initial, mode, ready, kill, bound, move |tcp, peer| {
                 let token = work.token();
@@ -181,6 +207,21 @@ impl Link {
             deadline_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
             reason: reason.into(),
         });
+    }
+
+    /// Queues a control message that must not be lost (a roster, the services): one
+    /// that finds the queue full, which pings and server states share, waits its turn on a
+    /// task of `base` rather than being dropped.
+    pub(crate) fn send_control(&self, base: &Base, m: Control) {
+        if self.kill.is_cancelled() {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(m)) = self.control.try_send(m) {
+            let tx = self.control.clone();
+            base.tracker.spawn(async move {
+                let _ = tx.send(m).await;
+            });
+        }
     }
 }
 

@@ -116,6 +116,16 @@ pub enum ReloadError {
     /// A setting changed that only a restart applies.
     #[error("needs a restart (the running configuration keeps serving): {}", .0.join("; "))]
     NeedsRestart(Vec<String>),
+    /// The listener of a service added could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: String,
+        /// Where.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Compares the running configuration with the new one.
@@ -281,8 +291,9 @@ fn plan_onprem(o: &OnpremConfig, n: &OnpremConfig) -> Plan {
     p.limits = o.limits != n.limits;
     timers(&mut p, &o.timers, &n.timers);
 
-    // Exports are announced in HELLO and checked by monitors made at start; consumes own
-    // listeners: adding or removing either needs a restart.
+    // Exports and consumes added or removed are announced to the cloud nodes in SERVICES
+    // (by new sessions' HELLO to nodes of the release before); an export's monitor and a
+    // consume's listener are started and stopped with them.
     let (oe, ne) = (
         by_name(&o.export, |e| &e.service),
         by_name(&n.export, |e| &e.service),
@@ -291,30 +302,22 @@ fn plan_onprem(o: &OnpremConfig, n: &OnpremConfig) -> Plan {
         by_name(&o.consume, |c| &c.service),
         by_name(&n.consume, |c| &c.service),
     );
-    for (kind, (added, removed)) in [
-        ("export", added_removed("export", &oe, &ne)),
-        ("consume", added_removed("consume", &oc, &nc)),
+    for (added, removed) in [
+        added_removed("export", &oe, &ne),
+        added_removed("consume", &oc, &nc),
     ] {
-        for s in added.iter().chain(&removed) {
-            p.restart.push(format!(
-                "{s}: adding or removing an {kind} is announced to the cloud only by new sessions"
-            ));
-        }
         p.added.extend(added);
         p.removed.extend(removed);
     }
     for (name, old) in &oe {
         let Some(new) = ne.get(name) else { continue };
         let key = format!("export {name}");
-        restart_if(&mut p, &format!("{key}: health"), &old.health, &new.health);
+        if old.health != new.health {
+            // Its monitor is made again.
+            p.services.push(format!("{key}: health"));
+        }
         if old.connect != new.connect {
-            if old.health.is_some() {
-                // Its monitor resolved the old address at start.
-                p.restart
-                    .push(format!("{key}: connect (checked by a health monitor)"));
-            } else {
-                p.services.push(format!("{key}: connect"));
-            }
+            p.services.push(format!("{key}: connect"));
         }
     }
     for (name, old) in &oc {

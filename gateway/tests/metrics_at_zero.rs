@@ -219,8 +219,7 @@ async fn a_fresh_gateway_has_its_labelled_counters_at_zero() {
     );
 
     // An on-prem gateway whose cloud refuses every dial: what it counts then goes to
-    // dials_total only, so the families below are still untouched when scraped (with the
-    // real cloud, a session ended by the first dials' slot race could count a close).
+    // dials_total only, so the families below are still untouched when scraped.
     let refused = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a port to close");

@@ -392,8 +392,7 @@ async fn a_gateway_removed_from_the_access_list_loses_its_sessions_only() {
         || covered_by(&onprem2, 2),
     )
     .await;
-    // (Not `closed(m)`: two concurrent re-dials of one gateway can be given one slot, and
-    // the cloud then closes the first as `replaced`; that is dialing, not the reload.)
+    assert_eq!(closed(m), 2.0, "only the revoked sessions were closed");
     assert_eq!(
         counter(
             m,

@@ -25,6 +25,8 @@ pub(crate) struct Hello {
     pub(crate) consumes: Vec<String>,
     /// It understands a pushed [`crate::proto::Control::Roster`].
     pub(crate) roster_push: bool,
+    /// It understands [`crate::proto::Control::Accepted`] (and may send `SERVICES`).
+    pub(crate) services_msgs: bool,
 }
 
 /// What the node knows besides the HELLO.
@@ -235,6 +237,7 @@ allowed_consumers = ["con"]
                 .collect(),
             consumes: consumes.iter().map(|s| s.to_string()).collect(),
             roster_push: false,
+            services_msgs: false,
         }
     }
 

@@ -42,10 +42,18 @@ struct Session {
     /// The gateway's address, to name it when another process claims its id.
     peer: SocketAddr,
     link: Link,
-    consumes: BTreeSet<String>,
-    /// What its HELLO asked for, and what was accepted: judged again on every reload.
+    /// What it asked for and may carry: judged again on every reload and `SERVICES`.
+    grant: Mutex<Grant>,
+}
+
+/// What a session asked for (its HELLO, as changed by `SERVICES` and server states since)
+/// and what it was granted.
+struct Grant {
     hello: admit::Hello,
+    /// Accepted services, as last told to the gateway.
     accepted: Vec<String>,
+    /// Accepted consumes: the forward streams it may open.
+    consumes: BTreeSet<String>,
 }
 
 struct Cloud {
@@ -376,11 +384,18 @@ impl Cloud {
             .map(|(k, v)| (*k, v.clone()))
             .collect();
         for (id, s) in sessions {
-            if let Some(why) = admit::revoked(&new, &s.hello, &s.accepted) {
+            let lost = {
+                let g = lock(&s.grant);
+                admit::revoked(&new, &g.hello, &g.accepted)
+            };
+            if let Some(why) = lost {
                 self.revoke(id, &s, &why);
-            } else if plan.roster {
+                continue;
+            }
+            if plan.roster {
                 self.push_roster(&s, roster_of(&new));
             }
+            self.regrant(id, &s, false);
         }
         info!(target: "tether_gateway::cloud", node = %new.id, changes = %plan, "configuration reloaded");
         Ok(plan)
@@ -389,16 +404,68 @@ impl Cloud {
     /// Sends the roster to a session's gateway, if it understands the message (older ones
     /// learn it from their next HELLO_ACK).
     fn push_roster(&self, s: &Session, roster: Vec<RosterEntry>) {
-        if !s.hello.roster_push || s.link.kill.is_cancelled() {
-            return;
+        if lock(&s.grant).hello.roster_push {
+            s.link.send_control(&self.base, Control::Roster { roster });
         }
-        let m = Control::Roster { roster };
-        if let Err(tokio::sync::mpsc::error::TrySendError::Full(m)) = s.link.control.try_send(m) {
-            // Pings and drains share the queue; the roster must not be the one dropped.
-            let tx = s.link.control.clone();
-            self.base.tracker.spawn(async move {
-                let _ = tx.send(m).await;
-            });
+    }
+
+    /// Grants a live session what the running configuration lets its gateway carry, of
+    /// the services it asks for now: services gained are carried at once (exports count for
+    /// readiness, consumes may open streams) and the gateway is told (ACCEPTED) if it
+    /// understands it. `asked`: answering the gateway's SERVICES, which is answered even
+    /// when nothing changed and whose refusals are counted as a HELLO's are. Rights lost
+    /// are [`admit::revoked`]'s business, judged before this on a reload.
+    fn regrant(&self, id: SessionId, s: &Session, asked: bool) {
+        let facts = admit::Facts {
+            draining: false,
+            identity_ok: true,
+            held: 0,
+        };
+        let (admission, tell) = {
+            let g = lock(&s.grant);
+            (
+                admit::admit(&self.cfg(), &g.hello, facts),
+                g.hello.services_msgs,
+            )
+        };
+        let Ok(a) = admission else {
+            return;
+        };
+        if asked {
+            for r in a.exports_refused.iter().chain(&a.consumes_refused) {
+                warn!(target: "tether_gateway::cloud", session = id, gateway = %s.gateway, service = %r.service, reason = %r.reason, "service refused");
+            }
+            for _ in &a.exports_refused {
+                self.base.metrics.auth_refused("export_not_allowed");
+            }
+            for _ in &a.consumes_refused {
+                self.base.metrics.auth_refused("consume_not_allowed");
+            }
+        }
+        let changed = {
+            let mut g = lock(&s.grant);
+            let changed = g.accepted != a.accepted;
+            if changed {
+                g.accepted = a.accepted.clone();
+                g.consumes = a.consumes.clone();
+            }
+            changed
+        };
+        if changed {
+            info!(target: "tether_gateway::cloud", session = id, gateway = %s.gateway, accepted = ?a.accepted, "session services changed");
+            let actions = lock(&self.core).session_exports(Instant::now(), id, a.exports);
+            self.apply(actions);
+        }
+        if tell && (changed || asked) {
+            let mut rejected = a.exports_refused;
+            rejected.extend(a.consumes_refused);
+            s.link.send_control(
+                &self.base,
+                Control::Accepted {
+                    accepted: a.accepted,
+                    rejected,
+                },
+            );
         }
     }
 

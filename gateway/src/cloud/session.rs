@@ -20,7 +20,7 @@ use crate::base::{Link, lock};
 use crate::common::{self, End};
 use crate::duplicate::{self, Admission};
 use crate::mux::{Mux, MuxTuning, Side, YamuxSession};
-use crate::proto::{Control, FEATURE_ROSTER, RejectCode};
+use crate::proto::{Control, FEATURE_ROSTER, FEATURE_SERVICES, RejectCode};
 use crate::readiness::{SessionId, SessionInfo};
 use crate::tls;
 
@@ -226,6 +226,7 @@ impl Cloud {
             exports,
             consumes,
             roster_push: features.iter().any(|f| f == FEATURE_ROSTER),
+            services_msgs: features.iter().any(|f| f == FEATURE_SERVICES),
         };
         let facts = Facts {
             draining: self.base.draining(),
@@ -282,6 +283,7 @@ impl Cloud {
             rejected,
             ping_ms: u64::try_from(t.ping.as_millis()).unwrap_or(u64::MAX),
             dead_ms: u64::try_from(t.dead_after.as_millis()).unwrap_or(u64::MAX),
+            features: vec![FEATURE_SERVICES.into()],
         };
         if tokio::time::timeout(t.handshake_timeout, ack.write_to(&mut wr))
             .await
@@ -301,15 +303,23 @@ impl Cloud {
                 control: out_tx,
                 kill: self.base.kill.child_token(),
             },
-            consumes: admission.consumes,
-            hello,
-            accepted,
+            grant: std::sync::Mutex::new(super::Grant {
+                hello,
+                accepted,
+                consumes: admission.consumes,
+            }),
         });
         lock(&self.sessions).insert(id, session.clone());
         // A reload that stored its configuration after this session's admission and
         // judged the sessions before it registered would miss it: judge it once more.
-        if let Some(why) = admit::revoked(&self.cfg(), &session.hello, &session.accepted) {
+        let lost = {
+            let g = lock(&session.grant);
+            admit::revoked(&self.cfg(), &g.hello, &g.accepted)
+        };
+        if let Some(why) = lost {
             self.revoke(id, &session, &why);
+        } else {
+            self.regrant(id, &session, false);
         }
         // Likewise for a roster the reload pushed before this session could receive it.
         let roster = super::roster_of(&self.cfg());
@@ -375,6 +385,10 @@ impl Cloud {
         mux.close();
     }
 
+    fn session(&self, id: SessionId) -> Option<Arc<Session>> {
+        lock(&self.sessions).get(&id).cloned()
+    }
+
     fn on_control(&self, id: SessionId, m: Control) {
         let now = Instant::now();
         let actions = match m {
@@ -384,7 +398,28 @@ impl Cloud {
                 reason,
             } => {
                 debug!(target: "tether_gateway::cloud", session = id, %service, up, %reason, "service state");
+                // Kept in the grant too, so a service granted later starts from the
+                // server's last known state.
+                if let Some(s) = self.session(id) {
+                    let mut g = lock(&s.grant);
+                    if let Some(e) = g.hello.exports.iter_mut().find(|e| e.service == service) {
+                        e.up = up;
+                    }
+                }
                 lock(&self.core).service_state(now, id, &service, up)
+            }
+            Control::Services { exports, consumes } => {
+                let Some(s) = self.session(id) else {
+                    return;
+                };
+                info!(target: "tether_gateway::cloud", session = id, gateway = %s.gateway, "gateway's services changed");
+                {
+                    let mut g = lock(&s.grant);
+                    g.hello.exports = exports;
+                    g.hello.consumes = consumes;
+                }
+                self.regrant(id, &s, true);
+                Vec::new()
             }
             Control::Drain { reason, .. } => {
                 info!(target: "tether_gateway::cloud", session = id, %reason, "peer drains session");

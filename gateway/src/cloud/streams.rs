@@ -32,7 +32,7 @@ impl Cloud {
             }
             let cfg = self.cfg();
             let target = cfg.forward.iter().find(|f| f.service == pre.service);
-            match target.filter(|_| session.consumes.contains(&pre.service)) {
+            match target.filter(|_| lock(&session.grant).consumes.contains(&pre.service)) {
                 Some(f) => Verdict::Connect(f.connect.clone()),
                 None => {
                     warn!(target: "tether_gateway::cloud", gateway = %session.gateway, service = %pre.service, "forward stream refused: not allowed");

@@ -45,8 +45,8 @@ async fn consume_readyz(
     Path(service): Path<String>,
 ) -> (StatusCode, Json<serde_json::Value>) {
     let ready = g
-        .consume_ready
-        .contains_key(&service)
+        .consume_ready(&service)
+        .is_some()
         .then(|| g.consume_service_ready(&service));
     let status = match ready {
         Some(true) => StatusCode::OK,

@@ -18,7 +18,9 @@ use crate::base::lock;
 use crate::common;
 use crate::mux::{Mux, MuxTuning, Side, YamuxSession, YamuxStream};
 use crate::placement::{Action, DialId, Landed, Target};
-use crate::proto::{Control, ExportState, FEATURE_ROSTER, PROTO_VERSION, RejectCode, RosterEntry};
+use crate::proto::{
+    Control, ExportState, FEATURE_ROSTER, FEATURE_SERVICES, PROTO_VERSION, RejectCode, RosterEntry,
+};
 
 pub(super) struct Established {
     pub(super) mux: YamuxSession,
@@ -28,6 +30,8 @@ pub(super) struct Established {
     pub(super) node_id: String,
     pub(super) roster: Vec<RosterEntry>,
     pub(super) accepted: BTreeSet<String>,
+    /// The node understands SERVICES (and tells ACCEPTED).
+    pub(super) services_msgs: bool,
 }
 
 struct DialFailure {
@@ -194,8 +198,9 @@ impl Onprem {
             proto: PROTO_VERSION,
             gateway_id: cfg.id.clone(),
             boot_epoch: self.base.boot_epoch,
-            slot: u32::try_from(self.next_session.load(Ordering::Relaxed) % u64::from(u32::MAX))
-                .unwrap_or(0),
+            // One per HELLO: two dials in flight at once must not share a slot, or the
+            // node that registers both closes the first as replaced.
+            slot: self.next_slot.fetch_add(1, Ordering::Relaxed),
             want_node: match target {
                 Target::Node { node, .. } => Some(node.clone()),
                 Target::Vip => None,
@@ -208,7 +213,7 @@ impl Onprem {
                 })
                 .collect(),
             consumes: cfg.consume.iter().map(|c| c.service.clone()).collect(),
-            features: vec![FEATURE_ROSTER.into()],
+            features: vec![FEATURE_ROSTER.into(), FEATURE_SERVICES.into()],
         };
         let handshake = async {
             let ctrl = mux.open().await.map_err(|_| DialFailure::new("mux"))?;
@@ -240,6 +245,7 @@ impl Onprem {
                 roster,
                 accepted,
                 rejected,
+                features,
                 ..
             }) => {
                 for r in &rejected {
@@ -253,6 +259,7 @@ impl Onprem {
                     node_id,
                     roster,
                     accepted: accepted.into_iter().collect(),
+                    services_msgs: features.iter().any(|f| f == FEATURE_SERVICES),
                 })
             }
             Some(Control::Reject {

@@ -6,16 +6,16 @@
 
 mod admin;
 mod dial;
+mod services;
 mod session;
 mod streams;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use tether_health::check::{CheckKind, Checker, Health, MonitorSpec, spawn_monitor};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -23,7 +23,6 @@ use tracing::{info, warn};
 use crate::base::{Base, Link, Role, lock};
 use crate::common::{self, GatewayError};
 use crate::config::{GatewayConfig, OnpremConfig, WhenNotReady};
-use crate::listener::{self, Bound};
 use crate::metrics::{Metrics, ServiceSide};
 use crate::mux::Mux;
 use crate::placement::Placement;
@@ -35,11 +34,20 @@ use crate::{expiry, tls};
 struct OnSession {
     node: String,
     link: Link,
-    accepted: BTreeSet<String>,
+    /// What the cloud node accepted (HELLO_ACK, then ACCEPTED).
+    accepted: Mutex<BTreeSet<String>>,
+    /// The cloud node understands SERVICES.
+    services_msgs: bool,
     /// The cloud node drains it: no new streams.
     draining: AtomicBool,
     /// Streams open on it (the least loaded session takes a new one).
     active: AtomicUsize,
+}
+
+impl OnSession {
+    fn carries(&self, service: &str) -> bool {
+        lock(&self.accepted).contains(service)
+    }
 }
 
 struct Onprem {
@@ -53,13 +61,17 @@ struct Onprem {
     base: Base,
     placement: Mutex<Placement>,
     sessions: Mutex<BTreeMap<u64, Arc<OnSession>>>,
+    /// Each export's server state, as reported to the cloud.
     export_up: Mutex<BTreeMap<String, bool>>,
-    consume_ready: BTreeMap<String, watch::Sender<bool>>,
-    /// Whether each consume listener is bound.
-    bound: BTreeMap<String, watch::Receiver<bool>>,
+    /// Stops each export's health monitor.
+    monitors: Mutex<BTreeMap<String, CancellationToken>>,
+    /// Each consume's listener and readiness.
+    consumes: Mutex<BTreeMap<String, services::ConsumeEntry>>,
     /// Wakes the placement loop when a dial or a session ended.
     wake: Notify,
     next_session: AtomicU64,
+    /// The slot of the next HELLO.
+    next_slot: AtomicU32,
     wedged: AtomicBool,
     rr: AtomicUsize,
 }
@@ -83,6 +95,11 @@ impl std::fmt::Debug for OnpremHandle {
 }
 
 impl OnpremHandle {
+    /// Where consume `service` listens now (also one a reload added).
+    pub fn consume_addr(&self, service: &str) -> Option<SocketAddr> {
+        lock(&self.inner.consumes).get(service).map(|c| c.addr)
+    }
+
     /// Kept sessions per cloud node.
     pub fn coverage(&self) -> BTreeMap<String, usize> {
         lock(&self.inner.placement).coverage()
@@ -157,26 +174,14 @@ pub async fn start(
     let admin_listener = common::bind("admin listener", cfg.admin_listen).await?;
     let admin_addr = admin_listener.local_addr().unwrap_or(cfg.admin_listen);
     let mut consume_listeners = Vec::new();
-    let mut consume_addrs = BTreeMap::new();
-    let mut bound = BTreeMap::new();
     for c in &cfg.consume {
-        let l = common::bind(&format!("consume {:?} listener", c.service), c.listen).await?;
-        consume_addrs.insert(c.service.clone(), l.local_addr().unwrap_or(c.listen));
-        let (addr, initial) = listener::initial_listener(l, c.when_not_ready);
-        let flag = Bound::new(&metrics, &c.service);
-        bound.insert(c.service.clone(), flag.subscribe());
-        consume_listeners.push((c.clone(), addr, initial, flag));
+        let l = services::bind_consume(c).map_err(|source| GatewayError::Bind {
+            what: format!("consume {:?} listener", c.service),
+            addr: c.listen,
+            source,
+        })?;
+        consume_listeners.push((c.clone(), l));
     }
-    let export_up = cfg
-        .export
-        .iter()
-        .map(|e| (e.service.clone(), e.health.is_none()))
-        .collect();
-    let consume_ready = cfg
-        .consume
-        .iter()
-        .map(|c| (c.service.clone(), watch::channel(false).0))
-        .collect();
     let placement = Placement::new(
         cfg.prepared_connections,
         cfg.sni_pinning,
@@ -186,11 +191,12 @@ pub async fn start(
         base: Base::new(metrics),
         placement: Mutex::new(placement),
         sessions: Mutex::new(BTreeMap::new()),
-        export_up: Mutex::new(export_up),
-        consume_ready,
-        bound,
+        export_up: Mutex::new(BTreeMap::new()),
+        monitors: Mutex::new(BTreeMap::new()),
+        consumes: Mutex::new(BTreeMap::new()),
         wake: Notify::new(),
         next_session: AtomicU64::new(1),
+        next_slot: AtomicU32::new(0),
         wedged: AtomicBool::new(false),
         rr: AtomicUsize::new(0),
         tls: ArcSwap::new(client_config),
@@ -202,64 +208,19 @@ pub async fn start(
     let base = &gw.base;
 
     // Health of exported servers, reported to every session.
-    for e in cfg.export.clone() {
-        let Some(h) = e.health.clone() else { continue };
-        let target = match tokio::net::lookup_host(e.connect.as_str())
-            .await
-            .map(|mut a| a.next())
-        {
-            Ok(Some(a)) => a,
-            _ => {
-                warn!(target: "tether_gateway::onprem", service = %e.service, connect = %e.connect, "cannot resolve server; reported down");
-                continue;
-            }
-        };
-        let spec = MonitorSpec {
-            checker: Checker {
-                kind: CheckKind::Tcp,
-                target,
-                timeout: h.timeout,
-            },
-            interval: h.interval,
-            fast_interval: h.fast_interval,
-            down_interval: h.down_interval,
-            rise: h.rise,
-            fall: h.fall,
-            initial: Health::Unknown,
-        };
-        let g = gw.clone();
-        let service = e.service.clone();
-        let _monitor = spawn_monitor(spec, base.kill.clone(), move |ev| {
-            if ev.transition.is_some() {
-                g.set_export_state(
-                    &service,
-                    ev.state == Health::Up,
-                    ev.result.as_ref().err().map(|e| e.to_string()),
-                );
-            }
-        });
+    for e in &cfg.export {
+        gw.start_export(e);
+    }
+
+    let mut consume_addrs = BTreeMap::new();
+    for (c, l) in consume_listeners {
+        let service = c.service.clone();
+        consume_addrs.insert(service, gw.open_consume(c, l));
     }
 
     // Placement loop.
     let g = gw.clone();
     base.tracker.spawn(async move { g.placement_loop().await });
-
-    // Consume listeners.
-    for (c, addr, initial, flag) in consume_listeners {
-        let Some(rx) = gw
-            .consume_ready
-            .get(&c.service)
-            .map(watch::Sender::subscribe)
-        else {
-            continue;
-        };
-        let g = gw.clone();
-        let c = Arc::new(c);
-        let mode = c.when_not_ready;
-        base.spawn_listener(addr, initial, mode, rx, flag, move |tcp, peer| {
-            g.clone().serve_consumer(c.clone(), tcp, peer)
-        });
-    }
 
     base.spawn_admin(Role::Onprem, admin_listener, admin::router(&gw));
     base.spawn_drain_on(shutdown, gw.clone().drain());
@@ -277,7 +238,7 @@ impl Onprem {
         self.live.load_full()
     }
 
-    fn reload(&self, new: OnpremConfig) -> Result<Plan, ReloadError> {
+    fn reload(self: &Arc<Self>, new: OnpremConfig) -> Result<Plan, ReloadError> {
         let _one = lock(&self.reloading);
         let old = self.cfg();
         let plan = reload::plan(
@@ -312,11 +273,28 @@ impl Onprem {
         }
         let certificates =
             expiry::load(&new.tls, tls::TlsKey::Ca).map_err(|e| refused(e.into()))?;
+        let mut bound = Vec::new();
+        for c in &new.consume {
+            if old.consume.iter().any(|o| o.service == c.service) {
+                continue;
+            }
+            let l = services::bind_consume(c).map_err(|source| {
+                refused(ReloadError::Bind {
+                    what: format!("consume {:?} listener", c.service),
+                    addr: c.listen,
+                    source,
+                })
+            })?;
+            bound.push((c.clone(), l));
+        }
         lock(&self.placement).set_backoff_cap(new.timers.backoff_cap);
         self.tls.store(client_config);
         self.base.metrics.cert_expiry.set(certificates);
         info!(target: "tether_gateway::onprem", gateway = %new.id, changes = %plan, "configuration reloaded");
-        self.live.store(Arc::new(new));
+        let new = Arc::new(new);
+        // Stored first: a reverse stream for an export added looks it up there.
+        self.live.store(new.clone());
+        self.apply_services(&old, &new, bound);
         // A shorter backoff may make a dial due earlier.
         self.wake.notify_one();
         Ok(plan)
@@ -338,26 +316,37 @@ impl Onprem {
     /// Ready as seen from outside: a session carries it, not draining, and the listener
     /// bound when the mode unbinds.
     fn consume_service_ready(&self, service: &str) -> bool {
-        if self.base.draining() || !self.consume_ready.get(service).is_some_and(|t| *t.borrow()) {
+        if self.base.draining() {
             return false;
         }
+        let (ready, bound) = match lock(&self.consumes).get(service) {
+            Some(c) => (*c.ready.borrow(), *c.bound.borrow()),
+            None => return false,
+        };
         match self.cfg().consume.iter().find(|c| c.service == service) {
-            Some(c) if c.when_not_ready == WhenNotReady::Unbind => {
-                self.bound.get(service).is_some_and(|b| *b.borrow())
-            }
-            Some(_) => true,
+            Some(c) if c.when_not_ready == WhenNotReady::Unbind => ready && bound,
+            Some(_) => ready,
             None => false,
         }
+    }
+
+    /// A consume's readiness, to wait on (`None` for a service not consumed).
+    fn consume_ready(&self, service: &str) -> Option<watch::Receiver<bool>> {
+        lock(&self.consumes)
+            .get(service)
+            .map(|c| c.ready.subscribe())
     }
 
     fn refresh_consume_ready(&self) {
         let sessions = lock(&self.sessions);
         let draining = self.base.draining();
-        for (service, tx) in &self.consume_ready {
+        let consumes = lock(&self.consumes);
+        for (service, c) in consumes.iter() {
+            let tx = &c.ready;
             let ready = !draining
                 && sessions
                     .values()
-                    .any(|s| !s.draining.load(Ordering::SeqCst) && s.accepted.contains(service));
+                    .any(|s| !s.draining.load(Ordering::SeqCst) && s.carries(service));
             if *tx.borrow() != ready {
                 info!(target: "tether_gateway::onprem", gateway = %self.cfg().id, %service, ready, "consume readiness");
                 tx.send_replace(ready);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::dial::Established;
 use super::{OnSession, Onprem};
@@ -27,7 +27,8 @@ impl Onprem {
                 control: out_tx,
                 kill: self.base.kill.child_token(),
             },
-            accepted: est.accepted,
+            accepted: std::sync::Mutex::new(est.accepted),
+            services_msgs: est.services_msgs,
             draining: AtomicBool::new(false),
             active: AtomicUsize::new(0),
         });
@@ -114,6 +115,14 @@ impl Onprem {
                 );
                 self.refresh_consume_ready();
                 self.wake.notify_one();
+            }
+            Control::Accepted { accepted, rejected } => {
+                for r in &rejected {
+                    warn!(target: "tether_gateway::onprem", gateway = %self.cfg().id, node = %session.node, service = %r.service, reason = %r.reason, "service refused by cloud node");
+                }
+                info!(target: "tether_gateway::onprem", gateway = %self.cfg().id, node = %session.node, ?accepted, "services accepted");
+                *lock(&session.accepted) = accepted.into_iter().collect();
+                self.refresh_consume_ready();
             }
             Control::Roster { roster } => {
                 let names: Vec<&str> = roster.iter().map(|r| r.node_id.as_str()).collect();

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tracing::warn;
 
 use super::{OnSession, Onprem};
@@ -49,7 +48,7 @@ impl Onprem {
         let sessions = lock(&self.sessions);
         let usable: Vec<&Arc<OnSession>> = sessions
             .values()
-            .filter(|s| !s.draining.load(Ordering::SeqCst) && s.accepted.contains(service))
+            .filter(|s| !s.draining.load(Ordering::SeqCst) && s.carries(service))
             .filter(|s| !exclude.iter().any(|e| Arc::ptr_eq(e, s)))
             .collect();
         let other_node: Vec<&Arc<OnSession>> = usable
@@ -91,11 +90,7 @@ impl Onprem {
                 .with_label_values(&[service, reason])
                 .inc()
         };
-        let Some(mut ready) = self
-            .consume_ready
-            .get(service)
-            .map(watch::Sender::subscribe)
-        else {
+        let Some(mut ready) = self.consume_ready(service) else {
             return;
         };
         // accept_wait as it is now (a reload may have changed it).

@@ -20,6 +20,9 @@ pub const MAX_CONTROL_LEN: usize = 64 * 1024;
 /// [`PROTO_VERSION`], so that gateways of either release keep talking during an upgrade:
 /// a node sends a message only to sessions that announced it.
 pub const FEATURE_ROSTER: &str = "roster";
+/// HELLO and HELLO_ACK feature: the side understands [`Control::Services`] (on-prem's
+/// services changed by a reload) and [`Control::Accepted`] (what a session may carry now).
+pub const FEATURE_SERVICES: &str = "services";
 
 /// Errors of the gateway wire formats.
 #[derive(Debug, Error)]
@@ -127,6 +130,9 @@ pub enum Control {
         ping_ms: u64,
         /// Dead interval, ms.
         dead_ms: u64,
+        /// Optional messages this node understands ([`FEATURE_SERVICES`]).
+        #[serde(default)]
+        features: Vec<String>,
     },
     /// Cloud → on-prem: session refused.
     Reject {
@@ -146,6 +152,25 @@ pub enum Control {
     Roster {
         /// All cloud nodes, as in HELLO_ACK.
         roster: Vec<RosterEntry>,
+    },
+    /// On-prem → cloud, when the node announced [`FEATURE_SERVICES`]: the services this
+    /// gateway exports and consumes now (a reload changed them), replacing those of HELLO.
+    /// Answered with [`Control::Accepted`].
+    Services {
+        /// Services exported (reverse) with their servers' state.
+        exports: Vec<ExportState>,
+        /// Services consumed (forward).
+        consumes: Vec<String>,
+    },
+    /// Cloud → on-prem, to sessions that announced [`FEATURE_SERVICES`]: what the session
+    /// may carry now, after a [`Control::Services`] or a reload of the node that changed
+    /// the gateway's rights.
+    Accepted {
+        /// Services accepted (exports and consumes), as in HELLO_ACK.
+        accepted: Vec<String>,
+        /// Services refused.
+        #[serde(default)]
+        rejected: Vec<Refused>,
     },
     /// On-prem → cloud: health of an exported service's server.
     ServiceState {

@@ -29,7 +29,7 @@ async fn every_control_message_roundtrips() {
                 up: true,
             }],
             consumes: vec!["svc-b".into()],
-            features: vec![FEATURE_ROSTER.into()],
+            features: vec![FEATURE_ROSTER.into(), FEATURE_SERVICES.into()],
         },
         Control::HelloAck {
             node_id: "cloud1".into(),
@@ -42,6 +42,21 @@ async fn every_control_message_roundtrips() {
             }],
             ping_ms: 3000,
             dead_ms: 9000,
+            features: vec![FEATURE_SERVICES.into()],
+        },
+        Control::Services {
+            exports: vec![ExportState {
+                service: "svc-a".into(),
+                up: false,
+            }],
+            consumes: vec!["svc-b".into()],
+        },
+        Control::Accepted {
+            accepted: vec!["svc-b".into()],
+            rejected: vec![Refused {
+                service: "svc-a".into(),
+                reason: "unauthorized".into(),
+            }],
         },
         Control::Reject {
             code: RejectCode::Draining,

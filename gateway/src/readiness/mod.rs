@@ -184,6 +184,23 @@ impl CloudCore {
         actions
     }
 
+    /// The services a live session exports changed: a reload granted or its gateway asked
+    /// for more, or its gateway stopped exporting some. Readiness follows at once for a
+    /// service gained, and after the debounce for one whose last capacity went.
+    pub fn session_exports(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        exports: BTreeMap<String, bool>,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if let Some(e) = self.sessions.get_mut(&id) {
+            e.info.exports = exports;
+        }
+        self.evaluate(now, &mut actions);
+        actions
+    }
+
     /// The gateway said it drains this session: no new streams on it.
     pub fn session_draining(&mut self, now: Instant, id: SessionId) -> Vec<Action> {
         let mut actions = Vec::new();

@@ -291,3 +291,27 @@ fn a_reloaded_debounce_moves_a_pending_drop() {
         vec![ready("svc-a", false)]
     );
 }
+
+/// Exports granted to a live session make their service ready at once; exports it drops
+/// take readiness away after the debounce, as a session ending does.
+#[test]
+fn a_live_session_gains_and_drops_exports() {
+    let mut c = core();
+    let t = Instant::now();
+    c.session_up(t, 1, info("onprem1", 7, 0, &[("svc-a", true)]));
+    assert!(c.is_ready("svc-a") && !c.is_ready("svc-b"));
+    let both = [("svc-a", true), ("svc-b", true)];
+    let a = c.session_exports(
+        t,
+        1,
+        both.iter().map(|(s, u)| (s.to_string(), *u)).collect(),
+    );
+    assert_eq!(a, [ready("svc-b", true)]);
+    let only_b = [("svc-b".to_string(), true)].into_iter().collect();
+    assert!(c.session_exports(t, 1, only_b).is_empty());
+    assert!(c.is_ready("svc-a"), "held for the debounce");
+    assert_eq!(c.handle_timeout(t + DEBOUNCE), [ready("svc-a", false)]);
+    assert!(c.is_ready("svc-b"));
+    // Unknown sessions are harmless.
+    assert!(c.session_exports(t, 99, BTreeMap::new()).is_empty());
+}

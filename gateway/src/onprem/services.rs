@@ -1,0 +1,203 @@
+//! What this gateway exports and consumes, started at boot and changed by a reload without
+//! a restart: a health monitor per export, a readiness-gated listener per consume, and the
+//! SERVICES message that tells each cloud node (that understands it) what the gateway
+//! offers and wants now. The node answers with ACCEPTED (`session.rs`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tether_health::check::{CheckKind, Checker, Health, MonitorSpec, spawn_monitor};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Onprem;
+use crate::base::lock;
+use crate::config::{Consume, Export, OnpremConfig};
+use crate::listener::{self, Bound};
+use crate::metrics::ServiceSide;
+use crate::proto::{Control, ExportState};
+
+/// A consumed service's listener and readiness.
+pub(super) struct ConsumeEntry {
+    /// Whether a session carries it (a cloud node accepted it).
+    pub(super) ready: watch::Sender<bool>,
+    /// Whether its listener is bound.
+    pub(super) bound: watch::Receiver<bool>,
+    /// Where it listens.
+    pub(super) addr: SocketAddr,
+    /// Stops its listener (a reload removed the service).
+    stop: CancellationToken,
+}
+
+/// Binds a consume's listener now, so that a port in use refuses a start or a reload
+/// before anything changed.
+pub(super) fn bind_consume(c: &Consume) -> std::io::Result<TcpListener> {
+    let l = std::net::TcpListener::bind(c.listen)?;
+    l.set_nonblocking(true)?;
+    TcpListener::from_std(l)
+}
+
+impl Onprem {
+    /// Starts the listener of consume `c` on `l` (from [`bind_consume`]).
+    pub(super) fn open_consume(self: &Arc<Self>, c: Consume, l: TcpListener) -> SocketAddr {
+        self.base
+            .metrics
+            .service(&c.service, "forward", ServiceSide::Clients);
+        let (addr, initial) = listener::initial_listener(l, c.when_not_ready);
+        let flag = Bound::new(&self.base.metrics, &c.service);
+        let ready = watch::Sender::new(false);
+        let rx = ready.subscribe();
+        let stop = self.base.kill.child_token();
+        lock(&self.consumes).insert(
+            c.service.clone(),
+            ConsumeEntry {
+                ready,
+                bound: flag.subscribe(),
+                addr,
+                stop: stop.clone(),
+            },
+        );
+        let g = self.clone();
+        let mode = c.when_not_ready;
+        let c = Arc::new(c);
+        self.base
+            .spawn_listener_until(stop, addr, initial, mode, rx, flag, move |tcp, peer| {
+                g.clone().serve_consumer(c.clone(), tcp, peer)
+            });
+        // A session that accepted it may already be up.
+        self.refresh_consume_ready();
+        addr
+    }
+
+    /// Starts the health monitor of export `e` (replacing the one it had), whose state
+    /// changes go to every session; an export without `health` is reported up.
+    pub(super) fn start_export(self: &Arc<Self>, e: &Export) {
+        self.base
+            .metrics
+            .service(&e.service, "reverse", ServiceSide::Server);
+        if let Some(old) = lock(&self.monitors).remove(&e.service) {
+            old.cancel();
+        }
+        lock(&self.export_up).insert(e.service.clone(), e.health.is_none());
+        let Some(h) = e.health.clone() else { return };
+        let stop = self.base.kill.child_token();
+        lock(&self.monitors).insert(e.service.clone(), stop.clone());
+        let (g, e) = (self.clone(), e.clone());
+        self.base.tracker.spawn(async move {
+            let resolved = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = tokio::net::lookup_host(e.connect.as_str()) => r.map(|mut a| a.next()),
+            };
+            let Ok(Some(target)) = resolved else {
+                warn!(target: "tether_gateway::onprem", service = %e.service, connect = %e.connect, "cannot resolve server; reported down");
+                return;
+            };
+            g.run_export_monitor(&e.service, target, &h, stop);
+        });
+    }
+
+    fn run_export_monitor(
+        self: &Arc<Self>,
+        service: &str,
+        target: SocketAddr,
+        h: &crate::config::ExportHealth,
+        stop: CancellationToken,
+    ) {
+        let spec = MonitorSpec {
+            checker: Checker {
+                kind: CheckKind::Tcp,
+                target,
+                timeout: h.timeout,
+            },
+            interval: h.interval,
+            fast_interval: h.fast_interval,
+            down_interval: h.down_interval,
+            rise: h.rise,
+            fall: h.fall,
+            initial: Health::Unknown,
+        };
+        let g = self.clone();
+        let service = service.to_string();
+        let _monitor = spawn_monitor(spec, stop, move |ev| {
+            if ev.transition.is_some() {
+                g.set_export_state(
+                    &service,
+                    ev.state == Health::Up,
+                    ev.result.as_ref().err().map(|e| e.to_string()),
+                );
+            }
+        });
+    }
+
+    /// Applies what a reload changed in the exports and consumes (`bound`: the listeners
+    /// of the consumes added, bound before the reload was committed), then tells the cloud
+    /// nodes. Returns whether anything changed.
+    pub(super) fn apply_services(
+        self: &Arc<Self>,
+        old: &OnpremConfig,
+        new: &OnpremConfig,
+        bound: Vec<(Consume, TcpListener)>,
+    ) -> bool {
+        let old_exports: BTreeMap<&str, &Export> =
+            old.export.iter().map(|e| (e.service.as_str(), e)).collect();
+        let mut changed = false;
+        for e in &old.export {
+            if !new.export.iter().any(|n| n.service == e.service) {
+                if let Some(stop) = lock(&self.monitors).remove(&e.service) {
+                    stop.cancel();
+                }
+                lock(&self.export_up).remove(&e.service);
+                changed = true;
+            }
+        }
+        for e in &new.export {
+            let before = old_exports.get(e.service.as_str());
+            let same = before.is_some_and(|o| o.health == e.health && o.connect == e.connect);
+            if !same {
+                changed |= before.is_none();
+                self.start_export(e);
+            }
+        }
+        for c in &old.consume {
+            if !new.consume.iter().any(|n| n.service == c.service) {
+                if let Some(entry) = lock(&self.consumes).remove(&c.service) {
+                    entry.stop.cancel();
+                }
+                changed = true;
+            }
+        }
+        for (c, l) in bound {
+            self.open_consume(c, l);
+            changed = true;
+        }
+        if changed {
+            self.refresh_consume_ready();
+            self.announce_services(new);
+        }
+        changed
+    }
+
+    /// Sends SERVICES (the exports with their servers' state, and the consumes) on every
+    /// session whose node understands it; the others learn them from the next HELLO.
+    fn announce_services(&self, cfg: &OnpremConfig) {
+        let exports: Vec<ExportState> = lock(&self.export_up)
+            .iter()
+            .map(|(service, up)| ExportState {
+                service: service.clone(),
+                up: *up,
+            })
+            .collect();
+        let consumes: Vec<String> = cfg.consume.iter().map(|c| c.service.clone()).collect();
+        let m = Control::Services { exports, consumes };
+        let sessions: Vec<_> = lock(&self.sessions).values().cloned().collect();
+        let mut told = 0;
+        for s in sessions.iter().filter(|s| s.services_msgs) {
+            s.link.send_control(&self.base, m.clone());
+            told += 1;
+        }
+        info!(target: "tether_gateway::onprem", gateway = %cfg.id, sessions = told, of = sessions.len(), "services announced");
+    }
+}
