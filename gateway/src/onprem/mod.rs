@@ -6,6 +6,7 @@
 
 mod admin;
 mod dial;
+mod exports;
 mod session;
 mod streams;
 
@@ -15,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use tether_health::check::{CheckKind, Checker, Health, MonitorSpec, spawn_monitor};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -54,6 +54,8 @@ struct Onprem {
     placement: Mutex<Placement>,
     sessions: Mutex<BTreeMap<u64, Arc<OnSession>>>,
     export_up: Mutex<BTreeMap<String, bool>>,
+    /// Where each export's `connect` points now (followed through DNS).
+    exports: exports::Exports,
     consume_ready: BTreeMap<String, watch::Sender<bool>>,
     /// Whether each consume listener is bound.
     bound: BTreeMap<String, watch::Receiver<bool>>,
@@ -167,10 +169,11 @@ pub async fn start(
         bound.insert(c.service.clone(), flag.subscribe());
         consume_listeners.push((c.clone(), addr, initial, flag));
     }
+    let exports = exports::Exports::new(&cfg, &metrics)?;
     let export_up = cfg
         .export
         .iter()
-        .map(|e| (e.service.clone(), e.health.is_none()))
+        .map(|e| (e.service.clone(), exports.initially_up(e)))
         .collect();
     let consume_ready = cfg
         .consume
@@ -187,6 +190,7 @@ pub async fn start(
         placement: Mutex::new(placement),
         sessions: Mutex::new(BTreeMap::new()),
         export_up: Mutex::new(export_up),
+        exports,
         consume_ready,
         bound,
         wake: Notify::new(),
@@ -201,44 +205,8 @@ pub async fn start(
     info!(target: "tether_gateway::onprem", gateway = %cfg.id, cloud = %cfg.cloud, "on-prem gateway started");
     let base = &gw.base;
 
-    // Health of exported servers, reported to every session.
-    for e in cfg.export.clone() {
-        let Some(h) = e.health.clone() else { continue };
-        let target = match tokio::net::lookup_host(e.connect.as_str())
-            .await
-            .map(|mut a| a.next())
-        {
-            Ok(Some(a)) => a,
-            _ => {
-                warn!(target: "tether_gateway::onprem", service = %e.service, connect = %e.connect, "cannot resolve server; reported down");
-                continue;
-            }
-        };
-        let spec = MonitorSpec {
-            checker: Checker {
-                kind: CheckKind::Tcp,
-                target,
-                timeout: h.timeout,
-            },
-            interval: h.interval,
-            fast_interval: h.fast_interval,
-            down_interval: h.down_interval,
-            rise: h.rise,
-            fall: h.fall,
-            initial: Health::Unknown,
-        };
-        let g = gw.clone();
-        let service = e.service.clone();
-        let _monitor = spawn_monitor(spec, base.kill.clone(), move |ev| {
-            if ev.transition.is_some() {
-                g.set_export_state(
-                    &service,
-                    ev.state == Health::Up,
-                    ev.result.as_ref().err().map(|e| e.to_string()),
-                );
-            }
-        });
-    }
+    // Where exported servers are and their health, reported to every session.
+    exports::start(&gw);
 
     // Placement loop.
     let g = gw.clone();
@@ -317,6 +285,7 @@ impl Onprem {
         self.base.metrics.cert_expiry.set(certificates);
         info!(target: "tether_gateway::onprem", gateway = %new.id, changes = %plan, "configuration reloaded");
         self.live.store(Arc::new(new));
+        self.exports.retarget(&self.cfg());
         // A shorter backoff may make a dial due earlier.
         self.wake.notify_one();
         Ok(plan)

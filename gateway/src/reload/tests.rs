@@ -263,7 +263,31 @@ fn onprem_table() {
         (
             "checked export target",
             &[("server-c:5000", "server-c2:5000")],
-            |p| p.restart[0].starts_with("export svc-c: connect"),
+            |p| p.services == ["export svc-c: connect"],
+            false,
+        ),
+        (
+            "export resolve interval",
+            &[(
+                "server-c:5000\"",
+                "server-c:5000\"\nresolve_interval = \"1s\"",
+            )],
+            |p| p.services == ["export svc-c: resolve_interval"],
+            false,
+        ),
+        (
+            "name servers",
+            &[(
+                "[tls]",
+                "[resolver]\nnameservers = [\"127.0.0.1:53\"]\n[tls]",
+            )],
+            |p| p.restart[0].starts_with("resolver.nameservers"),
+            true,
+        ),
+        (
+            "kind of check",
+            &[("kind = \"tcp\"", "kind = \"http\"")],
+            |p| p.restart[0].starts_with("export svc-c: health"),
             true,
         ),
         (

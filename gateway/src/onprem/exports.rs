@@ -1,0 +1,389 @@
+//! The servers behind exports: where each export's `connect` points now and whether that
+//! server is up.
+//!
+//! A `connect` given by host name is followed as `tether lb` follows its servers: looked up
+//! at start and again every `resolve_interval` with tether-health's resolver, the last good
+//! address kept through failed lookups ([`Follow`]). Both the health check and new reverse
+//! streams use the address it holds, so they agree; streams already relayed keep their
+//! connection. A name that has not resolved yet is reported down (its checks fail as
+//! `not resolved`; an export without checks is reported down until it has an address) and
+//! is retried every interval, counted in `tether_gateway_resolve_failures_total`.
+//!
+//! A reload that changes `connect` re-targets the follower at once; the health monitor
+//! follows the new address, so `connect` applies without a restart whether or not the
+//! export is checked.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use tether_health::check::{
+    CheckKind, Checker, Health, MonitorSpec, Target, spawn_following_monitor, tls,
+};
+use tether_health::resolve::{self, Follow, HostPort, Resolver, Step};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::Onprem;
+use crate::config::{Export, ExportCheck, ExportHealth, OnpremConfig};
+use crate::metrics::Metrics;
+
+/// Each export's target: its `connect` as configured now, and the address that holds.
+pub(super) struct Exports {
+    targets: BTreeMap<String, ExportTarget>,
+    metrics: ExportMetrics,
+}
+
+struct ExportTarget {
+    /// `connect` as the running configuration has it; a reload sends the new one.
+    connect: watch::Sender<String>,
+    /// The address to check and connect, or why there is none.
+    address: watch::Sender<Target>,
+}
+
+/// The on-prem's export metrics, registered next to the gateway's own.
+struct ExportMetrics {
+    up: IntGaugeVec,
+    checks: IntCounterVec,
+    resolve_failures: IntCounterVec,
+    resolve_changes: IntCounterVec,
+}
+
+impl ExportMetrics {
+    fn new(metrics: &Metrics) -> Result<ExportMetrics, prometheus::Error> {
+        let r = &metrics.registry;
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            r.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let up = IntGaugeVec::new(
+            Opts::new(
+                "tether_gateway_export_up",
+                "1 while the server behind the export is reported up to the cloud.",
+            ),
+            &["service"],
+        )?;
+        r.register(Box::new(up.clone()))?;
+        Ok(ExportMetrics {
+            up,
+            checks: counter(
+                "tether_gateway_export_checks_total",
+                "Health checks of the servers behind exports, by result (ok, fail).",
+                &["service", "result"],
+            )?,
+            resolve_failures: counter(
+                "tether_gateway_resolve_failures_total",
+                "Failed lookups of an export's connect host name (the last good address is kept).",
+                &["service"],
+            )?,
+            resolve_changes: counter(
+                "tether_gateway_resolve_changes_total",
+                "Lookups that moved an export to another address.",
+                &["service"],
+            )?,
+        })
+    }
+}
+
+/// The address `connect` starts with: an IP address at once, a host name once it resolves.
+fn initial(connect: &str) -> Target {
+    match HostPort::parse(connect) {
+        Ok(HostPort::Addr(a)) => Ok(a),
+        Ok(HostPort::Name(..)) => Err("not looked up yet".into()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Exports {
+    /// The targets of `cfg`'s exports, their metric series at 0.
+    pub(super) fn new(cfg: &OnpremConfig, metrics: &Metrics) -> Result<Exports, prometheus::Error> {
+        let m = ExportMetrics::new(metrics)?;
+        let mut targets = BTreeMap::new();
+        for e in &cfg.export {
+            let service = e.service.as_str();
+            m.up.with_label_values(&[service]);
+            for result in ["ok", "fail"] {
+                m.checks.with_label_values(&[service, result]);
+            }
+            m.resolve_failures.with_label_values(&[service]);
+            m.resolve_changes.with_label_values(&[service]);
+            targets.insert(
+                e.service.clone(),
+                ExportTarget {
+                    connect: watch::Sender::new(e.connect.clone()),
+                    address: watch::Sender::new(initial(&e.connect)),
+                },
+            );
+        }
+        Ok(Exports {
+            targets,
+            metrics: m,
+        })
+    }
+
+    /// Whether `service` starts reported up: without checks, once it has an address.
+    pub(super) fn initially_up(&self, e: &Export) -> bool {
+        e.health.is_none()
+            && self
+                .targets
+                .get(&e.service)
+                .is_some_and(|t| t.address.borrow().is_ok())
+    }
+
+    /// Where a new stream of `service` connects: `None` for a service not exported.
+    pub(super) fn address(&self, service: &str) -> Option<Target> {
+        self.targets
+            .get(service)
+            .map(|t| t.address.borrow().clone())
+    }
+
+    /// Points each export at its `connect` in `cfg` (a reload); a changed one is looked up
+    /// at once.
+    pub(super) fn retarget(&self, cfg: &OnpremConfig) {
+        for e in &cfg.export {
+            if let Some(t) = self.targets.get(&e.service) {
+                t.connect.send_if_modified(|c| {
+                    let changed = *c != e.connect;
+                    if changed {
+                        c.clone_from(&e.connect);
+                    }
+                    changed
+                });
+            }
+        }
+    }
+
+    fn report(&self, gw: &Onprem, service: &str, up: bool, reason: Option<String>) {
+        self.metrics
+            .up
+            .with_label_values(&[service])
+            .set(i64::from(up));
+        gw.set_export_state(service, up, reason);
+        gw.base.metrics.changed();
+    }
+}
+
+/// Starts, for every export, the follower of its `connect` and, for a checked one, its
+/// health monitor; they end with the gateway.
+pub(super) fn start(gw: &Arc<Onprem>) {
+    let cfg = gw.cfg();
+    for e in &cfg.export {
+        if e.health.is_none() && gw.exports.initially_up(e) {
+            gw.exports
+                .metrics
+                .up
+                .with_label_values(&[e.service.as_str()])
+                .set(1);
+        }
+    }
+    let names = cfg
+        .export
+        .iter()
+        .any(|e| matches!(HostPort::parse(&e.connect), Ok(HostPort::Name(..))));
+    // Built only when some export needs it, so a host without /etc/resolv.conf runs
+    // exports by address as before.
+    let resolver = names.then(|| match resolve::resolver(&cfg.nameservers) {
+        Ok(r) => Ok(Arc::new(r)),
+        Err(e) => {
+            warn!(target: "tether_gateway::onprem", error = %e, "no DNS resolver; exports given by host name stay down");
+            Err(e)
+        }
+    });
+    for e in &cfg.export {
+        let Some(t) = gw.exports.targets.get(&e.service) else {
+            continue;
+        };
+        let g = gw.clone();
+        let service = e.service.clone();
+        let connect = t.connect.subscribe();
+        let resolver = resolver
+            .clone()
+            .unwrap_or_else(|| Err("no host name".into()));
+        gw.base
+            .tracker
+            .spawn(async move { follow(g, service, connect, resolver).await });
+        if let Some(h) = &e.health {
+            monitor(gw, e, h, t.address.subscribe());
+        }
+    }
+}
+
+/// Follows `service`'s `connect` until the gateway is killed: an address is used as it is;
+/// a host name is looked up now and every `resolve_interval` (read from the running
+/// configuration, so a reload changes it from the next round), or at once when a reload
+/// changes `connect`.
+async fn follow(
+    gw: Arc<Onprem>,
+    service: String,
+    mut connect: watch::Receiver<String>,
+    resolver: Result<Arc<Resolver>, String>,
+) {
+    let exports = &gw.exports;
+    let Some(target) = exports.targets.get(&service) else {
+        return;
+    };
+    let kill = gw.base.kill.clone();
+    loop {
+        let text = connect.borrow_and_update().clone();
+        let (host, port) = match HostPort::parse(&text) {
+            Ok(HostPort::Name(host, port)) => (host, port),
+            other => {
+                let now = other.map(|_| initial(&text)).unwrap_or_else(Err);
+                set_address(&gw, &service, target, now);
+                tokio::select! {
+                    r = connect.changed() => if r.is_err() { return },
+                    _ = kill.cancelled() => return,
+                }
+                continue;
+            }
+        };
+        // A new name: nothing known about it yet, and the old address is another server.
+        let mut name = Follow::new();
+        if target.address.borrow().is_ok() {
+            set_address(&gw, &service, target, name.target());
+        }
+        let mut last_error: Option<String> = None;
+        loop {
+            let answer = match &resolver {
+                Ok(r) => tokio::select! {
+                    a = resolve::lookup(r, &host, port) => a,
+                    _ = kill.cancelled() => return,
+                },
+                Err(e) => Err(format!("no DNS resolver: {e}")),
+            };
+            match name.observe(answer) {
+                Step::Changed(addr) => {
+                    last_error = None;
+                    exports
+                        .metrics
+                        .resolve_changes
+                        .with_label_values(&[&service])
+                        .inc();
+                    info!(target: "tether_gateway::onprem", %service, connect = %text, address = %addr, "export resolved");
+                    set_address(&gw, &service, target, Ok(addr));
+                }
+                Step::Same => last_error = None,
+                Step::Failed { kept } => {
+                    exports
+                        .metrics
+                        .resolve_failures
+                        .with_label_values(&[&service])
+                        .inc();
+                    let why = name.last_error().unwrap_or_default().to_string();
+                    // One line per change of what is wrong, not one per round.
+                    if last_error.as_deref() != Some(why.as_str()) {
+                        warn!(target: "tether_gateway::onprem", %service, connect = %text, error = %why, kept_last_address = kept, "export lookup failed; retried every resolve_interval");
+                    }
+                    last_error = Some(why);
+                    if !kept {
+                        set_address(&gw, &service, target, name.target());
+                    }
+                    gw.base.metrics.changed();
+                }
+            }
+            let every = gw
+                .cfg()
+                .export
+                .iter()
+                .find(|e| e.service == service)
+                .map_or(std::time::Duration::from_secs(10), |e| e.resolve_interval);
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                r = connect.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                _ = kill.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Publishes `service`'s address; an export without checks is reported up exactly while
+/// it has one.
+fn set_address(gw: &Onprem, service: &str, target: &ExportTarget, now: Target) {
+    let changed = target.address.send_if_modified(|a| {
+        let changed = *a != now;
+        if changed {
+            a.clone_from(&now);
+        }
+        changed
+    });
+    let unchecked = gw
+        .cfg()
+        .export
+        .iter()
+        .any(|e| e.service == service && e.health.is_none());
+    if changed && unchecked {
+        let reason = now.as_ref().err().map(|e| format!("not resolved: {e}"));
+        gw.exports.report(gw, service, now.is_ok(), reason);
+    }
+}
+
+/// What a check of `h` does; `connect`'s address comes from the follower.
+fn check_kind(h: &ExportHealth) -> Result<CheckKind, tls::TlsCheckError> {
+    Ok(match &h.check {
+        ExportCheck::Tcp => CheckKind::Tcp,
+        ExportCheck::Http {
+            path,
+            host,
+            expect_status,
+        } => CheckKind::Http {
+            path: path.clone(),
+            host: host.clone(),
+            expect_status: *expect_status,
+        },
+        ExportCheck::Tls { server_name, ca } => tls::check_kind(server_name, ca.as_deref())?,
+    })
+}
+
+/// Starts the health monitor of export `e`, checking the address `address` holds; its
+/// verdict is sent to every cloud node as SERVICE_STATE.
+fn monitor(gw: &Arc<Onprem>, e: &Export, h: &ExportHealth, address: watch::Receiver<Target>) {
+    let kind = match check_kind(h) {
+        Ok(k) => k,
+        Err(err) => {
+            // Validation loaded the same CA, so only a file changed since start gets here.
+            warn!(target: "tether_gateway::onprem", service = %e.service, error = %err, "cannot build the health check; the export is reported down");
+            return;
+        }
+    };
+    let spec = MonitorSpec {
+        checker: Checker {
+            kind,
+            // Replaced at each check by the follower's address.
+            target: SocketAddr::from(([0, 0, 0, 0], 0)),
+            timeout: h.timeout,
+        },
+        interval: h.interval,
+        fast_interval: h.fast_interval,
+        down_interval: h.down_interval,
+        rise: h.rise,
+        fall: h.fall,
+        initial: Health::Unknown,
+    };
+    let g = gw.clone();
+    let service = e.service.clone();
+    let _monitor = spawn_following_monitor(spec, address, gw.base.kill.clone(), move |ev| {
+        let result = if ev.result.is_ok() { "ok" } else { "fail" };
+        g.exports
+            .metrics
+            .checks
+            .with_label_values(&[&service, result])
+            .inc();
+        if ev.transition.is_some() {
+            g.exports.report(
+                &g,
+                &service,
+                ev.state == Health::Up,
+                ev.result.as_ref().err().map(|e| e.to_string()),
+            );
+        } else {
+            g.base.metrics.changed();
+        }
+    });
+}
