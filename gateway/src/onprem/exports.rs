@@ -256,13 +256,15 @@ async fn follow(
             match name.observe(answer) {
                 Step::Changed(addr) => {
                     last_error = None;
+                    info!(target: "tether_gateway::onprem", %service, connect = %text, address = %addr, "export resolved");
+                    // In place before it is counted: whoever sees the count finds it used.
+                    set_address(&gw, &service, target, Ok(addr));
                     exports
                         .metrics
                         .resolve_changes
                         .with_label_values(&[&service])
                         .inc();
-                    info!(target: "tether_gateway::onprem", %service, connect = %text, address = %addr, "export resolved");
-                    set_address(&gw, &service, target, Ok(addr));
+                    gw.base.metrics.changed();
                 }
                 Step::Same => last_error = None,
                 Step::Failed { kept } => {
