@@ -269,3 +269,51 @@ async fn a_tls_check_verifies_the_name_and_the_ca() {
         );
     }
 }
+
+/// A reload that points a checked export at another server applies without a restart: the
+/// check follows at once and the service's state with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_a_checked_export_to_another_server() {
+    let certs = Certs::new();
+    let failing = responder().await;
+    failing.status.store(503, Ordering::SeqCst);
+    let healthy = responder().await;
+    let cloud = lone_cloud(&certs).await;
+    let mut cfg = onprem_config(
+        &certs,
+        "onprem1",
+        cloud.handle.session_addr,
+        failing.addr,
+        false,
+    );
+    if let Some(h) = cfg.export[0].health.as_mut() {
+        h.check = ExportCheck::Http {
+            path: "/health".into(),
+            host: None,
+            expect_status: 200,
+        };
+    }
+    let onprem = Onprem::start(cfg.clone()).await;
+    let metrics = onprem.handle.metrics().clone();
+    let failed = || {
+        counter(
+            &metrics,
+            "tether_gateway_export_checks_total",
+            &[("service", "svc-a"), ("result", "fail")],
+        )
+    };
+    wait_for(T, "a failed check at the 503 server", || failed() >= 1.0).await;
+    assert!(!cloud.handle.is_ready("svc-a"));
+
+    cfg.export[0].connect = healthy.addr.to_string();
+    let plan = onprem
+        .handle
+        .reload(cfg)
+        .expect("applied without a restart");
+    assert_eq!(plan.services, ["export svc-a: connect"]);
+    wait_for(T, "svc-a ready at the new server", || {
+        cloud.handle.is_ready("svc-a")
+    })
+    .await;
+    assert!(healthy.health_requests.load(Ordering::SeqCst) >= 1);
+}

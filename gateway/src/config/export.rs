@@ -188,7 +188,7 @@ mod tests {
     /// The export's check as validated from text (no file read).
     fn checked(connect: &str, health: &str) -> Result<ExportCheck, String> {
         match parse(
-            &Source::from_text("gw.toml", &onprem(connect, health)),
+            &Source::from_text("gw.toml", onprem(connect, health)),
             Path::new("/etc/tether"),
         ) {
             Ok(GatewayConfig::Onprem(o)) => {
@@ -378,6 +378,62 @@ mod tests {
         let e = load_with("certs/none.pem").unwrap_err();
         assert!(
             e.contains("export[0].health.ca: ") && e.contains("cannot read"),
+            "{e}"
+        );
+    }
+
+    /// `connect` by host name, where it is resolved and how often: each bad value at its key.
+    #[test]
+    fn resolver_and_resolve_interval() {
+        let base = onprem("server-a:5000", "kind = \"tcp\"");
+        let parse_text = |t: &str| {
+            parse(&Source::from_text("gw.toml", t), Path::new("/etc/tether"))
+                .map_err(|e| e.to_string())
+        };
+        let Ok(GatewayConfig::Onprem(o)) = parse_text(&format!(
+            "{base}resolve_interval = \"250ms\"\n[resolver]\nnameservers = [\"127.0.0.1:5353\", \"[::1]:53\"]\n"
+        )) else {
+            panic!("valid")
+        };
+        assert_eq!(
+            o.export[0].resolve_interval,
+            std::time::Duration::from_millis(250)
+        );
+        assert_eq!(o.nameservers.len(), 2);
+        let Ok(GatewayConfig::Onprem(o)) = parse_text(&base) else {
+            panic!("valid")
+        };
+        assert_eq!(
+            o.export[0].resolve_interval,
+            std::time::Duration::from_secs(10)
+        );
+        assert!(o.nameservers.is_empty());
+        let e = parse_text(&format!("{base}resolve_interval = \"5ms\"\n")).unwrap_err();
+        assert_eq!(
+            e,
+            "gw.toml:15: export[0].resolve_interval: 5ms is too short; must be at least 10ms"
+        );
+        let e = parse_text(&format!(
+            "{base}[resolver]\nnameservers = [\"dns.example.com:53\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with(
+                "gw.toml:16: resolver.nameservers[0]: \"dns.example.com:53\" is not an IP:port"
+            ),
+            "{e}"
+        );
+        let e = parse_text(&onprem("2001:db8::5:5000", "kind = \"tcp\"")).unwrap_err();
+        assert!(
+            e.starts_with("gw.toml:13: export[0].connect: ") && e.contains("in brackets"),
+            "{e}"
+        );
+        let cloud = "[node]\nrole = \"cloud\"\nid = \"cloud1\"\nsession_listen = \"127.0.0.1:8443\"\n\
+            admin_listen = \"127.0.0.1:9100\"\n[tls]\ncert = \"c.pem\"\nkey = \"c.key\"\nclient_ca = \"ca.pem\"\n\
+            [resolver]\nnameservers = []\n";
+        let e = parse_text(cloud).unwrap_err();
+        assert!(
+            e.contains("resolver: not allowed for role = \"cloud\""),
             "{e}"
         );
     }
