@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use tether_health::check::{
@@ -33,6 +33,11 @@ use crate::metrics::Metrics;
 pub(super) struct Exports {
     targets: BTreeMap<String, ExportTarget>,
     metrics: ExportMetrics,
+    /// Where host names are resolved (`[resolver] nameservers`, fixed at start).
+    nameservers: Vec<SocketAddr>,
+    /// Built at the first host name to resolve (also one a reload brings), so a host
+    /// without `/etc/resolv.conf` runs exports by address as before.
+    resolver: OnceLock<Result<Arc<Resolver>, String>>,
 }
 
 struct ExportTarget {
@@ -120,6 +125,8 @@ impl Exports {
         Ok(Exports {
             targets,
             metrics: m,
+            nameservers: cfg.nameservers.clone(),
+            resolver: OnceLock::new(),
         })
     }
 
@@ -155,6 +162,21 @@ impl Exports {
         }
     }
 
+    /// The resolver, built on first use; why there is none if it cannot be.
+    fn resolver(&self) -> Result<&Resolver, String> {
+        let built = self.resolver.get_or_init(|| {
+            resolve::resolver(&self.nameservers)
+                .map(Arc::new)
+                .inspect_err(|e| {
+                    warn!(target: "tether_gateway::onprem", error = %e, "no DNS resolver; exports given by host name stay down");
+                })
+        });
+        match built {
+            Ok(r) => Ok(r),
+            Err(e) => Err(format!("no DNS resolver: {e}")),
+        }
+    }
+
     fn report(&self, gw: &Onprem, service: &str, up: bool, reason: Option<String>) {
         self.metrics
             .up
@@ -170,40 +192,22 @@ impl Exports {
 pub(super) fn start(gw: &Arc<Onprem>) {
     let cfg = gw.cfg();
     for e in &cfg.export {
-        if e.health.is_none() && gw.exports.initially_up(e) {
+        if gw.exports.initially_up(e) {
             gw.exports
                 .metrics
                 .up
                 .with_label_values(&[e.service.as_str()])
                 .set(1);
         }
-    }
-    let names = cfg
-        .export
-        .iter()
-        .any(|e| matches!(HostPort::parse(&e.connect), Ok(HostPort::Name(..))));
-    // Built only when some export needs it, so a host without /etc/resolv.conf runs
-    // exports by address as before.
-    let resolver = names.then(|| match resolve::resolver(&cfg.nameservers) {
-        Ok(r) => Ok(Arc::new(r)),
-        Err(e) => {
-            warn!(target: "tether_gateway::onprem", error = %e, "no DNS resolver; exports given by host name stay down");
-            Err(e)
-        }
-    });
-    for e in &cfg.export {
         let Some(t) = gw.exports.targets.get(&e.service) else {
             continue;
         };
         let g = gw.clone();
         let service = e.service.clone();
         let connect = t.connect.subscribe();
-        let resolver = resolver
-            .clone()
-            .unwrap_or_else(|| Err("no host name".into()));
         gw.base
             .tracker
-            .spawn(async move { follow(g, service, connect, resolver).await });
+            .spawn(async move { follow(g, service, connect).await });
         if let Some(h) = &e.health {
             monitor(gw, e, h, t.address.subscribe());
         }
@@ -214,12 +218,7 @@ pub(super) fn start(gw: &Arc<Onprem>) {
 /// a host name is looked up now and every `resolve_interval` (read from the running
 /// configuration, so a reload changes it from the next round), or at once when a reload
 /// changes `connect`.
-async fn follow(
-    gw: Arc<Onprem>,
-    service: String,
-    mut connect: watch::Receiver<String>,
-    resolver: Result<Arc<Resolver>, String>,
-) {
+async fn follow(gw: Arc<Onprem>, service: String, mut connect: watch::Receiver<String>) {
     let exports = &gw.exports;
     let Some(target) = exports.targets.get(&service) else {
         return;
@@ -239,19 +238,17 @@ async fn follow(
                 continue;
             }
         };
-        // A new name: nothing known about it yet, and the old address is another server.
+        // A new name (at start, or from a reload): the address in use, if any, stays until
+        // its first lookup ends, which replaces it either way.
         let mut name = Follow::new();
-        if target.address.borrow().is_ok() {
-            set_address(&gw, &service, target, name.target());
-        }
         let mut last_error: Option<String> = None;
         loop {
-            let answer = match &resolver {
+            let answer = match exports.resolver() {
                 Ok(r) => tokio::select! {
                     a = resolve::lookup(r, &host, port) => a,
                     _ = kill.cancelled() => return,
                 },
-                Err(e) => Err(format!("no DNS resolver: {e}")),
+                Err(e) => Err(e),
             };
             match name.observe(answer) {
                 Step::Changed(addr) => {
@@ -308,7 +305,9 @@ async fn follow(
 /// Publishes `service`'s address; an export without checks is reported up exactly while
 /// it has one.
 fn set_address(gw: &Onprem, service: &str, target: &ExportTarget, now: Target) {
-    let changed = target.address.send_if_modified(|a| {
+    let mut was_up = false;
+    target.address.send_if_modified(|a| {
+        was_up = a.is_ok();
         let changed = *a != now;
         if changed {
             a.clone_from(&now);
@@ -320,7 +319,9 @@ fn set_address(gw: &Onprem, service: &str, target: &ExportTarget, now: Target) {
         .export
         .iter()
         .any(|e| e.service == service && e.health.is_none());
-    if changed && unchecked {
+    // Another reason to be down (a lookup's error after "not looked up yet") is no news
+    // for the cloud.
+    if unchecked && was_up != now.is_ok() {
         let reason = now.as_ref().err().map(|e| format!("not resolved: {e}"));
         gw.exports.report(gw, service, now.is_ok(), reason);
     }

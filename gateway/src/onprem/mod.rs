@@ -1,6 +1,6 @@
 //! The on-prem role's driver: dials sessions as [`Placement`] says (`dial`), registers
-//! exports and consumes in HELLO, reports its servers' health as SERVICE_STATE
-//! (`session`), answers reverse streams to on-prem servers and carries local clients to
+//! exports and consumes in HELLO, follows each export's server (its address through DNS,
+//! its health check: `exports`) and reports its state as SERVICE_STATE (`session`), answers reverse streams to on-prem servers and carries local clients to
 //! the cloud on forward streams (`streams`), serves its admin routes (`admin`) and
 //! drains.
 

@@ -239,7 +239,8 @@ mod tests {
         );
         assert_eq!(first.state, Health::Down);
         // Another failure of the lookup is no reason to check again before the interval.
-        tx.send(Err("timed out".into())).expect("the monitor listens");
+        tx.send(Err("timed out".into()))
+            .expect("the monitor listens");
         tx.send(Ok(addr)).expect("the monitor listens");
         let next = tokio::time::timeout(Duration::from_secs(10), seen.recv())
             .await
