@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use tether_gateway::certs::{TestCa, Validity};
 use tether_gateway::config::{
-    CloudConfig, Export, ExportHealth, OnpremConfig, ReverseService, RosterNode, Timers, TlsFiles,
-    WhenNotReady,
+    CloudConfig, Export, ExportCheck, ExportHealth, OnpremConfig, ReverseService, RosterNode,
+    Timers, TlsFiles, WhenNotReady,
 };
 use tether_gateway::{CloudHandle, OnpremHandle};
 use tether_health::config::Source;
@@ -140,6 +140,7 @@ fn onprem_cfg(dir: &TempDir, id: &str, vip: SocketAddr, server: SocketAddr) -> O
             service: "svc-a".into(),
             connect: server.to_string(),
             health: Some(ExportHealth {
+                check: ExportCheck::Tcp,
                 interval: Duration::from_millis(200),
                 fast_interval: Duration::from_millis(200),
                 down_interval: Duration::from_millis(200),
@@ -147,10 +148,12 @@ fn onprem_cfg(dir: &TempDir, id: &str, vip: SocketAddr, server: SocketAddr) -> O
                 rise: 1,
                 fall: 1,
             }),
+            resolve_interval: Duration::from_secs(10),
         }],
         consume: Vec::new(),
         timers: timers(),
         limits: Default::default(),
+        nameservers: Vec::new(),
     }
 }
 

@@ -253,6 +253,7 @@ async fn main() -> Result<(), BoxError> {
                 service: "rev".into(),
                 connect: target.to_string(),
                 health: None,
+                resolve_interval: Duration::from_secs(10),
             }],
             consume: vec![Consume {
                 service: "fwd".into(),
@@ -262,6 +263,7 @@ async fn main() -> Result<(), BoxError> {
             }],
             timers,
             limits: Default::default(),
+            nameservers: Vec::new(),
         },
         stop.clone(),
     )

@@ -153,6 +153,8 @@ pub struct CloudConfig {
 /// How an on-prem gateway checks the server behind an export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportHealth {
+    /// What a check does.
+    pub check: ExportCheck,
     /// Time between checks.
     pub interval: Duration,
     /// Time between checks while a rise or fall is under way.
@@ -167,15 +169,43 @@ pub struct ExportHealth {
     pub fall: u32,
 }
 
+/// The kind of an export's check (`[export.health] kind`) and what it talks to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ExportCheck {
+    /// A TCP connect.
+    #[default]
+    Tcp,
+    /// `GET path`, passing on `expect_status`.
+    Http {
+        /// The request path.
+        path: String,
+        /// The `Host` header; the server's address when absent.
+        host: Option<String>,
+        /// The status that passes.
+        expect_status: u16,
+    },
+    /// A TLS handshake whose certificate verifies for `server_name`.
+    Tls {
+        /// Sent as SNI and verified in the certificate: `host`, else the host of `connect`.
+        server_name: String,
+        /// PEM file of the CA certificates to verify against (relative paths resolved
+        /// against the configuration file's directory); the Mozilla roots when absent.
+        ca: Option<PathBuf>,
+    },
+}
+
 /// A service an on-prem gateway exports to the cloud (reverse path).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Export {
     /// Service name.
     pub service: String,
-    /// The on-prem server (host:port).
+    /// The on-prem server (host:port); a host name is resolved at start and again every
+    /// `resolve_interval`, for the health check and new streams alike.
     pub connect: String,
-    /// TCP health check of the server; `None` means always reported up.
+    /// Health check of the server; `None` means reported up whenever its address is known.
     pub health: Option<ExportHealth>,
+    /// How often a host name in `connect` is resolved again.
+    pub resolve_interval: Duration,
 }
 
 /// A cloud service local clients reach through an on-prem gateway (forward path).
@@ -217,6 +247,9 @@ pub struct OnpremConfig {
     pub timers: Timers,
     /// Per-session limits.
     pub limits: Limits,
+    /// Name servers for host names in exports' `connect` (`[resolver] nameservers`); empty
+    /// means those of `/etc/resolv.conf`.
+    pub nameservers: Vec<SocketAddr>,
 }
 
 /// A validated configuration of either role.
@@ -428,6 +461,7 @@ impl Validator<'_> {
 
 mod checks;
 mod cloud;
+mod export;
 mod onprem;
 mod raw;
 use raw::{RawFile, RawTimers, RawTls};

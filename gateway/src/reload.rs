@@ -286,6 +286,13 @@ fn plan_onprem(o: &OnpremConfig, n: &OnpremConfig) -> Plan {
         &n.prepared_connections,
     );
     restart_if(&mut p, "node.sni_pinning", &o.sni_pinning, &n.sni_pinning);
+    // The resolver is built at start.
+    restart_if(
+        &mut p,
+        "resolver.nameservers",
+        &o.nameservers,
+        &n.nameservers,
+    );
     p.dial_target = o.cloud != n.cloud || o.server_name != n.server_name;
     p.tls_paths = o.tls != n.tls;
     p.limits = o.limits != n.limits;
@@ -316,8 +323,12 @@ fn plan_onprem(o: &OnpremConfig, n: &OnpremConfig) -> Plan {
             // Its monitor is made again.
             p.services.push(format!("{key}: health"));
         }
+        // Its follower and its monitor move to the new target at once.
         if old.connect != new.connect {
             p.services.push(format!("{key}: connect"));
+        }
+        if old.resolve_interval != new.resolve_interval {
+            p.services.push(format!("{key}: resolve_interval"));
         }
     }
     for (name, old) in &oc {

@@ -229,4 +229,17 @@ async fn a_fresh_gateway_has_its_labelled_counters_at_zero() {
     common_at_zero(&m);
     server_side_at_zero(&m, "svc-a", "reverse");
     clients_side_at_zero(&m, "svc-b", "forward");
+    // Its export: by address (nothing to look up), its server up (no failed check).
+    for family in [
+        "tether_gateway_resolve_failures_total",
+        "tether_gateway_resolve_changes_total",
+    ] {
+        at_zero(&m, family, &["service"], &[&["svc-a"]]);
+    }
+    at_zero(
+        &m,
+        "tether_gateway_export_checks_total",
+        &["result", "service"],
+        &[&["fail", "svc-a"]],
+    );
 }

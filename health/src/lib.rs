@@ -8,6 +8,8 @@
 //!   [`config::check`], the health-check table the three daemons share.
 //! - [`http`]: a small HTTP/1.1 GET client used by checks and tests.
 //! - [`logs`]: the lossy asynchronous log writer and its drop counter.
+//! - [`resolve`]: `host:port` targets resolved again every interval (lb servers, gateway
+//!   exports), and [`resolve::Follow`], the sans-IO core of following one name.
 //! - [`signals`]: SIGTERM/SIGINT as a cancellation token, SIGHUP as reload requests.
 //! - [`tools`]: the echo server and the connection prober used by the demo and tests.
 #![warn(missing_docs)]
@@ -17,6 +19,7 @@ pub mod check;
 pub mod config;
 pub mod http;
 pub mod logs;
+pub mod resolve;
 pub mod signals;
 pub mod tools;
 

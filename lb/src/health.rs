@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
-use tether_health::check::{CheckKind, Checker, Health, MonitorSpec};
+use std::path::Path;
+
+use tether_health::check::{CheckKind, Checker, Health, MonitorSpec, tls};
 
 use crate::LbError;
 use crate::config::{HealthConfig, HealthKind, ServerAddress};
@@ -74,57 +74,29 @@ fn check_kind(h: &HealthConfig, s: &Server, backend: &str) -> Result<CheckKind, 
                 ServerAddress::Host(host, _) => host.clone(),
                 ServerAddress::Ip(a) => a.ip().to_string(),
             });
-            let ca_err = |path: &str, reason: String| LbError::Ca {
-                backend: backend.to_string(),
-                path: path.to_string(),
-                reason,
-            };
-            let server_name = ServerName::try_from(name.clone())
-                .map_err(|e| ca_err("-", format!("server name {name}: {e}")))?;
-            match &h.ca {
-                None => CheckKind::tls_with_webpki_roots(server_name),
-                Some(path) => {
-                    let roots = load_roots(path).map_err(|e| ca_err(path, e))?;
-                    CheckKind::tls_with_roots(server_name, roots)
+            let ca = h.ca.as_deref().map(Path::new);
+            tls::check_kind(&name, ca).map_err(|e| {
+                let (path, reason) = match e {
+                    tls::TlsCheckError::ServerName { name, reason } => {
+                        ("-".to_string(), format!("server name {name}: {reason}"))
+                    }
+                    tls::TlsCheckError::Ca { path, reason } => (path, reason),
+                };
+                LbError::Ca {
+                    backend: backend.to_string(),
+                    path,
+                    reason,
                 }
-            }
+            })?
         }
     })
 }
 
-/// Reads a PEM file of CA certificates: it must be readable and hold at least one
-/// certificate that parses. Validation calls it too, so `--check` and a reload refuse a CA
-/// a TLS check could not start with.
-pub(crate) fn load_roots(path: &str) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = tether_health::config::read_file(std::path::Path::new(path))?;
-    let certs = CertificateDer::pem_slice_iter(&pem);
-    for c in certs {
-        let c = c.map_err(|e| e.to_string())?;
-        roots.add(c).map_err(|e| e.to_string())?;
-    }
-    if roots.is_empty() {
-        return Err("no certificate in the file".into());
-    }
-    Ok(roots)
-}
-
 /// What would keep a TLS check from starting, found at validation: the CA file and the
-/// server name to verify. `None` when the check can start.
+/// server name to verify (`host`). `None` when the check can start.
 pub(crate) fn tls_check_problem(
     ca: Option<&str>,
     host: Option<&str>,
 ) -> Option<(&'static str, String)> {
-    if let Some(host) = host
-        && let Err(e) = ServerName::try_from(host.to_string())
-    {
-        return Some((
-            "host",
-            format!("host \"{host}\" is not a TLS server name: {e}"),
-        ));
-    }
-    let path = ca?;
-    load_roots(path)
-        .err()
-        .map(|e| ("ca", format!("ca \"{path}\" cannot be used: {e}")))
+    tls::problem("host", host, ca.map(Path::new))
 }

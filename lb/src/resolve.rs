@@ -1,41 +1,19 @@
 //! Resolving `host:port` server addresses, at start and again every `resolve_interval`.
 //!
-//! Uses hickory's resolver with `/etc/resolv.conf` (or the `[resolver]` name servers), not
-//! the libc resolver: lookups are async and the answer is not cached past our interval, so
-//! a changed record is seen on the next round.
+//! The resolver and the lookup are tether-health's ([`tether_health::resolve`]), shared with
+//! the gateway's exports: hickory with `/etc/resolv.conf` (or the `[resolver]` name
+//! servers), async and not cached past our interval, so a changed record is seen on the
+//! next round.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::xfer::Protocol;
+pub use tether_health::resolve::{lookup, resolver};
 
 use crate::config::{Config, ServerAddress};
 
 /// Host names and ports to resolve, and their last good answers (sorted, deduplicated).
 pub type Answers = BTreeMap<(String, u16), Vec<SocketAddr>>;
-
-/// Builds the resolver: the configured name servers, else the system's.
-pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
-    let mut builder = if nameservers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| format!("reading /etc/resolv.conf: {e}"))?
-    } else {
-        let mut config = ResolverConfig::new();
-        for ns in nameservers {
-            config.add_name_server(NameServerConfig::new(*ns, Protocol::Udp));
-            config.add_name_server(NameServerConfig::new(*ns, Protocol::Tcp));
-        }
-        TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-    };
-    // We poll at our own interval; a cache would hide a change until the record's TTL ends.
-    builder.options_mut().cache_size = 0;
-    // A dead name server must not stall a round for long: the next round retries anyway.
-    builder.options_mut().timeout = std::time::Duration::from_secs(2);
-    builder.options_mut().attempts = 1;
-    Ok(builder.build())
-}
 
 /// Every `host:port` server address of a configuration.
 pub fn hosts(config: &Config) -> Vec<(String, u16)> {
@@ -51,26 +29,6 @@ pub fn hosts(config: &Config) -> Vec<(String, u16)> {
     out.sort();
     out.dedup();
     out
-}
-
-/// Resolves one host name to its addresses with `port`, sorted.
-pub async fn lookup(
-    resolver: &TokioResolver,
-    host: &str,
-    port: u16,
-) -> Result<Vec<SocketAddr>, String> {
-    // Literal-looking names such as "localhost" come from the hosts file via hickory too.
-    let ips = resolver.lookup_ip(host).await.map_err(|e| e.to_string())?;
-    let mut addrs: Vec<SocketAddr> = ips
-        .iter()
-        .map(|ip: IpAddr| SocketAddr::new(ip, port))
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    if addrs.is_empty() {
-        return Err("no address".into());
-    }
-    Ok(addrs)
 }
 
 /// The runtime servers a configured server expands to: one for an IP address; for a host

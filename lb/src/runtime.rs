@@ -99,7 +99,7 @@ pub struct Lb {
     pub(crate) accept_tasks: tokio_util::task::TaskTracker,
     /// Parent of monitors, the resolver and the admin server: cancelled at the very end.
     pub(crate) background: CancellationToken,
-    resolver: Option<hickory_resolver::TokioResolver>,
+    resolver: Option<tether_health::resolve::Resolver>,
     /// The forwarding tier's status and change signal.
     pub dr: crate::dr::Dr,
     /// The VIPs offered to the routers (`[announce]`).

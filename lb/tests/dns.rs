@@ -7,53 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use tether_lab::kit::Dnsmasq;
 use tokio_util::sync::CancellationToken;
-
-struct Dnsmasq {
-    child: Child,
-    hosts: std::path::PathBuf,
-}
-
-impl Dnsmasq {
-    async fn start(dir: &TempDir, port: u16, hosts: &str) -> Dnsmasq {
-        let bin = require("dnsmasq", "dnsmasq-base");
-        let hosts_path = dir.path.join("hosts");
-        std::fs::write(&hosts_path, hosts).unwrap();
-        let child = std::process::Command::new(bin)
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-            ])
-            .arg(format!("--addn-hosts={}", hosts_path.display()))
-            .args([
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--local-ttl=0",
-                "--user=root",
-                "--pid-file=",
-            ])
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Dnsmasq {
-            child: Child(child),
-            hosts: hosts_path,
-        };
-        wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
-        d
-    }
-
-    /// Rewrites the hosts file and makes dnsmasq read it again (SIGHUP, to our own child).
-    fn answer(&self, hosts: &str) {
-        std::fs::write(&self.hosts, hosts).unwrap();
-        let pid = nix::unistd::Pid::from_raw(self.child.0.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    }
-}
 
 /// Waits (bounded) until the backend's servers are exactly `want` (name and address).
 async fn wait_servers(lb: &Lb, want: &[(&str, &str)]) {
@@ -106,14 +61,14 @@ async fn servers_follow_the_dns_answer_without_a_reload() {
     .await
     .unwrap();
     let dir = TempDir::new("dns");
-    let dns_port = free_port("127.0.0.1");
-    let dns = Dnsmasq::start(&dir, dns_port, "127.0.0.2 svc.test\n").await;
+    let dns = Dnsmasq::start(&dir.path, "127.0.0.1", "127.0.0.2 svc.test\n");
+    let dns_addr = dns.addr;
     let lb = Lb::start(&format!(
         r#"
 [admin]
 listen = "127.0.0.1:0"
 [resolver]
-nameservers = ["127.0.0.1:{dns_port}"]
+nameservers = ["{dns_addr}"]
 [[frontend]]
 name = "fe"
 bind = ["127.0.0.1:0"]

@@ -19,6 +19,7 @@ impl Validator<'_> {
         self.forbidden(&node("prepared_connections"), &n.prepared_connections, ROLE);
         self.forbidden_list("export", &raw.export, ROLE);
         self.forbidden_list("consume", &raw.consume, ROLE);
+        self.forbidden(&["resolver".into()], &raw.resolver, ROLE);
         let session_listen = self
             .required(&node("session_listen"), n.session_listen.clone(), ROLE)
             .and_then(|s| self.addr(&node("session_listen"), &s));

@@ -3,23 +3,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use tether_health::config::check::{self, Defaults, Kind};
-
 use super::checks::{self, Listener};
 use super::raw::{DEFAULT_ACCEPT_WAIT, RawFile};
 use super::*;
 
-/// `[export.health]`: a TCP connect to the export's server every 2 s, down after two
-/// failures, up again on the first pass.
-const EXPORT_CHECK: Defaults = Defaults {
-    kinds: &[Kind::Tcp],
-    interval: Duration::from_secs(2),
-    fast_interval: |interval| interval,
-    down_interval: |interval| interval,
-    timeout: |_| Duration::from_secs(1),
-    rise: 1,
-    fall: 2,
-};
+/// How often a host name in an export's `connect` is resolved again (as `tether lb`'s
+/// `resolve_interval`).
+const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Validator<'_> {
     pub(super) fn onprem(&mut self, raw: RawFile, base: &Path) -> Option<OnpremConfig> {
@@ -75,29 +65,46 @@ impl Validator<'_> {
             }
             let health = e
                 .health
-                .and_then(|h| match check::validate(&h, &EXPORT_CHECK) {
-                    Ok(c) => Some(ExportHealth {
-                        interval: c.interval,
-                        fast_interval: c.fast_interval,
-                        down_interval: c.down_interval,
-                        timeout: c.timeout,
-                        rise: c.rise,
-                        fall: c.fall,
-                    }),
-                    Err(errs) => {
-                        let located = check::located(self.source, &at("health"), errs);
-                        self.errors.extend(located);
-                        None
-                    }
-                });
-            if self.host_port(&at("connect"), &e.connect) {
+                .as_ref()
+                .and_then(|h| self.export_health(h, &at("health"), &e.connect, base));
+            let resolve_interval = e.resolve_interval.unwrap_or(DEFAULT_RESOLVE_INTERVAL);
+            if resolve_interval < Duration::from_millis(10) {
+                self.err(
+                    &at("resolve_interval"),
+                    format!("{resolve_interval:?} is too short; must be at least 10ms"),
+                );
+            }
+            let mut connect_ok = self.host_port(&at("connect"), &e.connect);
+            if connect_ok && let Err(why) = tether_health::resolve::HostPort::parse(&e.connect) {
+                // An IPv6 address without brackets reads as a host with colons.
+                self.err(
+                    &at("connect"),
+                    format!("{why}; write an IPv6 address in brackets (\"[2001:db8::5]:5000\")"),
+                );
+                connect_ok = false;
+            }
+            if connect_ok {
                 export.push(Export {
                     service: e.service,
                     connect: e.connect,
                     health,
+                    resolve_interval,
                 });
             }
         }
+        let nameservers = raw
+            .resolver
+            .map(|r| r.nameservers)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, ns)| {
+                self.addr(
+                    &path(&["resolver".into(), "nameservers".into(), i.into()]),
+                    ns,
+                )
+            })
+            .collect();
         let mut consume = Vec::new();
         for (i, c) in raw.consume.into_iter().enumerate() {
             let at = |k: &str| path(&["consume".into(), i.into(), k.into()]);
@@ -153,6 +160,7 @@ impl Validator<'_> {
             consume,
             timers,
             limits,
+            nameservers,
         })
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tether_health::config::check::RawCheck;
 
+use super::export::ExportCheckKeys;
 use super::limits::RawLimits;
 use super::{RosterNode, WhenNotReady};
 
@@ -26,6 +27,16 @@ pub(super) struct RawFile {
     pub(super) export: Vec<RawExport>,
     #[serde(default)]
     pub(super) consume: Vec<RawConsume>,
+    pub(super) resolver: Option<RawResolver>,
+}
+
+/// `[resolver]` (on-prem): where host names of exports' `connect` are resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResolver {
+    /// `ip:port` of name servers; default: those of `/etc/resolv.conf`.
+    #[serde(default)]
+    pub(super) nameservers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,8 +119,10 @@ pub(super) struct RawForward {
 pub(super) struct RawExport {
     pub(super) service: String,
     pub(super) connect: String,
-    /// tether-health's shared health-check table, with no keys of the gateway's own.
-    pub(super) health: Option<RawCheck>,
+    /// tether-health's shared health-check table, with the keys of what it talks to.
+    pub(super) health: Option<RawCheck<ExportCheckKeys>>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) resolve_interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -212,6 +212,7 @@ fn export_health_is_the_shared_check_table() {
     assert_eq!(
         o.export[0].health,
         Some(ExportHealth {
+            check: ExportCheck::Tcp,
             interval: Duration::from_secs(2),
             fast_interval: Duration::from_secs(2),
             down_interval: Duration::from_secs(2),
@@ -222,11 +223,11 @@ fn export_health_is_the_shared_check_table() {
     );
     let e = one_error(&ONPREM.replace(
         "health = { kind = \"tcp\", interval = \"2s\" }",
-        "health = { kind = \"http\", interval = \"2s\" }",
+        "health = { kind = \"exec\", interval = \"2s\" }",
     ));
     assert_eq!(
         e,
-        "gw.toml:16: export[0].health.kind: \"http\" is not supported here; kind must be tcp"
+        "gw.toml:16: export[0].health.kind: \"exec\" is not supported here; kind must be tcp, http or tls"
     );
     let e = one_error(&ONPREM.replace("interval = \"2s\"", "interval = \"2s\", fall = 0"));
     assert_eq!(

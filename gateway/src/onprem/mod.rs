@@ -1,11 +1,12 @@
 //! The on-prem role's driver: dials sessions as [`Placement`] says (`dial`), registers
-//! exports and consumes in HELLO, reports its servers' health as SERVICE_STATE
-//! (`session`), answers reverse streams to on-prem servers and carries local clients to
+//! exports and consumes in HELLO, follows each export's server (its address through DNS,
+//! its health check: `exports`) and reports its state as SERVICE_STATE (`session`), answers reverse streams to on-prem servers and carries local clients to
 //! the cloud on forward streams (`streams`), serves its admin routes (`admin`) and
 //! drains.
 
 mod admin;
 mod dial;
+mod exports;
 mod services;
 mod session;
 mod streams;
@@ -63,8 +64,8 @@ struct Onprem {
     sessions: Mutex<BTreeMap<u64, Arc<OnSession>>>,
     /// Each export's server state, as reported to the cloud.
     export_up: Mutex<BTreeMap<String, bool>>,
-    /// Stops each export's health monitor.
-    monitors: Mutex<BTreeMap<String, CancellationToken>>,
+    /// Each export's target and health, followed through DNS.
+    exports: exports::Exports,
     /// Each consume's listener and readiness.
     consumes: Mutex<BTreeMap<String, services::ConsumeEntry>>,
     /// Wakes the placement loop when a dial or a session ended.
@@ -182,6 +183,7 @@ pub async fn start(
         })?;
         consume_listeners.push((c.clone(), l));
     }
+    let exports = exports::Exports::new(&metrics)?.with_nameservers(cfg.nameservers.clone());
     let placement = Placement::new(
         cfg.prepared_connections,
         cfg.sni_pinning,
@@ -192,7 +194,7 @@ pub async fn start(
         placement: Mutex::new(placement),
         sessions: Mutex::new(BTreeMap::new()),
         export_up: Mutex::new(BTreeMap::new()),
-        monitors: Mutex::new(BTreeMap::new()),
+        exports,
         consumes: Mutex::new(BTreeMap::new()),
         wake: Notify::new(),
         next_session: AtomicU64::new(1),
@@ -207,10 +209,8 @@ pub async fn start(
     info!(target: "tether_gateway::onprem", gateway = %cfg.id, cloud = %cfg.cloud, "on-prem gateway started");
     let base = &gw.base;
 
-    // Health of exported servers, reported to every session.
-    for e in &cfg.export {
-        gw.start_export(e);
-    }
+    // Where exported servers are and their health, reported to every session.
+    exports::start(&gw);
 
     let mut consume_addrs = BTreeMap::new();
     for (c, l) in consume_listeners {

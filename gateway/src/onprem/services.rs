@@ -1,19 +1,18 @@
-//! What this gateway exports and consumes, started at boot and changed by a reload without
-//! a restart: a health monitor per export, a readiness-gated listener per consume, and the
-//! SERVICES message that tells each cloud node (that understands it) what the gateway
+//! What this gateway exports and consumes, changed by a reload without a restart: the
+//! exports' followers and monitors (`exports.rs`) started and stopped, a readiness-gated
+//! listener per consume, and the SERVICES message that tells each cloud node (that understands it) what the gateway
 //! offers and wants now. The node answers with ACCEPTED (`session.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tether_health::check::{CheckKind, Checker, Health, MonitorSpec, spawn_monitor};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
-use super::Onprem;
+use super::{Onprem, exports};
 use crate::base::lock;
 use crate::config::{Consume, Export, OnpremConfig};
 use crate::listener::{self, Bound};
@@ -72,66 +71,6 @@ impl Onprem {
         addr
     }
 
-    /// Starts the health monitor of export `e` (replacing the one it had), whose state
-    /// changes go to every session; an export without `health` is reported up.
-    pub(super) fn start_export(self: &Arc<Self>, e: &Export) {
-        self.base
-            .metrics
-            .service(&e.service, "reverse", ServiceSide::Server);
-        if let Some(old) = lock(&self.monitors).remove(&e.service) {
-            old.cancel();
-        }
-        lock(&self.export_up).insert(e.service.clone(), e.health.is_none());
-        let Some(h) = e.health.clone() else { return };
-        let stop = self.base.kill.child_token();
-        lock(&self.monitors).insert(e.service.clone(), stop.clone());
-        let (g, e) = (self.clone(), e.clone());
-        self.base.tracker.spawn(async move {
-            let resolved = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = tokio::net::lookup_host(e.connect.as_str()) => r.map(|mut a| a.next()),
-            };
-            let Ok(Some(target)) = resolved else {
-                warn!(target: "tether_gateway::onprem", service = %e.service, connect = %e.connect, "cannot resolve server; reported down");
-                return;
-            };
-            g.run_export_monitor(&e.service, target, &h, stop);
-        });
-    }
-
-    fn run_export_monitor(
-        self: &Arc<Self>,
-        service: &str,
-        target: SocketAddr,
-        h: &crate::config::ExportHealth,
-        stop: CancellationToken,
-    ) {
-        let spec = MonitorSpec {
-            checker: Checker {
-                kind: CheckKind::Tcp,
-                target,
-                timeout: h.timeout,
-            },
-            interval: h.interval,
-            fast_interval: h.fast_interval,
-            down_interval: h.down_interval,
-            rise: h.rise,
-            fall: h.fall,
-            initial: Health::Unknown,
-        };
-        let g = self.clone();
-        let service = service.to_string();
-        let _monitor = spawn_monitor(spec, stop, move |ev| {
-            if ev.transition.is_some() {
-                g.set_export_state(
-                    &service,
-                    ev.state == Health::Up,
-                    ev.result.as_ref().err().map(|e| e.to_string()),
-                );
-            }
-        });
-    }
-
     /// Applies what a reload changed in the exports and consumes (`bound`: the listeners
     /// of the consumes added, bound before the reload was committed), then tells the cloud
     /// nodes. Returns whether anything changed.
@@ -146,19 +85,19 @@ impl Onprem {
         let mut changed = false;
         for e in &old.export {
             if !new.export.iter().any(|n| n.service == e.service) {
-                if let Some(stop) = lock(&self.monitors).remove(&e.service) {
-                    stop.cancel();
-                }
-                lock(&self.export_up).remove(&e.service);
+                exports::stop_one(self, &e.service);
                 changed = true;
             }
         }
+        // A `connect` changed moves the follower (and its monitor) at once.
+        self.exports.retarget(new);
         for e in &new.export {
-            let before = old_exports.get(e.service.as_str());
-            let same = before.is_some_and(|o| o.health == e.health && o.connect == e.connect);
-            if !same {
-                changed |= before.is_none();
-                self.start_export(e);
+            match old_exports.get(e.service.as_str()) {
+                Some(o) if o.health == e.health => {}
+                before => {
+                    changed |= before.is_none();
+                    exports::start_one(self, e);
+                }
             }
         }
         for c in &old.consume {

@@ -1,5 +1,5 @@
 //! On-prem's streams: reverse streams opened by a cloud node are answered with
-//! [`stream::answer`] (connect the exported server); local clients of consumed services
+//! [`stream::answer`] (connect the exported server at the address its follower holds); local clients of consumed services
 //! are carried to a cloud node with [`stream::carry`].
 
 use std::net::SocketAddr;
@@ -39,7 +39,18 @@ impl Onprem {
             if self.base.draining() {
                 return Verdict::Refuse(Status::Draining);
             }
-            Verdict::Connect(export.connect.clone())
+            // The address the health check follows too (a host name resolved every
+            // resolve_interval), not a lookup of our own.
+            match self.exports.address(&export.service) {
+                Some(Ok(addr)) => Verdict::Connect(addr.to_string()),
+                Some(Err(why)) => {
+                    warn!(target: "tether_gateway::onprem", service = %export.service, connect = %export.connect, error = %why, "reverse stream refused: the export's server has no address yet");
+                    let refused = Status::BackendRefused;
+                    self.base.metrics.stream(&export.service, "reverse", refused.as_str());
+                    Verdict::Refuse(refused)
+                }
+                None => Verdict::Connect(export.connect.clone()),
+            }
         })
         .await;
     }

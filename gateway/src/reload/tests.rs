@@ -267,6 +267,30 @@ fn onprem_table() {
             false,
         ),
         (
+            "export resolve interval",
+            &[(
+                "server-c:5000\"",
+                "server-c:5000\"\nresolve_interval = \"1s\"",
+            )],
+            |p| p.services == ["export svc-c: resolve_interval"],
+            false,
+        ),
+        (
+            "name servers",
+            &[(
+                "[tls]",
+                "[resolver]\nnameservers = [\"127.0.0.1:53\"]\n[tls]",
+            )],
+            |p| p.restart[0].starts_with("resolver.nameservers"),
+            true,
+        ),
+        (
+            "kind of check",
+            &[("kind = \"tcp\"", "kind = \"http\"")],
+            |p| p.services == ["export svc-c: health"],
+            false,
+        ),
+        (
             "health check",
             &[("fall = 2", "fall = 3")],
             |p| p.services == ["export svc-c: health"],

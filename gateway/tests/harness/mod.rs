@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use tether_gateway::certs::{TestCa, Validity};
 use tether_gateway::config::{
-    CloudConfig, Consume, Export, ExportHealth, ForwardService, OnpremConfig, ReverseService,
-    RosterNode, Timers, TlsFiles, WhenNotReady,
+    CloudConfig, Consume, Export, ExportCheck, ExportHealth, ForwardService, OnpremConfig,
+    ReverseService, RosterNode, Timers, TlsFiles, WhenNotReady,
 };
 use tether_gateway::{CloudHandle, OnpremHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -169,6 +169,7 @@ pub fn onprem_config(
             service: "svc-a".into(),
             connect: server_a.to_string(),
             health: Some(ExportHealth {
+                check: ExportCheck::Tcp,
                 interval: Duration::from_millis(100),
                 fast_interval: Duration::from_millis(100),
                 down_interval: Duration::from_millis(100),
@@ -176,6 +177,7 @@ pub fn onprem_config(
                 rise: 1,
                 fall: 1,
             }),
+            resolve_interval: Duration::from_secs(10),
         }],
         consume: if consume {
             vec![Consume {
@@ -189,6 +191,7 @@ pub fn onprem_config(
         },
         timers: test_timers(),
         limits: Default::default(),
+        nameservers: Vec::new(),
     }
 }
 

@@ -35,6 +35,9 @@ pub enum CheckError {
     /// The command could not run or exited non-zero.
     #[error("exec: {0}")]
     Exec(String),
+    /// The target is a host name that has not resolved yet (the last lookup's error).
+    #[error("not resolved: {0}")]
+    Unresolved(String),
 }
 
 /// What a check does against its target.
