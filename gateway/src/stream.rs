@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tracing::debug;
 
 use crate::base::Base;
 use crate::config::{Timers, WhenNotReady};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StreamEnd};
 use crate::mux::{Mux, YamuxSession, YamuxStream};
 use crate::proto::{Preamble, Status, StreamKind};
 pub(crate) use crate::race::race_opens;
@@ -91,9 +92,15 @@ pub(crate) enum TcpEnd {
 }
 
 /// [`Relay`] between a TCP connection and its stream until both directions finish, the
-/// stream's session ends (a dead session ends all its streams at once) or the gateway is
-/// killed, counted: work a drain waits for and the `streams_active` gauge while it runs,
-/// then its bytes in `bytes`.
+/// stream's session ends (a dead session ends all its streams at once), the gateway is
+/// killed, or no byte moves either way for `idle` (`stream_idle_timeout`), counted: work a
+/// drain waits for and the `streams_active` gauge while it runs, then its bytes in `bytes`
+/// and how it ended in `streams_closed`.
+///
+/// An idle stream is closed on both sides: the caller drops the TCP connection (a FIN to
+/// its end) and the stream, which yamux resets; the peer's relay reads the reset as the
+/// end of the stream, half-closes towards its own TCP end, and ends when that end closes
+/// or, at the latest, at its own idle timeout.
 pub(crate) async fn relay_counted<T: AsyncRead + AsyncWrite + Unpin>(
     base: &Base,
     service: &str,
@@ -101,6 +108,7 @@ pub(crate) async fn relay_counted<T: AsyncRead + AsyncWrite + Unpin>(
     tcp: &mut T,
     end: TcpEnd,
     stream: &mut YamuxStream,
+    idle: Duration,
 ) {
     let metrics = &base.metrics;
     let active = metrics
@@ -109,10 +117,28 @@ pub(crate) async fn relay_counted<T: AsyncRead + AsyncWrite + Unpin>(
     active.inc();
     let work = base.work.token();
     let session_ended = stream.session_ended();
-    let (from_tcp, to_tcp) = tokio::select! {
-        r = Relay::new(tcp, stream) => r,
-        _ = base.kill.cancelled() => (0, 0),
-        _ = session_ended => (0, 0),
+    tokio::pin!(session_ended);
+    let relay = Relay::new(tcp, stream);
+    tokio::pin!(relay);
+    // One timer per stream, armed for the idle timeout and, when it fires, moved to what
+    // is left of it since bytes last moved: no timer work per read.
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let (how, (from_tcp, to_tcp)) = loop {
+        tokio::select! {
+            // The relay first: data ready when the timer fires counts as activity.
+            biased;
+            moved = &mut relay => break (StreamEnd::Done, moved),
+            _ = &mut session_ended => break (StreamEnd::SessionEnded, relay.moved()),
+            _ = base.kill.cancelled() => break (StreamEnd::Killed, relay.moved()),
+            _ = &mut idle_timer => {
+                let due = relay.last_active() + idle;
+                if tokio::time::Instant::now() >= due {
+                    break (StreamEnd::IdleTimeout, relay.moved());
+                }
+                idle_timer.as_mut().reset(due);
+            }
+        }
     };
     drop(work);
     active.dec();
@@ -128,6 +154,10 @@ pub(crate) async fn relay_counted<T: AsyncRead + AsyncWrite + Unpin>(
         .bytes
         .with_label_values(&[service, "to_client"])
         .inc_by(to_client);
+    if how == StreamEnd::IdleTimeout {
+        debug!(target: "tether_gateway", %service, %direction, idle = ?idle, "stream closed: idle timeout");
+    }
+    metrics.stream_closed(service, how);
 }
 
 /// Waits until `ready` is true, for at most `limit`. Returns the final state.
@@ -190,6 +220,7 @@ pub(crate) async fn answer(
         &mut server,
         TcpEnd::Server,
         &mut s,
+        timers.stream_idle_timeout,
     )
     .await;
 }
@@ -216,7 +247,8 @@ pub(crate) async fn may_proceed(
 /// with `first` (see there for `another` and `open`). `release` gives back a session's
 /// count of a stream: one opened too late, and the client's own once relayed. Opens still
 /// pending run on in the background. `opened` sees the winner before the relay (for a
-/// log line). `false` when no stream opened: the caller rejects the client.
+/// log line); `idle` is the stream idle timeout. `false` when no stream opened: the caller
+/// rejects the client.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn carry<K, Fut>(
     base: &Base,
@@ -229,6 +261,7 @@ pub(crate) async fn carry<K, Fut>(
     hedge: Duration,
     release: impl Fn(K) + Clone + Send + 'static,
     opened: impl FnOnce(&K),
+    idle: Duration,
 ) -> bool
 where
     K: Clone + Send + 'static,
@@ -250,6 +283,7 @@ where
         client,
         TcpEnd::Client,
         &mut stream,
+        idle,
     )
     .await;
     release(k);
@@ -318,6 +352,7 @@ mod tests {
                 &mut server,
                 TcpEnd::Server,
                 &mut stream,
+                Duration::from_secs(3600),
             )
             .await;
         });
@@ -334,5 +369,122 @@ mod tests {
             .expect("the relay outlived its session")
             .expect("relay task");
         assert_eq!(base.work.len(), 0);
+        assert_eq!(closed(&base, "session_ended"), 1);
+        assert_eq!(closed(&base, "idle_timeout"), 0);
+    }
+
+    fn closed(base: &Base, reason: &str) -> u64 {
+        base.metrics
+            .streams_closed
+            .with_label_values(&["svc", reason])
+            .get()
+    }
+
+    /// A relayed stream with idle timeout `idle`, as on the side that answers streams:
+    /// returns the metrics, the peer's end of the stream, the far end of the TCP
+    /// connection (the server), the relay's task and the session.
+    async fn relayed(
+        idle: Duration,
+    ) -> (
+        std::sync::Arc<Base>,
+        YamuxStream,
+        tokio::io::DuplexStream,
+        tokio::task::JoinHandle<()>,
+        YamuxSession,
+    ) {
+        let tuning = MuxTuning::default();
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (peer, _peer_in) = YamuxSession::spawn(a, Side::Client, tuning);
+        let (node, mut node_in) = YamuxSession::spawn(b, Side::Server, tuning);
+        let mut sent = peer.open().await.expect("open");
+        sent.write_all(b"p").await.expect("write");
+        sent.flush().await.expect("flush");
+        let mut stream = node_in.recv().await.expect("inbound");
+        let mut one = [0u8; 1];
+        stream.read_exact(&mut one).await.expect("preamble");
+        let (mut server, far) = tokio::io::duplex(64 * 1024);
+        let base = std::sync::Arc::new(Base::new(Metrics::new().expect("metrics")));
+        base.metrics
+            .service("svc", "forward", crate::metrics::ServiceSide::Server);
+        let b = base.clone();
+        let relay = tokio::spawn(async move {
+            relay_counted(
+                &b,
+                "svc",
+                "forward",
+                &mut server,
+                TcpEnd::Server,
+                &mut stream,
+                idle,
+            )
+            .await;
+        });
+        // The peer's session runs on without its handle.
+        drop(peer);
+        (base, sent, far, relay, node)
+    }
+
+    /// A stream on which nothing moves is closed at its idle timeout, on both of its
+    /// ends: the TCP end sees the end of its stream, and the peer's stream is reset (it
+    /// reads its end). Paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_is_closed_at_its_timeout() {
+        let idle = Duration::from_secs(10);
+        let (base, mut peer, mut far, relay, _node) = relayed(idle).await;
+        let started = tokio::time::Instant::now();
+        relay.await.expect("relay task");
+        let took = started.elapsed();
+        assert!(
+            took >= idle && took < idle + Duration::from_secs(1),
+            "{took:?}"
+        );
+        assert_eq!(closed(&base, "idle_timeout"), 1);
+        assert_eq!(closed(&base, "done"), 0);
+        assert_eq!(base.work.len(), 0);
+        let mut rest = Vec::new();
+        far.read_to_end(&mut rest)
+            .await
+            .expect("the TCP end is closed");
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(5), peer.read(&mut buf))
+            .await
+            .expect("the peer learns of the close");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+
+    /// Bytes moving in either direction keep a stream open however long it lives; once
+    /// they stop, it is closed an idle timeout after the last one.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_moving_bytes_is_kept() {
+        let idle = Duration::from_secs(10);
+        let (base, mut peer, mut far, mut relay, _node) = relayed(idle).await;
+        let mut buf = [0u8; 4];
+        // A minute of traffic, alternating directions, 6 s apart (under the timeout,
+        // and more than half of it, so the timer fires in between and is moved on).
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            if i % 2 == 0 {
+                peer.write_all(b"ping").await.expect("write");
+                peer.flush().await.expect("flush");
+                far.read_exact(&mut buf).await.expect("read");
+            } else {
+                far.write_all(b"pong").await.expect("write");
+                peer.read_exact(&mut buf).await.expect("read");
+            }
+            assert!(
+                futures::poll!(&mut relay).is_pending(),
+                "closed while moving bytes ({i})"
+            );
+        }
+        let last = tokio::time::Instant::now();
+        relay.await.expect("relay task");
+        let after = last.elapsed();
+        assert!(
+            after >= idle && after < idle + Duration::from_secs(1),
+            "{after:?}"
+        );
+        assert_eq!(closed(&base, "idle_timeout"), 1);
+        let bytes = |d: &str| base.metrics.bytes.with_label_values(&["svc", d]).get();
+        assert_eq!((bytes("to_server"), bytes("to_client")), (20, 20));
     }
 }

@@ -63,16 +63,24 @@ impl Onprem {
             for (node, d) in deficits {
                 self.base.metrics.deficit(&node, d);
             }
-            for Action::Dial {
-                dial,
-                target,
-                for_node,
-            } in actions
-            {
+            for action in actions {
                 let g = self.clone();
-                self.base
-                    .tracker
-                    .spawn(async move { g.dial(dial, target, for_node).await });
+                match action {
+                    Action::Dial {
+                        dial,
+                        target,
+                        for_node,
+                    } => {
+                        self.base
+                            .tracker
+                            .spawn(async move { g.dial(dial, target, for_node).await });
+                    }
+                    Action::Recycle { session, node } => {
+                        self.base
+                            .tracker
+                            .spawn(async move { g.recycle(session, &node).await });
+                    }
+                }
             }
             let wait = next
                 .map(|t| t.saturating_duration_since(now))
@@ -90,7 +98,7 @@ impl Onprem {
         let label = for_node.clone().unwrap_or_else(|| "vip".into());
         let outcome = tokio::select! {
             _ = self.base.kill.cancelled() => return,
-            r = self.try_dial(&target) => r,
+            r = self.try_dial(dial, &target) => r,
         };
         match outcome {
             Err(f) => {
@@ -148,7 +156,7 @@ impl Onprem {
         }
     }
 
-    async fn try_dial(&self, target: &Target) -> Result<Established, DialFailure> {
+    async fn try_dial(&self, dial: DialId, target: &Target) -> Result<Established, DialFailure> {
         // Settings and TLS material as they are when the dial starts: a reload applies to
         // the dials after it.
         let cfg = self.cfg();
@@ -186,8 +194,10 @@ impl Onprem {
             proto: PROTO_VERSION,
             gateway_id: cfg.id.clone(),
             boot_epoch: self.base.boot_epoch,
-            slot: u32::try_from(self.next_session.load(Ordering::Relaxed) % u64::from(u32::MAX))
-                .unwrap_or(0),
+            // Unique per dial: dials in flight together (a node's quota, a replacement of
+            // an aged session) must not share a slot, or the cloud would close the first
+            // to register as replaced by the second.
+            slot: u32::try_from(dial % u64::from(u32::MAX)).unwrap_or(0),
             want_node: match target {
                 Target::Node { node, .. } => Some(node.clone()),
                 Target::Vip => None,

@@ -40,6 +40,9 @@ struct OnSession {
     draining: AtomicBool,
     /// Streams open on it (the least loaded session takes a new one).
     active: AtomicUsize,
+    /// Placement recycles it (its maximum age): it drains, and its end is counted as
+    /// `max_age`.
+    recycling: AtomicBool,
 }
 
 struct Onprem {
@@ -177,10 +180,15 @@ pub async fn start(
         .iter()
         .map(|c| (c.service.clone(), watch::channel(false).0))
         .collect();
-    let placement = Placement::new(
+    let mut placement = Placement::new(
         cfg.prepared_connections,
         cfg.sni_pinning,
         cfg.timers.backoff_cap,
+    );
+    placement.set_max_session_age(
+        cfg.timers.max_session_age,
+        std::time::Instant::now(),
+        &mut rand::rng(),
     );
     let gw = Arc::new(Onprem {
         base: Base::new(metrics),
@@ -313,11 +321,18 @@ impl Onprem {
         let certificates =
             expiry::load(&new.tls, tls::TlsKey::Ca).map_err(|e| refused(e.into()))?;
         lock(&self.placement).set_backoff_cap(new.timers.backoff_cap);
+        if old.timers.max_session_age != new.timers.max_session_age {
+            lock(&self.placement).set_max_session_age(
+                new.timers.max_session_age,
+                std::time::Instant::now(),
+                &mut rand::rng(),
+            );
+        }
         self.tls.store(client_config);
         self.base.metrics.cert_expiry.set(certificates);
         info!(target: "tether_gateway::onprem", gateway = %new.id, changes = %plan, "configuration reloaded");
         self.live.store(Arc::new(new));
-        // A shorter backoff may make a dial due earlier.
+        // A shorter backoff or age may make a dial due earlier.
         self.wake.notify_one();
         Ok(plan)
     }
