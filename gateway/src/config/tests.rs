@@ -278,3 +278,33 @@ fn hygiene_timers() {
         "{e}"
     );
 }
+
+/// The example configurations in `examples/` parse (their TLS files are not read), so they
+/// cannot rot as keys come and go.
+#[test]
+fn the_examples_parse() {
+    for (name, text) in [
+        (
+            "gateway-cloud.toml",
+            include_str!("../../../examples/gateway-cloud.toml"),
+        ),
+        (
+            "gateway-onprem.toml",
+            include_str!("../../../examples/gateway-onprem.toml"),
+        ),
+    ] {
+        let parsed = parse(&Source::from_text(name, text), Path::new("/etc/tether"));
+        assert!(
+            parsed.is_ok(),
+            "{name}: {:?}",
+            parsed.err().map(|e| e.to_string())
+        );
+    }
+    // And the commented-out age is valid where it is suggested.
+    let onprem = include_str!("../../../examples/gateway-onprem.toml")
+        .replace("# max_session_age = \"24h\"", "max_session_age = \"24h\"");
+    let Ok(GatewayConfig::Onprem(o)) = parse_text(&onprem) else {
+        panic!("the on-prem example with max_session_age")
+    };
+    assert_eq!(o.timers.max_session_age, Some(Duration::from_secs(86400)));
+}
