@@ -121,18 +121,26 @@ impl Onprem {
                 }
                 self.wake.notify_one();
             }
-            Ok(est) => {
+            Ok(mut est) => {
                 let sid = self.next_session.fetch_add(1, Ordering::Relaxed);
-                let landed = lock(&self.placement).session_up(
-                    Instant::now(),
-                    dial,
-                    sid,
-                    &est.node_id,
-                    &est.roster,
-                    &mut rand::rng(),
-                );
-                match landed {
-                    Landed::Surplus => {
+                // Placement's verdict and the session's registration under one lock: a
+                // recycle that placement hands out once this session counts (the old
+                // session it replaces) then finds it usable, so draining the old one
+                // never leaves a moment without a session to carry new streams.
+                let kept = {
+                    let mut p = lock(&self.placement);
+                    let landed = p.session_up(
+                        Instant::now(),
+                        dial,
+                        sid,
+                        &est.node_id,
+                        &est.roster,
+                        &mut rand::rng(),
+                    );
+                    (landed == Landed::Keep).then(|| self.register(sid, &mut est))
+                };
+                match kept {
+                    None => {
                         debug!(target: "tether_gateway::onprem", gateway = %self.cfg().id, node = %est.node_id, "surplus session closed");
                         self.base
                             .metrics
@@ -142,14 +150,14 @@ impl Onprem {
                         est.mux.close();
                         self.wake.notify_one();
                     }
-                    Landed::Keep => {
+                    Some((session, out_rx)) => {
                         self.base
                             .metrics
                             .dials
                             .with_label_values(&[&est.node_id, "ok"])
                             .inc();
                         self.wake.notify_one();
-                        self.run_session(sid, est).await;
+                        self.run_session(sid, est, session, out_rx).await;
                     }
                 }
             }

@@ -20,9 +20,14 @@ use crate::proto::Control;
 const MAX_AGE: &str = "max_age";
 
 impl Onprem {
-    pub(super) async fn run_session(self: Arc<Self>, sid: u64, est: Established) {
-        let cfg = self.cfg();
-        let t = &cfg.timers;
+    /// Registers a session placement keeps (its accepted services are taken from `est`):
+    /// from here it carries new streams. Returns it with the queue of control messages
+    /// that [`Onprem::run_session`] sends.
+    pub(super) fn register(
+        &self,
+        sid: u64,
+        est: &mut Established,
+    ) -> (Arc<OnSession>, mpsc::Receiver<Control>) {
         let (out_tx, out_rx) = mpsc::channel(16);
         let session = Arc::new(OnSession {
             node: est.node_id.clone(),
@@ -31,12 +36,25 @@ impl Onprem {
                 control: out_tx,
                 kill: self.base.kill.child_token(),
             },
-            accepted: est.accepted,
+            accepted: std::mem::take(&mut est.accepted),
             draining: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             recycling: AtomicBool::new(false),
         });
         lock(&self.sessions).insert(sid, session.clone());
+        (session, out_rx)
+    }
+
+    /// Runs a registered session until it ends.
+    pub(super) async fn run_session(
+        self: Arc<Self>,
+        sid: u64,
+        est: Established,
+        session: Arc<OnSession>,
+        out_rx: mpsc::Receiver<Control>,
+    ) {
+        let cfg = self.cfg();
+        let t = &cfg.timers;
         self.base.metrics.session_up(&session.node, true);
         info!(target: "tether_gateway::onprem", gateway = %self.cfg().id, session = sid, node = %session.node, "session up");
         // Server states changed since HELLO are sent at once; after that the full set is
