@@ -329,3 +329,52 @@ async fn sessions_are_recycled_at_their_age_without_failing_a_client() {
     );
     assert!(dials_ok >= 1.0 + 6.0, "{dials_ok} dials kept");
 }
+
+/// `max_session_age` turned on by a reload recycles the sessions already up (spread, not
+/// all at once), and turned off again stops recycling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_recycling_on_and_off() {
+    let p = Pair::start(2, |_| {}).await;
+    let om = p.onprem.handle.metrics();
+    let recycled = || {
+        counter(
+            om,
+            "tether_gateway_sessions_closed_total",
+            &[("reason", "max_age")],
+        )
+    };
+    let reload = |age: Option<Duration>| {
+        let mut oc = (*p.onprem.handle.config()).clone();
+        oc.timers.max_session_age = age;
+        let plan = p.onprem.handle.reload(oc).expect("on-prem reload");
+        assert_eq!(plan.timers, ["max_session_age"]);
+    };
+    // The sessions are younger than a second: their ages fall due 0.85 to 1.15 s after
+    // they came up, or within 0.3 s of the reload if that is later.
+    reload(Some(Duration::from_secs(1)));
+    let took = wait_for(Duration::from_secs(10), "both sessions recycled", || {
+        recycled() >= 2.0
+    })
+    .await;
+    eprintln!("both recycled {took:?} after the reload");
+    echo_once(p.cloud.svc_a(), "after recycles")
+        .await
+        .expect("reverse after recycles");
+    reload(None);
+    // A recycle handed out before the reload still finishes; none starts after it.
+    let at_reload = recycled();
+    let rtts = || om.session_rtt_seconds.get_sample_count();
+    let from = rtts();
+    // Ten pings answered on each of the two sessions (200 ms apart): 1 s, longer than a
+    // session lives with the age on.
+    wait_for(Duration::from_secs(10), "twenty ping round trips", || {
+        rtts() >= from + 20
+    })
+    .await;
+    assert!(
+        recycled() <= at_reload + 1.0,
+        "recycled {} times after turning it off",
+        recycled() - at_reload
+    );
+    assert!(p.covered(2), "{:?}", p.onprem.handle.coverage());
+}
