@@ -87,6 +87,8 @@ fn timers() -> Timers {
         // The production default: the restart bound below is checked with it.
         backoff_cap: Duration::from_secs(2),
         probe: Duration::from_secs(30),
+        stream_idle_timeout: Duration::from_secs(3600),
+        max_session_age: None,
     }
 }
 

@@ -34,51 +34,6 @@ impl WhenNotReady {
     }
 }
 
-/// Timers shared by both roles (defaults and meanings: docs/gateway.md).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Timers {
-    /// Interval of control-stream pings.
-    pub ping: Duration,
-    /// A session with no inbound control message for this long is dead.
-    pub dead_after: Duration,
-    /// A stream open must be answered (status byte) within this.
-    pub open_timeout: Duration,
-    /// Connect timeout to the real servers.
-    pub connect_timeout: Duration,
-    /// Bound on TCP connect + TLS handshake + HELLO of a session.
-    pub handshake_timeout: Duration,
-    /// How long a service stays ready after its last capacity vanished (anti-flap).
-    pub readiness_down: Duration,
-    /// How long a drain waits for streams to finish.
-    pub drain_grace: Duration,
-    /// Cloud: how long a stopping node keeps serving with `/readyz` already 503, before its
-    /// listeners close, so balancers that cannot retry a refused connect (`mode = "dr"`)
-    /// move new clients away first (HAProxy's `grace`).
-    pub stop_delay: Duration,
-    /// Highest reconnect backoff towards a roster node.
-    pub backoff_cap: Duration,
-    /// How often a cloud node probes each session with an empty stream open, so a session
-    /// that answers pings but not opens is ejected before a client meets it.
-    pub probe: Duration,
-}
-
-impl Default for Timers {
-    fn default() -> Self {
-        Timers {
-            ping: Duration::from_secs(3),
-            dead_after: Duration::from_secs(9),
-            open_timeout: Duration::from_secs(3),
-            connect_timeout: Duration::from_secs(2),
-            handshake_timeout: Duration::from_secs(5),
-            readiness_down: Duration::from_millis(500),
-            drain_grace: Duration::from_secs(30),
-            stop_delay: Duration::ZERO,
-            backoff_cap: Duration::from_secs(2),
-            probe: Duration::from_secs(30),
-        }
-    }
-}
-
 /// One cloud node as announced in the roster.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -392,50 +347,6 @@ impl Validator<'_> {
         }
     }
 
-    fn timers(&mut self, raw: Option<RawTimers>) -> Timers {
-        let raw = raw.unwrap_or_default();
-        let d = Timers::default();
-        let t = Timers {
-            ping: raw.ping.unwrap_or(d.ping),
-            dead_after: raw.dead_after.unwrap_or(d.dead_after),
-            open_timeout: raw.open_timeout.unwrap_or(d.open_timeout),
-            connect_timeout: raw.connect_timeout.unwrap_or(d.connect_timeout),
-            handshake_timeout: raw.handshake_timeout.unwrap_or(d.handshake_timeout),
-            readiness_down: raw.readiness_down.unwrap_or(d.readiness_down),
-            drain_grace: raw.drain_grace.unwrap_or(d.drain_grace),
-            stop_delay: raw.stop_delay.unwrap_or(d.stop_delay),
-            backoff_cap: raw.backoff_cap.unwrap_or(d.backoff_cap),
-            probe: raw.probe.unwrap_or(d.probe),
-        };
-        let at = |k: &str| path(&["timers".into(), k.into()]);
-        for (key, value) in [
-            ("ping", t.ping),
-            ("dead_after", t.dead_after),
-            ("open_timeout", t.open_timeout),
-            ("connect_timeout", t.connect_timeout),
-            ("handshake_timeout", t.handshake_timeout),
-            ("backoff_cap", t.backoff_cap),
-            ("probe", t.probe),
-        ] {
-            if value < Duration::from_millis(10) {
-                self.err(
-                    &at(key),
-                    format!("{value:?} is too short; must be at least 10ms"),
-                );
-            }
-        }
-        if t.dead_after <= t.ping {
-            self.err(
-                &at("dead_after"),
-                format!(
-                    "{:?} must be longer than timers.ping ({:?}); 3 x ping is usual",
-                    t.dead_after, t.ping
-                ),
-            );
-        }
-        t
-    }
-
     fn tls(&mut self, raw: Option<RawTls>, base: &Path, role: &str, id: &str) -> Option<TlsFiles> {
         let raw = self.required(&["tls".into()], raw, role)?;
         let (ca_key, ca, other_key, other) = if role == "cloud" {
@@ -464,9 +375,11 @@ mod cloud;
 mod export;
 mod onprem;
 mod raw;
-use raw::{RawFile, RawTimers, RawTls};
+use raw::{RawFile, RawTls};
 mod limits;
 pub use limits::Limits;
+mod timers;
+pub use timers::Timers;
 
 #[cfg(test)]
 mod tests;

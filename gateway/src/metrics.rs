@@ -38,6 +38,9 @@ pub struct Metrics {
     pub clients_rejected: IntCounterVec,
     /// Bytes relayed, by service and direction (`to_server`, `to_client`).
     pub bytes: IntCounterVec,
+    /// Relayed streams that ended, by service and how (`done`, `idle_timeout`,
+    /// `session_ended`, `killed`).
+    pub streams_closed: IntCounterVec,
     /// Session dials, by node and result (on-prem).
     pub dials: IntCounterVec,
     /// Missing sessions per roster node (on-prem).
@@ -92,6 +95,7 @@ const SESSION_ENDS: &[&str] = &[
     "replaced",
     "silent",
     "revoked",
+    "max_age",
 ];
 /// Every value of the `result` label of `tether_gateway_reloads_total`.
 const RELOAD_RESULTS: &[&str] = &["ok", "failed"];
@@ -114,8 +118,35 @@ const OPEN_FAILURES: &[&str] = &[
     "overloaded",
     "draining",
 ];
+/// Every value of the `reason` label of `tether_gateway_streams_closed_total`: how a relayed
+/// stream ended (see [`StreamEnd`]).
+const STREAM_ENDS: &[&str] = &["done", "idle_timeout", "session_ended", "killed"];
 /// Every value of the `reason` label of `tether_gateway_clients_rejected_total`.
 const CLIENT_REJECTS: &[&str] = &["not_ready", "no_stream"];
+
+/// How a relayed stream ended (the `reason` of `tether_gateway_streams_closed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    /// Both directions finished, or one side failed.
+    Done,
+    /// No byte moved either way for `stream_idle_timeout`.
+    IdleTimeout,
+    /// Its session ended under it.
+    SessionEnded,
+    /// The gateway was stopped.
+    Killed,
+}
+
+impl StreamEnd {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            StreamEnd::Done => "done",
+            StreamEnd::IdleTimeout => "idle_timeout",
+            StreamEnd::SessionEnded => "session_ended",
+            StreamEnd::Killed => "killed",
+        }
+    }
+}
 
 /// Which end of a service's streams this node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +228,9 @@ impl Metrics {
     pub(crate) fn service(&self, service: &str, direction: &str, side: ServiceSide) {
         for d in ["to_server", "to_client"] {
             self.bytes.with_label_values(&[service, d]);
+        }
+        for r in STREAM_ENDS {
+            self.streams_closed.with_label_values(&[service, r]);
         }
         match side {
             ServiceSide::Server => {
@@ -287,6 +321,14 @@ impl Metrics {
     pub(crate) fn stream(&self, service: &str, direction: &str, result: &str) {
         self.streams
             .with_label_values(&[service, direction, result])
+            .inc();
+        self.changed();
+    }
+
+    /// Counts a relayed stream of `service` that ended as `end`.
+    pub(crate) fn stream_closed(&self, service: &str, end: StreamEnd) {
+        self.streams_closed
+            .with_label_values(&[service, end.as_str()])
             .inc();
         self.changed();
     }
@@ -384,6 +426,12 @@ impl Metrics {
                 "Bytes relayed.",
                 &["service", "direction"],
             )?,
+            streams_closed: counter(
+                &r,
+                "tether_gateway_streams_closed_total",
+                "Relayed streams that ended, by how: done (both directions finished, or a side failed), idle_timeout (nothing moved for stream_idle_timeout), session_ended, killed.",
+                &["service", "reason"],
+            )?,
             dials: counter(
                 &r,
                 "tether_gateway_dials_total",
@@ -443,55 +491,4 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::common::End;
-    use crate::proto::{RejectCode, Status};
-    use crate::readiness::CloseReason;
-    use crate::stream::OpenError;
-
-    const STATUSES: [Status; 6] = [
-        Status::Ok,
-        Status::BackendRefused,
-        Status::BackendTimeout,
-        Status::Unauthorized,
-        Status::Overloaded,
-        Status::Draining,
-    ];
-
-    /// The lists created at 0 hold every label the enums produce.
-    #[test]
-    fn the_lists_hold_every_label_of_the_enums() {
-        let ends = [End::PeerClosed, End::Dead, End::Killed, End::MuxClosed];
-        for e in ends.iter().chain(&[End::Protocol(String::new())]) {
-            assert!(SESSION_ENDS.contains(&e.as_str()), "{e:?}");
-        }
-        for r in [
-            CloseReason::StaleEpoch,
-            CloseReason::Replaced,
-            CloseReason::Silent,
-        ] {
-            assert!(SESSION_ENDS.contains(&r.as_str()), "{r:?}");
-        }
-        for c in [
-            RejectCode::Auth,
-            RejectCode::Draining,
-            RejectCode::Version,
-            RejectCode::OverQuota,
-        ] {
-            assert!(
-                REJECT_CODES.contains(&crate::cloud::reject_label(c)),
-                "{c:?}"
-            );
-        }
-        for s in STATUSES {
-            assert!(STREAM_RESULTS.contains(&s.as_str()), "{s:?}");
-        }
-        let failures = [OpenError::Silent, OpenError::Broken]
-            .into_iter()
-            .chain(STATUSES[1..].iter().map(|s| OpenError::Status(*s)));
-        for f in failures {
-            assert!(OPEN_FAILURES.contains(&f.as_str()), "{f:?}");
-        }
-    }
-}
+mod tests;

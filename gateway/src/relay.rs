@@ -10,6 +10,10 @@
 //! state. The read is the readiness wait: the stream side speaks futures-io through
 //! tokio-util's compat, which has no readiness call of its own, so the buffer is lent for
 //! the poll and the poll alone.
+//!
+//! The relay also notes when bytes last moved, for the stream idle timeout: one clock read
+//! per poll that moved data, and a single timer per stream in [`crate::stream`] that looks
+//! at it when it fires (as `tether lb`'s relay does), rather than a timer reset per read.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -18,6 +22,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 /// Size of one copy buffer: 64 KiB chunks (tokio's 8 KiB default costs measurable
 /// throughput on a fast link).
@@ -58,6 +63,8 @@ struct Pump {
     need_flush: bool,
     /// Bytes moved so far.
     moved: u64,
+    /// Bytes were read or written since the relay last looked.
+    progress: bool,
 }
 
 impl Pump {
@@ -84,6 +91,7 @@ impl Pump {
                     self.pos += n;
                     self.moved += n as u64;
                     self.need_flush = true;
+                    self.progress = true;
                 }
                 if let Some(b) = self.buf.take() {
                     give_buf(b);
@@ -108,6 +116,7 @@ impl Pump {
                         self.buf = Some(buf);
                         self.pos = 0;
                         self.len = n;
+                        self.progress = true;
                     }
                 }
                 Poll::Ready(Err(e)) => {
@@ -140,6 +149,8 @@ pub(crate) struct Relay<'a, A: ?Sized, B: ?Sized> {
     b_to_a: Pump,
     a_done: bool,
     b_done: bool,
+    /// When a byte was last read or written either way (or the relay was made).
+    last_active: Instant,
 }
 
 impl<'a, A, B> Relay<'a, A, B>
@@ -156,7 +167,14 @@ where
             b_to_a: Pump::default(),
             a_done: false,
             b_done: false,
+            last_active: Instant::now(),
         }
+    }
+
+    /// When a byte was last read or written in either direction (the relay's creation
+    /// before any was): what the stream idle timeout measures from.
+    pub(crate) fn last_active(&self) -> Instant {
+        self.last_active
     }
 
     /// Copy buffers this relay holds now (0 to 2): one per direction whose sink has not
@@ -166,7 +184,8 @@ where
         usize::from(self.a_to_b.buf.is_some()) + usize::from(self.b_to_a.buf.is_some())
     }
 
-    fn moved(&self) -> (u64, u64) {
+    /// Bytes moved so far (a→b, b→a).
+    pub(crate) fn moved(&self) -> (u64, u64) {
         (self.a_to_b.moved, self.b_to_a.moved)
     }
 }
@@ -189,6 +208,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<(u64, u64)> {
         let this = self.get_mut();
+        let polled = this.poll_pumps(cx);
+        if std::mem::take(&mut this.a_to_b.progress) | std::mem::take(&mut this.b_to_a.progress) {
+            this.last_active = Instant::now();
+        }
+        polled
+    }
+}
+
+impl<A, B> Relay<'_, A, B>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    fn poll_pumps(&mut self, cx: &mut Context<'_>) -> Poll<(u64, u64)> {
+        let this = self;
         if !this.a_done {
             match this
                 .a_to_b

@@ -193,12 +193,20 @@ fn timers(plan: &mut Plan, old: &Timers, new: &Timers) {
         ("stop_delay", old.stop_delay, new.stop_delay),
         ("backoff_cap", old.backoff_cap, new.backoff_cap),
         ("probe", old.probe, new.probe),
+        (
+            "stream_idle_timeout",
+            old.stream_idle_timeout,
+            new.stream_idle_timeout,
+        ),
     ];
     plan.timers = pairs
         .into_iter()
         .filter(|(_, o, n)| o != n)
         .map(|(k, _, _)| k)
         .collect();
+    if old.max_session_age != new.max_session_age {
+        plan.timers.push("max_session_age");
+    }
 }
 
 fn plan_cloud(o: &CloudConfig, n: &CloudConfig) -> Plan {

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tracing::debug;
 
 use crate::base::Base;
 use crate::config::{Timers, WhenNotReady};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StreamEnd};
 use crate::mux::{Mux, YamuxSession, YamuxStream};
 use crate::proto::{Preamble, Status, StreamKind};
 pub(crate) use crate::race::race_opens;
@@ -91,9 +92,15 @@ pub(crate) enum TcpEnd {
 }
 
 /// [`Relay`] between a TCP connection and its stream until both directions finish, the
-/// stream's session ends (a dead session ends all its streams at once) or the gateway is
-/// killed, counted: work a drain waits for and the `streams_active` gauge while it runs,
-/// then its bytes in `bytes`.
+/// stream's session ends (a dead session ends all its streams at once), the gateway is
+/// killed, or no byte moves either way for `idle` (`stream_idle_timeout`), counted: work a
+/// drain waits for and the `streams_active` gauge while it runs, then its bytes in `bytes`
+/// and how it ended in `streams_closed`.
+///
+/// An idle stream is closed on both sides: the caller drops the TCP connection (a FIN to
+/// its end) and the stream, which yamux resets; the peer's relay reads the reset as the
+/// end of the stream, half-closes towards its own TCP end, and ends when that end closes
+/// or, at the latest, at its own idle timeout.
 pub(crate) async fn relay_counted<T: AsyncRead + AsyncWrite + Unpin>(
     base: &Base,
     service: &str,
@@ -101,6 +108,7 @@ pub(crate) async fn relay_counted<T: AsyncRead + AsyncWrite + Unpin>(
     tcp: &mut T,
     end: TcpEnd,
     stream: &mut YamuxStream,
+    idle: Duration,
 ) {
     let metrics = &base.metrics;
     let active = metrics
@@ -109,10 +117,28 @@ pub(crate) async fn relay_counted<T: AsyncRead + AsyncWrite + Unpin>(
     active.inc();
     let work = base.work.token();
     let session_ended = stream.session_ended();
-    let (from_tcp, to_tcp) = tokio::select! {
-        r = Relay::new(tcp, stream) => r,
-        _ = base.kill.cancelled() => (0, 0),
-        _ = session_ended => (0, 0),
+    tokio::pin!(session_ended);
+    let relay = Relay::new(tcp, stream);
+    tokio::pin!(relay);
+    // One timer per stream, armed for the idle timeout and, when it fires, moved to what
+    // is left of it since bytes last moved: no timer work per read.
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let (how, (from_tcp, to_tcp)) = loop {
+        tokio::select! {
+            // The relay first: data ready when the timer fires counts as activity.
+            biased;
+            moved = &mut relay => break (StreamEnd::Done, moved),
+            _ = &mut session_ended => break (StreamEnd::SessionEnded, relay.moved()),
+            _ = base.kill.cancelled() => break (StreamEnd::Killed, relay.moved()),
+            _ = &mut idle_timer => {
+                let due = relay.last_active() + idle;
+                if tokio::time::Instant::now() >= due {
+                    break (StreamEnd::IdleTimeout, relay.moved());
+                }
+                idle_timer.as_mut().reset(due);
+            }
+        }
     };
     drop(work);
     active.dec();
@@ -128,6 +154,10 @@ pub(crate) async fn relay_counted<T: AsyncRead + AsyncWrite + Unpin>(
         .bytes
         .with_label_values(&[service, "to_client"])
         .inc_by(to_client);
+    if how == StreamEnd::IdleTimeout {
+        debug!(target: "tether_gateway", %service, %direction, idle = ?idle, "stream closed: idle timeout");
+    }
+    metrics.stream_closed(service, how);
 }
 
 /// Waits until `ready` is true, for at most `limit`. Returns the final state.
@@ -190,6 +220,7 @@ pub(crate) async fn answer(
         &mut server,
         TcpEnd::Server,
         &mut s,
+        timers.stream_idle_timeout,
     )
     .await;
 }
@@ -216,7 +247,8 @@ pub(crate) async fn may_proceed(
 /// with `first` (see there for `another` and `open`). `release` gives back a session's
 /// count of a stream: one opened too late, and the client's own once relayed. Opens still
 /// pending run on in the background. `opened` sees the winner before the relay (for a
-/// log line). `false` when no stream opened: the caller rejects the client.
+/// log line); `idle` is the stream idle timeout. `false` when no stream opened: the caller
+/// rejects the client.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn carry<K, Fut>(
     base: &Base,
@@ -229,6 +261,7 @@ pub(crate) async fn carry<K, Fut>(
     hedge: Duration,
     release: impl Fn(K) + Clone + Send + 'static,
     opened: impl FnOnce(&K),
+    idle: Duration,
 ) -> bool
 where
     K: Clone + Send + 'static,
@@ -250,6 +283,7 @@ where
         client,
         TcpEnd::Client,
         &mut stream,
+        idle,
     )
     .await;
     release(k);
@@ -285,54 +319,4 @@ pub(crate) async fn open_counted(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mux::{MuxTuning, Side};
-
-    /// The attack from the issue: a peer fills a forward stream while the server does not
-    /// read, then its session dies. The relay is stuck writing to the server and never
-    /// polls the stream again; it must still end (dropping the server socket and the
-    /// stream's buffered window) as soon as the session ends. Paused clock: a timeout
-    /// elapses only once nothing can make progress.
-    #[tokio::test(start_paused = true)]
-    async fn a_relay_stuck_on_its_server_ends_with_its_session() {
-        let tuning = MuxTuning::default();
-        let (a, b) = tokio::io::duplex(1 << 16);
-        let (peer, _peer_in) = YamuxSession::spawn(a, Side::Client, tuning);
-        let (node, mut node_in) = YamuxSession::spawn(b, Side::Server, tuning);
-        let mut sent = peer.open().await.expect("open");
-        sent.write_all(b"p").await.expect("write");
-        sent.flush().await.expect("flush");
-        let mut stream = node_in.recv().await.expect("inbound");
-        let mut one = [0u8; 1];
-        stream.read_exact(&mut one).await.expect("preamble");
-        // The "server": a small pipe whose far end never reads.
-        let (mut server, _not_reading) = tokio::io::duplex(64 * 1024);
-        let base = std::sync::Arc::new(Base::new(Metrics::new().expect("metrics")));
-        let b = base.clone();
-        let mut relay = tokio::spawn(async move {
-            relay_counted(
-                &b,
-                "svc",
-                "forward",
-                &mut server,
-                TcpEnd::Server,
-                &mut stream,
-            )
-            .await;
-        });
-        let _pusher = tokio::spawn(async move { sent.write_all(&vec![7u8; 4 << 20]).await });
-        let idle = Duration::from_secs(1);
-        assert!(
-            tokio::time::timeout(idle, &mut relay).await.is_err(),
-            "the relay ended while its session was alive"
-        );
-        assert_eq!(base.work.len(), 1);
-        node.close();
-        tokio::time::timeout(Duration::from_secs(600), relay)
-            .await
-            .expect("the relay outlived its session")
-            .expect("relay task");
-        assert_eq!(base.work.len(), 0);
-    }
-}
+mod tests;

@@ -69,6 +69,7 @@ const SESSION_ENDS: &[&str] = &[
     "replaced",
     "silent",
     "revoked",
+    "max_age",
 ];
 const HANDSHAKE_FAILURES: &[&str] = &[
     "io",
@@ -187,12 +188,23 @@ fn server_side_at_zero(
     bytes_at_zero(m, service);
 }
 
+/// The series both ends of a service's streams have: bytes relayed, and how streams ended.
 fn bytes_at_zero(m: &BTreeMap<(String, BTreeMap<String, String>), f64>, service: &str) {
     at_zero(
         m,
         "tether_gateway_bytes_total",
         &["direction", "service"],
         &[&["to_server", service], &["to_client", service]],
+    );
+    let ends: Vec<[&str; 2]> = ["done", "idle_timeout", "session_ended", "killed"]
+        .iter()
+        .map(|r| [*r, service])
+        .collect();
+    at_zero(
+        m,
+        "tether_gateway_streams_closed_total",
+        &["reason", "service"],
+        &rows(&ends),
     );
 }
 

@@ -143,6 +143,7 @@ impl Cloud {
             hedge,
             release,
             opened,
+            self.cfg().timers.stream_idle_timeout,
         )
         .await;
         if !carried {

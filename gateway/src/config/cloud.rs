@@ -27,6 +27,11 @@ impl Validator<'_> {
             .required(&node("admin_listen"), n.admin_listen.clone(), ROLE)
             .and_then(|s| self.addr(&node("admin_listen"), &s));
         let tls = self.tls(raw.tls, base, ROLE, &n.id);
+        // Sessions are recycled by the gateways that dial them.
+        if let Some(t) = &raw.timers {
+            let at = path(&["timers".into(), "max_session_age".into()]);
+            self.forbidden(&at, &t.max_session_age, ROLE);
+        }
         let timers = self.timers(raw.timers);
         let limits = self.limits(raw.limits);
 

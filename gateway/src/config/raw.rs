@@ -90,6 +90,10 @@ pub(super) struct RawTimers {
     pub(super) backoff_cap: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub(super) probe: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) stream_idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) max_session_age: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

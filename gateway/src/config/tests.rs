@@ -235,3 +235,77 @@ fn export_health_is_the_shared_check_table() {
         "gw.toml:16: export[0].health.fall: fall is 0; fall must be 1..=1000"
     );
 }
+
+/// The session hygiene timers: defaults, values, ranges, and `max_session_age` on-prem
+/// only.
+#[test]
+fn hygiene_timers() {
+    let d = Timers::default();
+    assert_eq!(d.stream_idle_timeout, Duration::from_secs(3600));
+    assert_eq!(d.max_session_age, None);
+    let text =
+        format!("{ONPREM}[timers]\nstream_idle_timeout = \"15m\"\nmax_session_age = \"24h\"\n");
+    let Ok(GatewayConfig::Onprem(o)) = parse_text(&text) else {
+        panic!("onprem with hygiene timers")
+    };
+    assert_eq!(o.timers.stream_idle_timeout, Duration::from_secs(900));
+    assert_eq!(o.timers.max_session_age, Some(Duration::from_secs(86400)));
+    let Ok(GatewayConfig::Cloud(c)) =
+        parse_text(&format!("{CLOUD}[timers]\nstream_idle_timeout = \"2h\"\n"))
+    else {
+        panic!("cloud with an idle timeout")
+    };
+    assert_eq!(c.timers.stream_idle_timeout, Duration::from_secs(7200));
+
+    for (value, line) in [("\"50ms\"", 21), ("\"31days\"", 21)] {
+        let e = one_error(&format!(
+            "{ONPREM}[timers]\nstream_idle_timeout = {value}\n"
+        ));
+        assert!(
+            e.starts_with(&format!("gw.toml:{line}: timers.stream_idle_timeout:"))
+                && e.contains("out of range; allowed 100ms..=30days"),
+            "{e}"
+        );
+    }
+    let e = one_error(&format!("{ONPREM}[timers]\nmax_session_age = \"0s\"\n"));
+    assert!(
+        e.starts_with("gw.toml:21: timers.max_session_age: 0ns out of range; allowed 1s..=30days")
+            && e.contains("leave it out"),
+        "{e}"
+    );
+    let e = one_error(&format!("{CLOUD}[timers]\nmax_session_age = \"24h\"\n"));
+    assert!(
+        e.contains("timers.max_session_age: not allowed for role = \"cloud\""),
+        "{e}"
+    );
+}
+
+/// The example configurations in `examples/` parse (their TLS files are not read), so they
+/// cannot rot as keys come and go.
+#[test]
+fn the_examples_parse() {
+    for (name, text) in [
+        (
+            "gateway-cloud.toml",
+            include_str!("../../../examples/gateway-cloud.toml"),
+        ),
+        (
+            "gateway-onprem.toml",
+            include_str!("../../../examples/gateway-onprem.toml"),
+        ),
+    ] {
+        let parsed = parse(&Source::from_text(name, text), Path::new("/etc/tether"));
+        assert!(
+            parsed.is_ok(),
+            "{name}: {:?}",
+            parsed.err().map(|e| e.to_string())
+        );
+    }
+    // And the commented-out age is valid where it is suggested.
+    let onprem = include_str!("../../../examples/gateway-onprem.toml")
+        .replace("# max_session_age = \"24h\"", "max_session_age = \"24h\"");
+    let Ok(GatewayConfig::Onprem(o)) = parse_text(&onprem) else {
+        panic!("the on-prem example with max_session_age")
+    };
+    assert_eq!(o.timers.max_session_age, Some(Duration::from_secs(86400)));
+}

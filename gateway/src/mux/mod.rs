@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use futures::FutureExt;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -61,22 +61,27 @@ pub struct YamuxStream {
     inner: Compat<yamux::Stream>,
     session_done: CancellationToken,
     /// The session's count of live streams, one less when this one is dropped.
-    live: Arc<AtomicUsize>,
+    live: Arc<Live>,
+}
+
+/// A session's live streams (both directions, the control stream included), and a signal
+/// each time one is dropped, so a session being retired can wait for its streams to end.
+#[derive(Debug, Default)]
+struct Live {
+    n: AtomicUsize,
+    dropped: Notify,
 }
 
 impl Drop for YamuxStream {
     fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.live.n.fetch_sub(1, Ordering::SeqCst);
+        self.live.dropped.notify_waiters();
     }
 }
 
 impl YamuxStream {
-    fn new(
-        stream: yamux::Stream,
-        done: &CancellationToken,
-        live: &Arc<AtomicUsize>,
-    ) -> YamuxStream {
-        live.fetch_add(1, Ordering::SeqCst);
+    fn new(stream: yamux::Stream, done: &CancellationToken, live: &Arc<Live>) -> YamuxStream {
+        live.n.fetch_add(1, Ordering::SeqCst);
         YamuxStream {
             inner: stream.compat(),
             session_done: done.clone(),
@@ -137,6 +142,7 @@ pub struct YamuxSession {
     open_tx: mpsc::Sender<OpenReply>,
     close: CancellationToken,
     done: CancellationToken,
+    live: Arc<Live>,
 }
 
 /// Tuning of the multiplexer.
@@ -218,7 +224,7 @@ impl YamuxSession {
     {
         let cfg = yamux_config(&tuning);
         let open_limit = open_limit(tuning.max_streams);
-        let live = Arc::new(AtomicUsize::new(0));
+        let live = Arc::new(Live::default());
         let mode = match side {
             Side::Client => yamux::Mode::Client,
             Side::Server => yamux::Mode::Server,
@@ -232,6 +238,7 @@ impl YamuxSession {
             open_tx,
             close: close.clone(),
             done: done.clone(),
+            live: live.clone(),
         };
         tokio::spawn(async move {
             let mut pending: Option<OpenReply> = None;
@@ -250,7 +257,7 @@ impl YamuxSession {
                     let Some(reply) = pending.take() else { break };
                     // yamux ends the whole session when an open meets its cap, so ours
                     // stops short of it (see `open_limit`).
-                    if live.load(Ordering::SeqCst) >= open_limit {
+                    if live.n.load(Ordering::SeqCst) >= open_limit {
                         let _ = reply.send(Err(MuxError::TooManyStreams));
                         continue;
                     }
@@ -297,6 +304,26 @@ impl YamuxSession {
             done.cancel();
         });
         (session, in_rx)
+    }
+
+    /// Streams of the session alive now, both directions, the control stream included.
+    pub fn live_streams(&self) -> usize {
+        self.live.n.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once at most `n` streams of the session are alive (a session being
+    /// retired waits for its data streams, `n` = 1 for its control stream).
+    pub async fn streams_at_most(&self, n: usize) {
+        loop {
+            let dropped = self.live.dropped.notified();
+            tokio::pin!(dropped);
+            // Registered before the look, so a drop in between is not missed.
+            dropped.as_mut().enable();
+            if self.live.n.load(Ordering::SeqCst) <= n {
+                return;
+            }
+            dropped.await;
+        }
     }
 }
 

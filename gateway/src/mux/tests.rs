@@ -243,3 +243,36 @@ async fn half_close_after_a_full_window_is_no_reset() {
     s.read_to_end(&mut answer).await.expect("read answer");
     assert_eq!(answer, b"done");
 }
+
+/// A session being retired waits on `streams_at_most`: it resolves when the last stream
+/// above the count is dropped, opened by either side, and at once when none is left.
+#[tokio::test]
+async fn streams_at_most_wakes_on_the_last_drop() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let (client, mut client_in) = YamuxSession::spawn(a, Side::Client, MuxTuning::default());
+    let (server, _server_in) = YamuxSession::spawn(b, Side::Server, MuxTuning::default());
+    let ctrl = client.open().await.unwrap();
+    let out = client.open().await.unwrap();
+    let mut opened = server.open().await.unwrap();
+    opened.write_all(b"y").await.unwrap();
+    opened.flush().await.unwrap();
+    let from_server = client_in.recv().await.unwrap();
+    assert_eq!(client.live_streams(), 3);
+    let limit = std::time::Duration::from_secs(5);
+    let mut wait = Box::pin(client.streams_at_most(1));
+    assert!(futures::poll!(&mut wait).is_pending());
+    drop(out);
+    assert!(
+        futures::poll!(&mut wait).is_pending(),
+        "one data stream left"
+    );
+    drop(from_server);
+    tokio::time::timeout(limit, wait)
+        .await
+        .expect("resolves once only the control stream is left");
+    assert_eq!(client.live_streams(), 1);
+    tokio::time::timeout(limit, client.streams_at_most(1))
+        .await
+        .expect("at once");
+    drop(ctrl);
+}

@@ -70,16 +70,24 @@ impl Onprem {
             for node in forgotten {
                 self.base.metrics.forget_node(&node);
             }
-            for Action::Dial {
-                dial,
-                target,
-                for_node,
-            } in actions
-            {
+            for action in actions {
                 let g = self.clone();
-                self.base
-                    .tracker
-                    .spawn(async move { g.dial(dial, target, for_node).await });
+                match action {
+                    Action::Dial {
+                        dial,
+                        target,
+                        for_node,
+                    } => {
+                        self.base
+                            .tracker
+                            .spawn(async move { g.dial(dial, target, for_node).await });
+                    }
+                    Action::Recycle { session, node } => {
+                        self.base
+                            .tracker
+                            .spawn(async move { g.recycle(session, &node).await });
+                    }
+                }
             }
             let wait = next
                 .map(|t| t.saturating_duration_since(now))
@@ -97,7 +105,7 @@ impl Onprem {
         let label = for_node.clone().unwrap_or_else(|| "vip".into());
         let outcome = tokio::select! {
             _ = self.base.kill.cancelled() => return,
-            r = self.try_dial(&target) => r,
+            r = self.try_dial(dial, &target) => r,
         };
         match outcome {
             Err(f) => {
@@ -125,18 +133,26 @@ impl Onprem {
                 }
                 self.wake.notify_one();
             }
-            Ok(est) => {
+            Ok(mut est) => {
                 let sid = self.next_session.fetch_add(1, Ordering::Relaxed);
-                let landed = lock(&self.placement).session_up(
-                    Instant::now(),
-                    dial,
-                    sid,
-                    &est.node_id,
-                    &est.roster,
-                    &mut rand::rng(),
-                );
-                match landed {
-                    Landed::Surplus => {
+                // Placement's verdict and the session's registration under one lock: a
+                // recycle that placement hands out once this session counts (the old
+                // session it replaces) then finds it usable, so draining the old one
+                // never leaves a moment without a session to carry new streams.
+                let kept = {
+                    let mut p = lock(&self.placement);
+                    let landed = p.session_up(
+                        Instant::now(),
+                        dial,
+                        sid,
+                        &est.node_id,
+                        &est.roster,
+                        &mut rand::rng(),
+                    );
+                    (landed == Landed::Keep).then(|| self.register(sid, &mut est))
+                };
+                match kept {
+                    None => {
                         debug!(target: "tether_gateway::onprem", gateway = %self.cfg().id, node = %est.node_id, "surplus session closed");
                         self.base
                             .metrics
@@ -146,21 +162,21 @@ impl Onprem {
                         est.mux.close();
                         self.wake.notify_one();
                     }
-                    Landed::Keep => {
+                    Some((session, out_rx)) => {
                         self.base
                             .metrics
                             .dials
                             .with_label_values(&[&est.node_id, "ok"])
                             .inc();
                         self.wake.notify_one();
-                        self.run_session(sid, est).await;
+                        self.run_session(sid, est, session, out_rx).await;
                     }
                 }
             }
         }
     }
 
-    async fn try_dial(&self, target: &Target) -> Result<Established, DialFailure> {
+    async fn try_dial(&self, dial: DialId, target: &Target) -> Result<Established, DialFailure> {
         // Settings and TLS material as they are when the dial starts: a reload applies to
         // the dials after it.
         let cfg = self.cfg();
@@ -198,9 +214,10 @@ impl Onprem {
             proto: PROTO_VERSION,
             gateway_id: cfg.id.clone(),
             boot_epoch: self.base.boot_epoch,
-            // One per HELLO: two dials in flight at once must not share a slot, or the
-            // node that registers both closes the first as replaced.
-            slot: self.next_slot.fetch_add(1, Ordering::Relaxed),
+            // Unique per dial: dials in flight together (a node's quota, a replacement of
+            // an aged session) must not share a slot, or the cloud would close the first
+            // to register as replaced by the second.
+            slot: u32::try_from(dial % u64::from(u32::MAX)).unwrap_or(0),
             want_node: match target {
                 Target::Node { node, .. } => Some(node.clone()),
                 Target::Vip => None,

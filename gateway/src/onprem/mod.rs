@@ -13,7 +13,7 @@ mod streams;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -43,6 +43,9 @@ struct OnSession {
     draining: AtomicBool,
     /// Streams open on it (the least loaded session takes a new one).
     active: AtomicUsize,
+    /// Placement recycles it (its maximum age): it drains, and its end is counted as
+    /// `max_age`.
+    recycling: AtomicBool,
 }
 
 impl OnSession {
@@ -71,8 +74,6 @@ struct Onprem {
     /// Wakes the placement loop when a dial or a session ended.
     wake: Notify,
     next_session: AtomicU64,
-    /// The slot of the next HELLO.
-    next_slot: AtomicU32,
     wedged: AtomicBool,
     rr: AtomicUsize,
 }
@@ -184,10 +185,15 @@ pub async fn start(
         consume_listeners.push((c.clone(), l));
     }
     let exports = exports::Exports::new(&metrics)?.with_nameservers(cfg.nameservers.clone());
-    let placement = Placement::new(
+    let mut placement = Placement::new(
         cfg.prepared_connections,
         cfg.sni_pinning,
         cfg.timers.backoff_cap,
+    );
+    placement.set_max_session_age(
+        cfg.timers.max_session_age,
+        std::time::Instant::now(),
+        &mut rand::rng(),
     );
     let gw = Arc::new(Onprem {
         base: Base::new(metrics),
@@ -198,7 +204,6 @@ pub async fn start(
         consumes: Mutex::new(BTreeMap::new()),
         wake: Notify::new(),
         next_session: AtomicU64::new(1),
-        next_slot: AtomicU32::new(0),
         wedged: AtomicBool::new(false),
         rr: AtomicUsize::new(0),
         tls: ArcSwap::new(client_config),
@@ -288,6 +293,13 @@ impl Onprem {
             bound.push((c.clone(), l));
         }
         lock(&self.placement).set_backoff_cap(new.timers.backoff_cap);
+        if old.timers.max_session_age != new.timers.max_session_age {
+            lock(&self.placement).set_max_session_age(
+                new.timers.max_session_age,
+                std::time::Instant::now(),
+                &mut rand::rng(),
+            );
+        }
         self.tls.store(client_config);
         self.base.metrics.cert_expiry.set(certificates);
         info!(target: "tether_gateway::onprem", gateway = %new.id, changes = %plan, "configuration reloaded");
@@ -295,7 +307,7 @@ impl Onprem {
         // Stored first: a reverse stream for an export added looks it up there.
         self.live.store(new.clone());
         self.apply_services(&old, &new, bound);
-        // A shorter backoff may make a dial due earlier.
+        // A shorter backoff or age may make a dial due earlier.
         self.wake.notify_one();
         Ok(plan)
     }

@@ -72,15 +72,19 @@ impl Onprem {
         } else {
             other_node
         };
-        let least = pool
-            .iter()
-            .map(|s| s.active.load(Ordering::Relaxed))
-            .min()?;
-        let ties: Vec<&Arc<OnSession>> = pool
+        // One look at each count: streams of other clients start and end meanwhile, and
+        // a second look could find no session at the least count (a division by zero).
+        let loads: Vec<(&Arc<OnSession>, usize)> = pool
             .into_iter()
-            .filter(|s| s.active.load(Ordering::Relaxed) == least)
+            .map(|s| (s, s.active.load(Ordering::Relaxed)))
             .collect();
-        let i = self.rr.fetch_add(1, Ordering::Relaxed) % ties.len();
+        let least = loads.iter().map(|(_, n)| *n).min()?;
+        let ties: Vec<&Arc<OnSession>> = loads
+            .into_iter()
+            .filter(|(_, n)| *n == least)
+            .map(|(s, _)| s)
+            .collect();
+        let i = self.rr.fetch_add(1, Ordering::Relaxed) % ties.len().max(1);
         ties.get(i).map(|s| (*s).clone())
     }
 
@@ -162,6 +166,7 @@ impl Onprem {
             hedge,
             release,
             |_| {},
+            self.cfg().timers.stream_idle_timeout,
         )
         .await;
         if !carried {

@@ -6,6 +6,11 @@
 //! that already has its quota is closed (surplus), so a least-connections or round-robin
 //! balancer converges to full coverage. Dials to a node are spaced by a jittered backoff that
 //! is capped low, so a restarted node is covered again within seconds without traffic.
+//!
+//! With a maximum session age (`age.rs`), a kept session that reaches its age (jittered
+//! per session) asks for one more dial to its node while it still counts; once the
+//! node's quota is met without it, it is handed to the driver to drain
+//! ([`Action::Recycle`]): make before break.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -45,6 +50,16 @@ pub enum Action {
         target: Target,
         /// The node the dial is meant to cover (`None` while the roster is unknown).
         for_node: Option<String>,
+    },
+    /// A kept session reached its maximum age and its node has its quota without it: it
+    /// no longer counts; drain it (DRAIN, no new streams, its streams given the drain
+    /// grace) and close it. Its end is not reported back ([`Placement::session_down`]
+    /// ignores it).
+    Recycle {
+        /// The session to drain.
+        session: SessionId,
+        /// Its node.
+        node: String,
     },
 }
 
@@ -88,6 +103,8 @@ pub struct Placement {
     session_node: BTreeMap<SessionId, String>,
     next_dial: DialId,
     forgotten: Vec<String>,
+    /// Maximum session age and per-session deadlines (`age.rs`).
+    ages: age::Ages,
 }
 
 impl Placement {
@@ -110,6 +127,7 @@ impl Placement {
             session_node: BTreeMap::new(),
             next_dial: 1,
             forgotten: Vec::new(),
+            ages: age::Ages::default(),
         }
     }
 
@@ -125,9 +143,9 @@ impl Placement {
         }
     }
 
-    /// Dials that are due now.
+    /// Dials that are due now, and sessions to recycle.
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
-        let mut actions = Vec::new();
+        let mut actions = self.age_sessions(now);
         let mut total = self.dials.len();
         if self.nodes.is_empty() {
             // Roster unknown: one dial to the VIP learns it.
@@ -138,7 +156,8 @@ impl Placement {
         }
         let names: Vec<String> = self.nodes.keys().cloned().collect();
         for name in names {
-            let quota = self.quota;
+            // A session past its age still counts: its replacement is dialed on top.
+            let quota = self.quota + self.ages.aged_on(&name, &self.session_node);
             let (sni_pinning, max_per_node, max_total) = (
                 self.sni_pinning,
                 self.max_dials_per_node,
@@ -310,7 +329,8 @@ impl Placement {
         self.apply_roster(roster);
         self.bootstrap.reset();
         self.bootstrap_not_before = None;
-        let quota = self.quota;
+        // Room for the replacements of its sessions past their age.
+        let quota = self.quota + self.ages.aged_on(node_id, &self.session_node);
         if !self.nodes.contains_key(node_id) {
             let node = self.new_node("");
             self.nodes.insert(node_id.to_string(), node);
@@ -335,6 +355,7 @@ impl Placement {
         node.sessions.insert(session, now);
         node.not_before = None;
         self.session_node.insert(session, node_id.to_string());
+        self.ages.kept(session, now, rng);
         Landed::Keep
     }
 
@@ -344,6 +365,7 @@ impl Placement {
         let Some(node_id) = self.session_node.remove(&session) else {
             return;
         };
+        self.ages.forget(session);
         if let Some(node) = self.nodes.get_mut(&node_id) {
             if let Some(since) = node.sessions.remove(&session)
                 && now.saturating_duration_since(since) >= self.reset_after
@@ -365,12 +387,14 @@ impl Placement {
             node.not_before = Some(now + retry_after);
             for s in std::mem::take(&mut node.sessions).into_keys() {
                 self.session_node.remove(&s);
+                self.ages.forget(s);
             }
         }
         self.forget_unlisted();
     }
 
-    /// When [`Placement::poll`] should run next because a backoff expires.
+    /// When [`Placement::poll`] should run next because a backoff expires or a session
+    /// reaches its age.
     pub fn next_deadline(&self) -> Option<Instant> {
         if self.nodes.is_empty() {
             return if self.dials.is_empty() {
@@ -379,11 +403,18 @@ impl Placement {
                 None
             };
         }
-        self.nodes
-            .values()
-            .filter(|n| n.listed && n.sessions.len() + n.dials < self.quota)
-            .filter_map(|n| n.not_before)
-            .min()
+        let backoff = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| {
+                n.listed
+                    && n.sessions.len() + n.dials
+                        < self.quota + self.ages.aged_on(id, &self.session_node)
+            })
+            .filter_map(|(_, n)| n.not_before)
+            .min();
+        let age = self.ages.next_due();
+        backoff.into_iter().chain(age).min()
     }
 
     /// Missing sessions per roster node (`quota - kept`), for the coverage metric.
@@ -415,5 +446,6 @@ impl Placement {
     }
 }
 
+mod age;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@ use super::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-fn roster(ids: &[&str]) -> Vec<RosterEntry> {
+pub(super) fn roster(ids: &[&str]) -> Vec<RosterEntry> {
     ids.iter()
         .map(|id| RosterEntry {
             node_id: id.to_string(),
@@ -14,16 +14,17 @@ fn roster(ids: &[&str]) -> Vec<RosterEntry> {
         .collect()
 }
 
-fn dials(actions: &[Action]) -> Vec<(DialId, Target, Option<String>)> {
+pub(super) fn dials(actions: &[Action]) -> Vec<(DialId, Target, Option<String>)> {
     actions
         .iter()
-        .map(
-            |Action::Dial {
-                 dial,
-                 target,
-                 for_node,
-             }| (*dial, target.clone(), for_node.clone()),
-        )
+        .filter_map(|a| match a {
+            Action::Dial {
+                dial,
+                target,
+                for_node,
+            } => Some((*dial, target.clone(), for_node.clone())),
+            Action::Recycle { .. } => None,
+        })
         .collect()
 }
 

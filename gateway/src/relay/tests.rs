@@ -84,3 +84,32 @@ async fn a_vanished_peer_ends_the_relay() {
     let (up, _down) = relay.await.expect("relay task");
     assert_eq!(up, 0);
 }
+
+/// The idle timeout measures from `last_active`: it moves when bytes move, either way,
+/// and not when the relay is merely polled. Paused clock.
+#[tokio::test(start_paused = true)]
+async fn last_active_follows_bytes_not_polls() {
+    let (mut a, mut client) = duplex(1 << 16);
+    let (mut b, mut server) = duplex(1 << 16);
+    let mut relay = Relay::new(&mut a, &mut b);
+    let made = relay.last_active();
+    tokio::time::advance(std::time::Duration::from_secs(5)).await;
+    assert!(futures::poll!(&mut relay).is_pending());
+    assert_eq!(relay.last_active(), made, "a poll that moved nothing");
+
+    server.write_all(b"hi").await.expect("write");
+    assert!(futures::poll!(&mut relay).is_pending());
+    let moved = relay.last_active();
+    assert_eq!(moved, tokio::time::Instant::now(), "server to client");
+    let mut got = [0u8; 2];
+    client.read_exact(&mut got).await.expect("read");
+
+    tokio::time::advance(std::time::Duration::from_secs(5)).await;
+    client.write_all(b"yo").await.expect("write");
+    assert!(futures::poll!(&mut relay).is_pending());
+    assert_eq!(
+        relay.last_active(),
+        moved + std::time::Duration::from_secs(5)
+    );
+    assert_eq!(relay.moved(), (2, 2));
+}

@@ -255,6 +255,15 @@ fn onprem_table() {
             false,
         ),
         (
+            "session hygiene",
+            &[(
+                "[tls]",
+                "[timers]\nstream_idle_timeout = \"10m\"\nmax_session_age = \"24h\"\n[tls]",
+            )],
+            |p| p.timers == ["stream_idle_timeout", "max_session_age"],
+            false,
+        ),
+        (
             "unchecked export target",
             &[("server-a:5000", "server-a2:5000")],
             |p| p.services == ["export svc-a: connect"],
@@ -369,10 +378,12 @@ fn every_timer_is_compared() {
         &mut t.stop_delay,
         &mut t.backoff_cap,
         &mut t.probe,
+        &mut t.stream_idle_timeout,
     ] {
         *d += Duration::from_millis(1);
     }
+    t.max_session_age = Some(Duration::from_secs(3600));
     let p = plan(&GatewayConfig::Cloud(old), &GatewayConfig::Cloud(new));
-    assert_eq!(p.timers.len(), 10, "{p:?}");
+    assert_eq!(p.timers.len(), 12, "{p:?}");
     assert!(!p.needs_restart());
 }

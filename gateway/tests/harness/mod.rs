@@ -42,6 +42,8 @@ pub fn test_timers() -> Timers {
         stop_delay: Duration::ZERO,
         backoff_cap: Duration::from_secs(2),
         probe: Duration::from_secs(30),
+        stream_idle_timeout: Duration::from_secs(3600),
+        max_session_age: None,
     }
 }
 
