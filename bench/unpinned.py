@@ -436,7 +436,7 @@ def main():
     ap.add_argument("--pg-mode", choices=["select", "tpcb"], default="select",
                     help="pgbench select-only (default: one SELECT by primary key per transaction, from memory) "
                          "or its default TPC-B-like transaction (7 statements, writes)")
-    ap.add_argument("--pg-scale", type=int, default=1, help="pgbench scale (default 1: 100,000 rows, 16 MB)")
+    ap.add_argument("--pg-scale", type=int, default=1, help="pgbench scale (default 1: 100,000 accounts, about 20 MB)")
     ap.add_argument("--tether-bin", default=os.environ.get("TETHER_BIN") or b.TETHER,
                     help="the tether binary (default $TETHER_BIN, else target/release/tether)")
     ap.add_argument("--describe", default="", help="what the measured binaries are (printed in the result)")
