@@ -68,6 +68,8 @@ DEFAULT_TARGETS = ["direct", "floor", "tether", "haproxy", "haproxy-splice", "ng
 PEERS = ["haproxy", "haproxy-splice", "nginx", "tether-copy", "tether-old", "floor"]
 
 STARTED = []  # every Popen this script started, stopped at exit
+WORK = None  # the run's temporary directory, set by main() (or by a sibling mode: unpinned.py)
+ARGS = None
 
 
 def log(msg):
@@ -77,8 +79,10 @@ def log(msg):
 # ---------------------------------------------------------------- processes
 
 
-def spawn(argv, cpu, name, env=None, stdout=None):
-    full = ["taskset", "-c", cpu] + argv
+def spawn(argv, cpu, name, env=None, stdout=None, user=None, cwd=None):
+    """Starts and records a process, pinned to `cpu` (None: not pinned), as `user` and its
+    group of the same name (None: this one). Its stderr goes to WORK/<name>.stderr."""
+    full = (["taskset", "-c", cpu] if cpu is not None else []) + argv
     errf = open(os.path.join(WORK, f"{name}.stderr"), "ab")
     p = subprocess.Popen(
         full,
@@ -86,6 +90,10 @@ def spawn(argv, cpu, name, env=None, stdout=None):
         stderr=errf,
         env=env,
         start_new_session=True,
+        cwd=cwd,
+        user=user,
+        group=user,
+        extra_groups=[] if user is not None else None,
     )
     p.bench_name = name
     STARTED.append(p)
@@ -118,7 +126,9 @@ def stop(p, timeout=10):
         return
     kids = tree(p.pid)[1:]
     try:
-        p.send_signal(signal.SIGTERM)
+        # SIGTERM, unless the process wants another to stop promptly (PostgreSQL: SIGINT,
+        # its fast shutdown; SIGTERM would wait for every client to leave).
+        p.send_signal(getattr(p, "bench_stop_signal", signal.SIGTERM))
         p.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         p.kill()
@@ -152,10 +162,11 @@ def cpu_seconds(pid):
     return total / CLK_TCK
 
 
-def sleeps(pid):
-    """Voluntary context switches of every thread of the process tree: how often the proxy
-    went to sleep waiting for events (each one needs a wake-up from the other CPU)."""
-    total = 0
+def ctxt_switches(pid):
+    """(voluntary, involuntary) context switches summed over every thread of the process
+    tree. Voluntary: the proxy went to sleep waiting for events (each needs a wake-up);
+    involuntary: the scheduler took its CPU away while it had work."""
+    vol = invol = 0
     for p in tree(pid):
         try:
             tids = os.listdir(f"/proc/{p}/task")
@@ -166,10 +177,29 @@ def sleeps(pid):
                 with open(f"/proc/{p}/task/{tid}/status") as f:
                     for line in f:
                         if line.startswith("voluntary_ctxt_switches:"):
-                            total += int(line.split()[1])
+                            vol += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches:"):
+                            invol += int(line.split()[1])
             except OSError:
                 pass
-    return total
+    return vol, invol
+
+
+def sleeps(pid):
+    """Voluntary context switches of every thread of the process tree: how often the proxy
+    went to sleep waiting for events (each one needs a wake-up from the other CPU)."""
+    return ctxt_switches(pid)[0]
+
+
+def thread_count(pid):
+    """Threads of the process tree (a proxy's workers show here)."""
+    n = 0
+    for p in tree(pid):
+        try:
+            n += len(os.listdir(f"/proc/{p}/task"))
+        except OSError:
+            pass
+    return n
 
 
 def mem_kb(pid):
@@ -843,6 +873,4 @@ if __name__ == "__main__":
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    WORK = None
-    ARGS = None
     main()
