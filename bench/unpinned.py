@@ -50,6 +50,10 @@ BALANCERS = {
     "tether": (21211, 21212),
     "haproxy": (21221, 21222),
 }
+# `--with-log`: tether as it runs by default, a line per connection to stderr (a file
+# here, as journald's pipe would take it), beside the quiet one; its column says what the
+# connection log costs.
+LOGGED = ("tether-log", (21231, 21232))
 WORKLOADS = ["keepalive", "close", "pgbench"]
 WORKLOAD_LABEL = {
     "keepalive": "wrk keep-alive (-t2 -c64) to nginx",
@@ -166,10 +170,10 @@ def start_postgres(bindir):
 
 def balancer_conf(name):
     http, pg = BALANCERS[name]
-    if name == "tether":
+    if name.startswith("tether"):
         # Tether's defaults but for the health check: HAProxy checks a server only when told
         # to (`check`), so neither checks here.
-        return b.write("tether.toml", f"""
+        return b.write(f"{name}.toml", f"""
 [[frontend]]
 name = "http"
 bind = ["127.0.0.1:{http}"]
@@ -226,10 +230,13 @@ backend pg
 def start_balancer(name):
     conf = balancer_conf(name)
     if name == "tether":
-        # No `--workers`: its default, one per CPU. Tether logs no line per connection at
-        # any level; warn keeps start-up lines out too.
+        # No `--workers`: its default, one per CPU. warn: no line per connection.
         p = b.spawn([ARGS.tether_bin, "lb", "--config", conf], None, name,
                     env=dict(os.environ, RUST_LOG="warn"))
+    elif name == LOGGED[0]:
+        # Its default filter: a line per connection, to WORK/tether-log.stderr.
+        env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+        p = b.spawn([ARGS.tether_bin, "lb", "--config", conf], None, name, env=env)
     else:
         p = b.spawn(["haproxy", "-db", "-f", conf], None, name)
     b.wait_listening(p, list(BALANCERS[name]), name)
@@ -373,8 +380,10 @@ def report(samples, meta):
     if meta.get("describe"):
         lines.append(f"- binaries: {meta['describe']}")
     lines.append("")
-    lines.append("| workload | figure | unit | tether | haproxy | tether/haproxy |")
-    lines.append("|---|---|---|---|---|---|")
+    logged = LOGGED[0] in BALANCERS
+    lines.append("| workload | figure | unit | tether | haproxy | tether/haproxy |"
+                 + (f" {LOGGED[0]} | {LOGGED[0]}/tether |" if logged else ""))
+    lines.append("|---|---|---|---|---|---|" + ("---|---|" if logged else ""))
     for w in meta["workloads"]:
         first = True
         for key, label, unit, higher, fmt, applies in FIGURES:
@@ -382,7 +391,7 @@ def report(samples, meta):
                 continue
             meds = {}
             row = [WORKLOAD_LABEL[w] if first else "", label, unit]
-            for name in BALANCERS:
+            for name in ["tether", "haproxy"]:
                 xs = [s["result"].get(key) for s in samples if s["workload"] == w and s["balancer"] == name]
                 meds[name] = b.med(xs)
                 if meds[name] is None:
@@ -397,6 +406,12 @@ def report(samples, meta):
                 r = a / h
                 good = higher is None or ((r >= 1.0) if higher else (r <= 1.0))
                 row.append(f"{r:.2f}" + ("" if good else " ✗"))
+            if logged:
+                xs = [s["result"].get(key) for s in samples if s["workload"] == w and s["balancer"] == LOGGED[0]]
+                m = b.med(xs)
+                sp = b.spread(xs)
+                row.append("-" if m is None else fmt.format(m) + (f" ±{sp:.0f}%" if sp is not None else ""))
+                row.append("-" if m is None or not a else f"{m / a:.2f}")
             lines.append("| " + " | ".join(row) + " |")
             first = False
     errs = []
@@ -439,6 +454,8 @@ def main():
     ap.add_argument("--pg-scale", type=int, default=1, help="pgbench scale (default 1: 100,000 accounts, about 20 MB)")
     ap.add_argument("--tether-bin", default=os.environ.get("TETHER_BIN") or b.TETHER,
                     help="the tether binary (default $TETHER_BIN, else target/release/tether)")
+    ap.add_argument("--with-log", action="store_true",
+                    help="also run tether with its default connection log (a third balancer, tether-log)")
     ap.add_argument("--describe", default="", help="what the measured binaries are (printed in the result)")
     ap.add_argument("--out", help="result file (default bench/results/<date>-unpinned.md)")
     ARGS = ap.parse_args()
@@ -494,6 +511,8 @@ def main():
         nginx = start_nginx()
         if "pgbench" in workloads:
             start_postgres(bindir)
+        if ARGS.with_log:
+            BALANCERS[LOGGED[0]] = LOGGED[1]
         procs = {name: start_balancer(name) for name in BALANCERS}
         if ARGS.warmup:
             for w in workloads:

@@ -51,6 +51,8 @@ pub fn main(args: VrrpArgs) -> anyhow::Result<ExitCode> {
         // SIGHUP reloads in place: unchanged instances keep running untouched, changed
         // ones are changed with the least disturbance; an invalid file is refused and the
         // running configuration keeps serving.
+        // POST /api/reload does the same.
+        daemon.reload_from(args.config.clone());
         tokio::spawn(tether_vrrp::reload_on(
             hup,
             daemon.reloader(),

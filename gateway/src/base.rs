@@ -131,36 +131,12 @@ impl Base {
         });
     }
 
-    /// Runs a readiness-gated service listener ([`listener::gated_accept`]); every client
-    /// it accepts is work from the accept (counted before its task starts, so a drain
-    /// cannot miss it) until `handler` has finished with it.
-    pub(crate) fn spawn_listener<H, Fut>(
-        &self,
-        addr: SocketAddr,
-        initial: Option<TcpListener>,
-        mode: WhenNotReady,
-        ready: watch::Receiver<bool>,
-        bound: Bound,
-        handler: H,
-    ) where
-        H: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.spawn_listener_until(
-            self.kill.clone(),
-            addr,
-            initial,
-            mode,
-            ready,
-            bound,
-            handler,
-        );
-    }
-
-    /// [`Base::spawn_listener`] that also stops when `kill` is cancelled (a service a
-    /// reload removed; pass a child of the base's token).
+    /// Runs a readiness-gated service listener ([`listener::gated_accept`]) until `kill`
+    /// (a child of the base's token, so that a reload can stop one service's listener);
+    /// every client it accepts is work from the accept (counted before its task starts, so
+    /// a drain cannot miss it) until `handler` has finished with it.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn spawn_listener_until<H, Fut>(
+    pub(crate) fn spawn_listener<H, Fut>(
         &self,
         kill: CancellationToken,
         addr: SocketAddr,

@@ -60,6 +60,14 @@ pub(crate) fn initial_listener(
     }
 }
 
+/// Binds a service listener now, outside any await, so that a reload can bind every
+/// listener it adds before it commits (a port in use refuses the reload whole).
+pub(crate) fn bind_now(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    TcpListener::from_std(l)
+}
+
 /// Accept loop of a service listener gated by readiness.
 ///
 /// `unbind`: the socket exists only while ready (re-bound on the same port when readiness

@@ -229,17 +229,13 @@ fn plan_cloud(o: &CloudConfig, n: &CloudConfig) -> Plan {
     p.limits = o.limits != n.limits;
     timers(&mut p, &o.timers, &n.timers);
 
-    // Reverse services each own a listener and a readiness core entry made at start.
+    // Reverse services added or removed get or lose their listener and readiness in
+    // place; a listener's own settings need a restart.
     let (or, nr) = (
         by_name(&o.reverse, |r| &r.service),
         by_name(&n.reverse, |r| &r.service),
     );
     let (added, removed) = added_removed("reverse", &or, &nr);
-    for s in added.iter().chain(&removed) {
-        p.restart.push(format!(
-            "{s}: a reverse service listens; adding or removing one"
-        ));
-    }
     p.added.extend(added);
     p.removed.extend(removed);
     for (name, old) in &or {

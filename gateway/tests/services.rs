@@ -144,3 +144,68 @@ async fn rights_a_cloud_reload_grants_reach_the_sessions_already_up() {
         "a session was dialed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverse_service_added_and_removed_by_a_cloud_reload() {
+    let certs = Certs::new();
+    let a = echo().await;
+    let b = echo().await;
+    let with = single_node(cloud_config(
+        &certs,
+        "cloud1",
+        WhenNotReady::Unbind,
+        Some(b.addr),
+    ));
+    // Starts without svc-a; onprem1 is known for svc-b, and exports svc-a all along.
+    let mut without = with.clone();
+    without.reverse.clear();
+    let cloud = Cloud::start(without.clone()).await;
+    let onprem = Onprem::start(onprem_config(
+        &certs,
+        "onprem1",
+        cloud.handle.session_addr,
+        a.addr,
+        true,
+    ))
+    .await;
+    wait_for(Duration::from_secs(20), "cloud1 covered", || {
+        onprem.covered_one()
+    })
+    .await;
+    assert!(!cloud.handle.is_ready("svc-a"));
+    assert!(cloud.handle.service_addr("svc-a").is_none());
+    let (om, cm) = (onprem.handle.metrics(), cloud.handle.metrics());
+    let dials = dials_ok(om);
+
+    let mut added = running_cloud(&cloud);
+    added.reverse = with.reverse.clone();
+    let plan = cloud.handle.reload(added).expect("reload adding svc-a");
+    assert_eq!(plan.added, ["reverse svc-a"], "{plan}");
+    wait_for(Duration::from_secs(5), "svc-a ready on cloud1", || {
+        cloud.handle.is_ready("svc-a")
+    })
+    .await;
+    let svc_a = cloud.handle.service_addr("svc-a").expect("svc-a listens");
+    echo_once(svc_a, "a service added by reload")
+        .await
+        .expect("svc-a");
+
+    let mut removed = running_cloud(&cloud);
+    removed.reverse.clear();
+    cloud.handle.reload(removed).expect("reload removing svc-a");
+    assert!(!cloud.handle.is_ready("svc-a"));
+    assert!(cloud.handle.service_addr("svc-a").is_none());
+    wait_for(Duration::from_secs(5), "svc-a's listener closed", || {
+        std::net::TcpStream::connect_timeout(&svc_a, Duration::from_millis(200)).is_err()
+    })
+    .await;
+    // The session stays, with svc-b still carried.
+    echo_once(
+        onprem.handle.consume_addr("svc-b").expect("svc-b"),
+        "forward after the removal",
+    )
+    .await
+    .expect("svc-b");
+    assert_eq!(closed(om) + closed(cm), 0.0, "a session was closed");
+    assert_eq!(dials_ok(om), dials, "a session was dialed");
+}

@@ -307,6 +307,16 @@ impl VrrpLab {
     /// HTTP/1.0 GET from inside `host` (admin endpoints listen on its loopback); the whole
     /// response, or "" when nothing answered.
     pub fn http_get(&self, host: &str, addr: &str, path: &str) -> String {
+        self.http(host, addr, "GET", path)
+    }
+
+    /// HTTP/1.0 POST without a body, as `curl -X POST -H 'X-Tether-Request: 1'` sends it
+    /// (the header an admin API asks of a write); the whole response, or "".
+    pub fn http_post(&self, host: &str, addr: &str, path: &str) -> String {
+        self.http(host, addr, "POST", path)
+    }
+
+    fn http(&self, host: &str, addr: &str, method: &str, path: &str) -> String {
         let Ok(addr) = addr.parse::<SocketAddr>() else {
             return String::new();
         };
@@ -314,7 +324,10 @@ impl VrrpLab {
             return String::new();
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        let _ = write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nX-Tether-Request: 1\r\nContent-Length: 0\r\n\r\n"
+        );
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out

@@ -18,6 +18,7 @@ mod tracks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -71,6 +72,12 @@ impl DaemonHandle {
         self.reloader.clone()
     }
 
+    /// Names the file `POST /api/reload` reads (the one the daemon was started from);
+    /// until then the endpoint answers 404. The first name given stays.
+    pub fn reload_from(&self, path: PathBuf) {
+        let _ = self.reloader.file.set(path);
+    }
+
     /// Waits for shutdown, then until every instance has finished its own (priority 0
     /// sent, VIPs removed, notify queue drained).
     pub async fn wait(self) {
@@ -111,10 +118,19 @@ pub async fn start(
             .collect::<Vec<_>>(),
     ));
     let last_reload = Arc::new(Mutex::new(None));
+    // The admin API reloads through the reloader, made after it: it gets it once made.
+    let api_reloader = Arc::new(std::sync::OnceLock::new());
     let (admin_addr, admin_task) = match config.admin {
         Some(addr) => {
-            let (local, task) =
-                admin::spawn(addr, &metrics, &status, &last_reload, shutdown.clone()).await?;
+            let (local, task) = admin::spawn(
+                addr,
+                &metrics,
+                &status,
+                &last_reload,
+                &api_reloader,
+                shutdown.clone(),
+            )
+            .await?;
             (Some(local), Some(task))
         }
         None => (None, None),
@@ -141,7 +157,9 @@ pub async fn start(
         running: Arc::new(tokio::sync::Mutex::new(running)),
         metrics: metrics.clone(),
         last: last_reload,
+        file: Arc::new(std::sync::OnceLock::new()),
     };
+    let _ = api_reloader.set(reloader.clone());
     Ok(DaemonHandle {
         admin_addr,
         status,

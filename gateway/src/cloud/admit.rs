@@ -156,8 +156,9 @@ pub(crate) fn admit(cfg: &CloudConfig, hello: &Hello, facts: Facts) -> Result<Ad
 
 /// Whether a live session, admitted earlier for the services `accepted`, has lost rights
 /// under `cfg` (after a reload): `Some(why)` when its gateway is no longer allowed any
-/// service here, or may no longer carry one of the services it was accepted for. Rights
-/// gained are no reason to close a session: they apply to the gateway's next sessions.
+/// service here, or may no longer carry one of the services it was accepted for that the
+/// node still offers. A service the node no longer offers at all is withdrawn from the
+/// session (ACCEPTED), not a reason to close it; rights gained are granted on it.
 pub(crate) fn revoked(cfg: &CloudConfig, hello: &Hello, accepted: &[String]) -> Option<String> {
     // Only the configuration is judged again: the identity was proven by the handshake,
     // and the drain and the quota were judged when the session came.
@@ -173,9 +174,13 @@ pub(crate) fn revoked(cfg: &CloudConfig, hello: &Hello, accepted: &[String]) -> 
         )),
         Err(_) => None,
         Ok(now) => {
+            let offered = |s: &str| {
+                cfg.reverse.iter().any(|r| r.service == s)
+                    || cfg.forward.iter().any(|f| f.service == s)
+            };
             let lost: Vec<&str> = accepted
                 .iter()
-                .filter(|s| !now.accepted.contains(s))
+                .filter(|s| !now.accepted.contains(s) && offered(s))
                 .map(String::as_str)
                 .collect();
             (!lost.is_empty()).then(|| {
@@ -416,14 +421,11 @@ allowed_consumers = ["con"]
         gained.forward[0].allowed_consumers.insert("exp".into());
         assert_eq!(revoked(&gained, &both, &accepted(&["rev"])), None);
 
-        // A service removed from the file is lost too.
+        // A service removed from the file is withdrawn, not revoked: the session stays.
         let con = hello("con", &[], &["fwd"]);
         let mut gone = cfg.clone();
         gone.forward.clear();
         gone.reverse[0].allowed_exporters.insert("con".into());
-        assert_eq!(
-            revoked(&gone, &con, &accepted(&["fwd"])).as_deref(),
-            Some("\"con\" may no longer carry fwd")
-        );
+        assert_eq!(revoked(&gone, &con, &accepted(&["fwd"])), None);
     }
 }

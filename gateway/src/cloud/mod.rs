@@ -6,6 +6,7 @@
 
 mod admin;
 mod admit;
+mod services;
 mod session;
 mod streams;
 
@@ -24,7 +25,7 @@ use crate::base::{Base, Link, Role, lock};
 use crate::common::{self, GatewayError};
 use crate::config::{CloudConfig, GatewayConfig, WhenNotReady};
 use crate::duplicate::{self, DuplicateIds};
-use crate::listener::{self, Bound};
+use crate::listener::{self};
 use crate::loggate::LogGate;
 use crate::metrics::{Metrics, ServiceSide};
 use crate::mux::Mux;
@@ -73,9 +74,8 @@ struct Cloud {
     duplicates: Mutex<DuplicateIds>,
     unauth_log: Mutex<LogGate>,
     sessions: Mutex<BTreeMap<SessionId, Arc<Session>>>,
-    ready: BTreeMap<String, watch::Sender<bool>>,
-    /// Whether each reverse service's listener is bound.
-    bound: BTreeMap<String, watch::Receiver<bool>>,
+    /// Each reverse service's listener and readiness (`services.rs`).
+    reverse: Mutex<BTreeMap<String, services::ReverseEntry>>,
     next_id: AtomicU64,
 }
 
@@ -107,7 +107,12 @@ impl CloudHandle {
 
     /// A receiver that follows `service`'s readiness.
     pub fn readiness(&self, service: &str) -> Option<watch::Receiver<bool>> {
-        self.inner.ready.get(service).map(watch::Sender::subscribe)
+        self.inner.reverse_ready(service)
+    }
+
+    /// Where reverse service `service` listens now (also one a reload added).
+    pub fn service_addr(&self, service: &str) -> Option<SocketAddr> {
+        lock(&self.inner.reverse).get(service).map(|e| e.addr)
     }
 
     /// Number of registered sessions.
@@ -207,29 +212,19 @@ pub async fn start(
     let session_listener = common::bind("session listener", cfg.session_listen).await?;
     let admin_listener = common::bind("admin listener", cfg.admin_listen).await?;
     let mut service_listeners = Vec::new();
-    let mut service_addrs = BTreeMap::new();
-    let mut bound = BTreeMap::new();
     for svc in &cfg.reverse {
-        let l = common::bind(&format!("service {:?} listener", svc.service), svc.listen).await?;
-        let addr = l.local_addr().unwrap_or(svc.listen);
-        service_addrs.insert(svc.service.clone(), addr);
-        let (addr, initial) = listener::initial_listener(l, svc.when_not_ready);
-        let flag = Bound::new(&metrics, &svc.service);
-        bound.insert(svc.service.clone(), flag.subscribe());
-        service_listeners.push((svc.clone(), addr, initial, flag));
+        let l = listener::bind_now(svc.listen).map_err(|source| GatewayError::Bind {
+            what: format!("service {:?} listener", svc.service),
+            addr: svc.listen,
+            source,
+        })?;
+        service_listeners.push((svc.clone(), l));
     }
     let session_addr = session_listener.local_addr().unwrap_or(cfg.session_listen);
     let admin_addr = admin_listener.local_addr().unwrap_or(cfg.admin_listen);
 
-    let services: Vec<String> = cfg.reverse.iter().map(|r| r.service.clone()).collect();
-    let core = CloudCore::new(services.clone(), cfg.timers.readiness_down, 1);
-    let ready = services
-        .iter()
-        .map(|s| {
-            metrics.service_ready.with_label_values(&[s]).set(0);
-            (s.clone(), watch::channel(false).0)
-        })
-        .collect();
+    // Services join the core as their listeners start (`open_reverse`).
+    let core = CloudCore::new(Vec::new(), cfg.timers.readiness_down, 1);
     let cloud = Arc::new(Cloud {
         base: Base::new(metrics),
         core: Mutex::new(core),
@@ -237,8 +232,7 @@ pub async fn start(
         duplicates: Mutex::new(DuplicateIds::new(duplicate::HOLD_DOWN)),
         unauth_log: Mutex::new(LogGate::new(session::UNAUTHENTICATED_LOG_EVERY)),
         sessions: Mutex::new(BTreeMap::new()),
-        ready,
-        bound,
+        reverse: Mutex::new(BTreeMap::new()),
         next_id: AtomicU64::new(1),
         tls: ArcSwap::new(server_config),
         reloading: Mutex::new(()),
@@ -269,16 +263,10 @@ pub async fn start(
     });
 
     // Service listeners.
-    for (svc, addr, initial, flag) in service_listeners {
-        let Some(rx) = cloud.ready.get(&svc.service).map(watch::Sender::subscribe) else {
-            continue;
-        };
-        let c = cloud.clone();
-        let svc = Arc::new(svc);
-        let mode = svc.when_not_ready;
-        base.spawn_listener(addr, initial, mode, rx, flag, move |tcp, peer| {
-            c.clone().serve_client(svc.clone(), tcp, peer)
-        });
+    let mut service_addrs = BTreeMap::new();
+    for (svc, l) in service_listeners {
+        let service = svc.service.clone();
+        service_addrs.insert(service, cloud.open_reverse(svc, l));
     }
 
     // Probes: an empty stream open on every session, so a session that answers pings but
@@ -344,7 +332,7 @@ impl Cloud {
         self.live.load_full()
     }
 
-    fn reload(&self, new: CloudConfig) -> Result<Plan, ReloadError> {
+    fn reload(self: &Arc<Self>, new: CloudConfig) -> Result<Plan, ReloadError> {
         let _one = lock(&self.reloading);
         let old = self.cfg();
         let plan = reload::plan(
@@ -362,6 +350,20 @@ impl Cloud {
         let server_config = tls::server_config(&new.tls).map_err(|e| refused(e.into()))?;
         let certificates =
             expiry::load(&new.tls, tls::TlsKey::ClientCa).map_err(|e| refused(e.into()))?;
+        let mut bound = Vec::new();
+        for r in &new.reverse {
+            if old.reverse.iter().any(|o| o.service == r.service) {
+                continue;
+            }
+            let l = listener::bind_now(r.listen).map_err(|source| {
+                refused(ReloadError::Bind {
+                    what: format!("service {:?} listener", r.service),
+                    addr: r.listen,
+                    source,
+                })
+            })?;
+            bound.push((r.clone(), l));
+        }
 
         for name in &plan.added {
             if let Some(service) = name.strip_prefix("forward ") {
@@ -379,6 +381,14 @@ impl Cloud {
         // Stored before the sessions are judged: a session that registers meanwhile
         // judges itself against it (see `handle_session`).
         self.live.store(new.clone());
+        for r in &old.reverse {
+            if !new.reverse.iter().any(|n| n.service == r.service) {
+                self.close_reverse(&r.service);
+            }
+        }
+        for (r, l) in bound {
+            self.open_reverse(r, l);
+        }
         let sessions: Vec<(SessionId, Arc<Session>)> = lock(&self.sessions)
             .iter()
             .map(|(k, v)| (*k, v.clone()))
@@ -487,7 +497,7 @@ impl Cloud {
         }
         match self.cfg().reverse.iter().find(|r| r.service == service) {
             Some(r) if r.when_not_ready == WhenNotReady::Unbind => {
-                self.bound.get(service).is_some_and(|b| *b.borrow())
+                self.reverse_bound(service).is_some_and(|b| *b.borrow())
             }
             Some(_) => true,
             None => false,
@@ -513,8 +523,8 @@ impl Cloud {
                 }
                 Action::Readiness { service, ready } => {
                     info!(target: "tether_gateway::cloud", node = %self.cfg().id, %service, ready, "service readiness");
-                    if let Some(tx) = self.ready.get(&service) {
-                        tx.send_replace(ready);
+                    if let Some(e) = lock(&self.reverse).get(&service) {
+                        e.ready.send_replace(ready);
                     }
                     self.base.metrics.ready(&service, ready);
                 }
@@ -550,7 +560,7 @@ impl Cloud {
             .reverse
             .iter()
             .filter(|r| r.when_not_ready == WhenNotReady::Unbind)
-            .filter_map(|r| self.bound.get(&r.service).cloned());
+            .filter_map(|r| self.reverse_bound(&r.service));
         let all_unbound = futures::future::join_all(unbound.map(|mut b| async move {
             let _ = b.wait_for(|bound| !*bound).await;
         }));

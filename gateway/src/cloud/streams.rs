@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::{Cloud, Session};
@@ -54,7 +53,7 @@ impl Cloud {
         peer: SocketAddr,
     ) {
         let service = svc.service.as_str();
-        let Some(mut ready) = self.ready.get(service).map(watch::Sender::subscribe) else {
+        let Some(mut ready) = self.reverse_ready(service) else {
             return;
         };
         let reject = |reason: &str| {

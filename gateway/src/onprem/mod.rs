@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::base::{Base, Link, Role, lock};
 use crate::common::{self, GatewayError};
 use crate::config::{GatewayConfig, OnpremConfig, WhenNotReady};
+use crate::listener;
 use crate::metrics::{Metrics, ServiceSide};
 use crate::mux::Mux;
 use crate::placement::Placement;
@@ -177,7 +178,7 @@ pub async fn start(
     let admin_addr = admin_listener.local_addr().unwrap_or(cfg.admin_listen);
     let mut consume_listeners = Vec::new();
     for c in &cfg.consume {
-        let l = services::bind_consume(c).map_err(|source| GatewayError::Bind {
+        let l = listener::bind_now(c.listen).map_err(|source| GatewayError::Bind {
             what: format!("consume {:?} listener", c.service),
             addr: c.listen,
             source,
@@ -283,7 +284,7 @@ impl Onprem {
             if old.consume.iter().any(|o| o.service == c.service) {
                 continue;
             }
-            let l = services::bind_consume(c).map_err(|source| {
+            let l = listener::bind_now(c.listen).map_err(|source| {
                 refused(ReloadError::Bind {
                     what: format!("consume {:?} listener", c.service),
                     addr: c.listen,

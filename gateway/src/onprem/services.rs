@@ -31,16 +31,8 @@ pub(super) struct ConsumeEntry {
     stop: CancellationToken,
 }
 
-/// Binds a consume's listener now, so that a port in use refuses a start or a reload
-/// before anything changed.
-pub(super) fn bind_consume(c: &Consume) -> std::io::Result<TcpListener> {
-    let l = std::net::TcpListener::bind(c.listen)?;
-    l.set_nonblocking(true)?;
-    TcpListener::from_std(l)
-}
-
 impl Onprem {
-    /// Starts the listener of consume `c` on `l` (from [`bind_consume`]).
+    /// Starts the listener of consume `c` on `l` (from [`listener::bind_now`]).
     pub(super) fn open_consume(self: &Arc<Self>, c: Consume, l: TcpListener) -> SocketAddr {
         self.base
             .metrics
@@ -63,7 +55,7 @@ impl Onprem {
         let mode = c.when_not_ready;
         let c = Arc::new(c);
         self.base
-            .spawn_listener_until(stop, addr, initial, mode, rx, flag, move |tcp, peer| {
+            .spawn_listener(stop, addr, initial, mode, rx, flag, move |tcp, peer| {
                 g.clone().serve_consumer(c.clone(), tcp, peer)
             });
         // A session that accepted it may already be up.

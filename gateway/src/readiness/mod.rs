@@ -184,6 +184,26 @@ impl CloudCore {
         actions
     }
 
+    /// A reverse service a reload added: ready as soon as a session can carry it (one
+    /// already granted it may be up).
+    pub fn add_service(&mut self, now: Instant, service: &str) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.services.entry(service.to_string()).or_default();
+        self.evaluate(now, &mut actions);
+        actions
+    }
+
+    /// A reverse service a reload removed: no longer ready, at once.
+    pub fn remove_service(&mut self, service: &str) -> Vec<Action> {
+        match self.services.remove(service) {
+            Some(s) if s.ready => vec![Action::Readiness {
+                service: service.to_string(),
+                ready: false,
+            }],
+            _ => Vec::new(),
+        }
+    }
+
     /// The services a live session exports changed: a reload granted or its gateway asked
     /// for more, or its gateway stopped exporting some. Readiness follows at once for a
     /// service gained, and after the debounce for one whose last capacity went.

@@ -315,3 +315,22 @@ fn a_live_session_gains_and_drops_exports() {
     // Unknown sessions are harmless.
     assert!(c.session_exports(t, 99, BTreeMap::new()).is_empty());
 }
+
+/// A service a reload adds is ready at once when a live session already exports it up;
+/// one removed is not ready at once, without the debounce.
+#[test]
+fn services_added_and_removed_by_reload() {
+    let mut c = CloudCore::new(["svc-a".to_string()], DEBOUNCE, 1);
+    let t = Instant::now();
+    c.session_up(
+        t,
+        1,
+        info("onprem1", 7, 0, &[("svc-a", true), ("svc-c", true)]),
+    );
+    assert!(!c.is_ready("svc-c"), "not a service of this node yet");
+    assert_eq!(c.add_service(t, "svc-c"), [ready("svc-c", true)]);
+    assert_eq!(c.remove_service("svc-a"), [ready("svc-a", false)]);
+    assert!(!c.is_ready("svc-a"));
+    assert!(c.remove_service("svc-a").is_empty());
+    assert!(c.handle_timeout(t + DEBOUNCE).is_empty());
+}

@@ -1,17 +1,19 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz` (every instance past
-//! INITIALIZE), `/api/state` (each instance's state and problem) and `/api/reload` (the
-//! last reload's result, time and what it did or why it was refused).
+//! INITIALIZE), `/api/state` (each instance's state and problem) and `/api/reload` (GET:
+//! the last reload's result, time and what it did or why it was refused; POST: reload now,
+//! as SIGHUP does, and answer the same).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
-use super::{DaemonError, LastReload};
+use super::{DaemonError, LastReload, Reloader};
 use crate::config::InstanceConfig;
 use crate::fsm::State;
 use crate::metrics::Metrics;
@@ -73,6 +75,7 @@ pub(super) async fn spawn(
     metrics: &Metrics,
     status: &Arc<Mutex<Vec<InstanceStatus>>>,
     last_reload: &Arc<Mutex<Option<LastReload>>>,
+    reloader: &Arc<std::sync::OnceLock<Reloader>>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), DaemonError> {
     let listener = tether_health::admin::bind(addr)
@@ -90,6 +93,7 @@ pub(super) async fn spawn(
         readiness(&s)
     });
     let last = last_reload.clone();
+    let reloader = reloader.clone();
     let router = tether_health::admin::router(metrics.registry.clone(), ready)
         .route(
             "/api/state",
@@ -104,6 +108,10 @@ pub(super) async fn spawn(
                 let last = last.clone();
                 // `null` until the first reload.
                 async move { Json(last.lock().ok().and_then(|l| l.clone())) }
+            })
+            .post(move |headers: HeaderMap| {
+                let reloader = reloader.clone();
+                async move { post_reload(&headers, reloader.get().cloned()).await }
             }),
         );
     let task = tokio::spawn(async move {
@@ -112,6 +120,39 @@ pub(super) async fn spawn(
         }
     });
     Ok((local, task))
+}
+
+/// `POST /api/reload`: 200 with what was done, 400 with the file's errors (the running
+/// configuration keeps serving), 403 for a write another site's page could send, 404 when
+/// no file was named.
+async fn post_reload(
+    headers: &HeaderMap,
+    reloader: Option<Reloader>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    if let Some(why) = tether_health::admin::cross_site_write(headers, false) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({ "error": why })),
+        );
+    }
+    let outcome = match reloader {
+        Some(r) => r.reload_named().await,
+        None => None,
+    };
+    match outcome {
+        Some(Ok(plan)) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "result": "ok", "detail": plan.to_string() })),
+        ),
+        Some(Err(errors)) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "result": "failed", "detail": errors.to_string() })),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "this daemon was given no file to reload from" })),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -146,5 +187,18 @@ mod tests {
             readiness(&[backup, quiet]),
             Err("instance VI_4 not started".into())
         );
+    }
+
+    /// A write another site's page could send is refused before anything is read; a
+    /// daemon given no file answers 404. (A reload itself: `tests/reload.rs`.)
+    #[tokio::test]
+    async fn post_reload_refuses_cross_site_writes_and_needs_a_file() {
+        let bare = HeaderMap::new();
+        let (code, body) = post_reload(&bare, None).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{:?}", body.0);
+        let mut asked = HeaderMap::new();
+        asked.insert(tether_health::admin::WRITE_HEADER, "1".parse().unwrap());
+        let (code, body) = post_reload(&asked, None).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{:?}", body.0);
     }
 }

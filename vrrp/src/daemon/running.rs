@@ -41,6 +41,9 @@ pub struct Reloader {
     pub(super) running: Arc<tokio::sync::Mutex<Running>>,
     pub(super) metrics: Metrics,
     pub(super) last: Arc<Mutex<Option<LastReload>>>,
+    /// The file `POST /api/reload` reads, once the binary named it
+    /// ([`super::DaemonHandle::reload_from`]).
+    pub(super) file: Arc<std::sync::OnceLock<PathBuf>>,
 }
 
 impl Reloader {
@@ -55,6 +58,24 @@ impl Reloader {
                 Err(e)
             }
         }
+    }
+
+    /// Reloads from the file the daemon was told to reload from (what `POST /api/reload`
+    /// does); `None` when none was named.
+    pub async fn reload_named(&self) -> Option<Result<Plan, ConfigErrors>> {
+        let path = self.file.get()?.clone();
+        info!(file = %path.display(), "admin API: reloading");
+        Some(self.reload_logged(&path).await)
+    }
+
+    /// [`Reloader::reload_file`], with its outcome logged.
+    async fn reload_logged(&self, path: &Path) -> Result<Plan, ConfigErrors> {
+        let outcome = self.reload_file(path).await;
+        match &outcome {
+            Ok(plan) => info!("reload applied: {plan}"),
+            Err(e) => error!("reload refused, still running the previous configuration:\n{e}"),
+        }
+        outcome
     }
 
     /// Applies an already validated configuration; returns what was done.
@@ -92,10 +113,7 @@ impl Reloader {
 pub async fn reload_on(mut hup: Signal, reloader: Reloader, path: PathBuf) {
     while hup.recv().await.is_some() {
         info!(file = %path.display(), "SIGHUP: reloading");
-        match reloader.reload_file(&path).await {
-            Ok(plan) => info!("reload applied: {plan}"),
-            Err(e) => error!("reload refused, still running the previous configuration:\n{e}"),
-        }
+        let _ = reloader.reload_logged(&path).await;
     }
 }
 
