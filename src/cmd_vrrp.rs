@@ -52,12 +52,7 @@ pub fn main(args: VrrpArgs) -> anyhow::Result<ExitCode> {
         // ones are changed with the least disturbance; an invalid file is refused and the
         // running configuration keeps serving.
         // POST /api/reload does the same.
-        daemon.reload_from(args.config.clone());
-        tokio::spawn(tether_vrrp::reload_on(
-            hup,
-            daemon.reloader(),
-            args.config.clone(),
-        ));
+        daemon.reload_from(args.config.clone(), hup);
         crate::systemd::ready();
         daemon.wait().await;
         Ok(ExitCode::SUCCESS)

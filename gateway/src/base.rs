@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use crate::config::WhenNotReady;
-use crate::listener::{self, Bound};
+use crate::listener::{self, Bound, Gated};
 use crate::metrics::Metrics;
 use crate::mux::YamuxSession;
 use crate::proto::Control;
@@ -131,24 +131,30 @@ impl Base {
         });
     }
 
-    /// Runs a readiness-gated service listener ([`listener::gated_accept`]) until `kill`
-    /// (a child of the base's token, so that a reload can stop one service's listener);
-    /// every client it accepts is work from the accept (counted before its task starts, so
-    /// a drain cannot miss it) until `handler` has finished with it.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn spawn_listener<H, Fut>(
+    /// Starts service `service`'s readiness-gated listener on `l` ([`listener::gated_accept`]),
+    /// not ready, until the gateway is killed or [`Gated::close`]. Every client it accepts
+    /// is work from the accept (counted before its task starts, so a drain cannot miss it)
+    /// until `handler` has finished with it.
+    pub(crate) fn open_gated<H, Fut>(
         &self,
-        kill: CancellationToken,
-        addr: SocketAddr,
-        initial: Option<TcpListener>,
+        service: &str,
+        l: TcpListener,
         mode: WhenNotReady,
-        ready: watch::Receiver<bool>,
-        bound: Bound,
         handler: H,
-    ) where
+    ) -> Gated
+    where
         H: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let (addr, initial) = listener::initial_listener(l, mode);
+        let bound = Bound::new(&self.metrics, service);
+        let gated = Gated {
+            ready: watch::Sender::new(false),
+            bound: bound.subscribe(),
+            addr,
+            stop: self.kill.child_token(),
+        };
+        let (ready, kill) = (gated.ready.subscribe(), gated.stop.clone());
         let tracker = self.tracker.clone();
         let work = self.work.clone();
         self.tracker.spawn(async move {
@@ -162,6 +168,7 @@ impl Base {
             })
             .await;
         });
+        gated
     }
 }
 

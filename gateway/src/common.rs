@@ -21,30 +21,48 @@ pub enum GatewayError {
     /// TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// A socket could not be bound (the cause is the source, printed once by the chain).
-    #[error("cannot bind {what} on {addr}")]
-    Bind {
-        /// Which listener.
-        what: String,
-        /// Where.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// A socket could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// Metrics registration failed (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
 
+/// A listener that could not be bound, named (the cause is the source, printed once by
+/// the chain): at start, or for a service a reload adds.
+#[derive(Debug, Error)]
+#[error("cannot bind {what} on {addr}")]
+pub struct BindError {
+    /// Which listener.
+    pub what: String,
+    /// Where.
+    pub addr: SocketAddr,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Binds a listener, naming it in the error.
 pub(crate) async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, GatewayError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| GatewayError::Bind {
+    TcpListener::bind(addr).await.map_err(|source| {
+        GatewayError::Bind(BindError {
             what: what.to_string(),
             addr,
             source,
         })
+    })
+}
+
+/// Binds listener `what` now, outside any await, so that a reload can bind every listener
+/// it adds before it commits (a port in use refuses the reload whole).
+pub(crate) fn bind_now(what: String, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    let bind = || {
+        let l = std::net::TcpListener::bind(addr)?;
+        l.set_nonblocking(true)?;
+        TcpListener::from_std(l)
+    };
+    bind().map_err(|source| BindError { what, addr, source })
 }
 
 /// Why a session loop ended.

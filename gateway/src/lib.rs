@@ -42,7 +42,7 @@ mod stream;
 pub mod tls;
 
 pub use cloud::CloudHandle;
-pub use common::GatewayError;
+pub use common::{BindError, GatewayError};
 pub use config::GatewayConfig;
 pub use onprem::OnpremHandle;
 

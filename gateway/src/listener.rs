@@ -60,12 +60,24 @@ pub(crate) fn initial_listener(
     }
 }
 
-/// Binds a service listener now, outside any await, so that a reload can bind every
-/// listener it adds before it commits (a port in use refuses the reload whole).
-pub(crate) fn bind_now(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let l = std::net::TcpListener::bind(addr)?;
-    l.set_nonblocking(true)?;
-    TcpListener::from_std(l)
+/// A readiness-gated service listener (a cloud reverse service, an on-prem consume) that
+/// a reload can add or remove ([`crate::base::Base::open_gated`]): its readiness, set by the
+/// driver; whether it is bound; where it listens; and what stops it.
+pub(crate) struct Gated {
+    /// Whether a session can carry the service.
+    pub(crate) ready: watch::Sender<bool>,
+    /// Whether the listener is bound.
+    pub(crate) bound: watch::Receiver<bool>,
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    pub(crate) stop: CancellationToken,
+}
+
+impl Gated {
+    /// Stops the listener (the service was removed); clients it accepted finish.
+    pub(crate) fn close(&self) {
+        self.stop.cancel();
+    }
 }
 
 /// Accept loop of a service listener gated by readiness.

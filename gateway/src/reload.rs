@@ -117,14 +117,11 @@ pub enum ReloadError {
     #[error("needs a restart (the running configuration keeps serving): {}", .0.join("; "))]
     NeedsRestart(Vec<String>),
     /// The listener of a service added could not be bound.
-    #[error("cannot bind {what} on {addr}: {source}")]
+    #[error("{error}: {}", error.source)]
     Bind {
-        /// Which listener.
-        what: String,
-        /// Where.
-        addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Which listener, where and why.
+        #[from]
+        error: crate::BindError,
     },
 }
 

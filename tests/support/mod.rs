@@ -1,6 +1,7 @@
 //! Helpers shared by the namespace tests (`dr.rs`, `scale_out.rs`, `failure_matrix.rs`,
-//! `cluster.rs`): following a process's log, `tether probe` in a client host, servers that name themselves, client connections that know
-//! which server answered, and the balancer's admin API from inside its host.
+//! `cluster.rs`): following a process's log, `tether probe` in a client host, servers that
+//! name themselves, client connections that know which server answered, and the
+//! balancer's admin API from inside its host.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -72,10 +72,12 @@ impl DaemonHandle {
         self.reloader.clone()
     }
 
-    /// Names the file `POST /api/reload` reads (the one the daemon was started from);
-    /// until then the endpoint answers 404. The first name given stays.
-    pub fn reload_from(&self, path: PathBuf) {
-        let _ = self.reloader.file.set(path);
+    /// Reloads from `path` (the file the daemon was started from) on every signal `hup`
+    /// delivers (SIGHUP) and on `POST /api/reload`, which answers 404 until this is called.
+    /// The first path given stays.
+    pub fn reload_from(&self, path: PathBuf, hup: tokio::signal::unix::Signal) {
+        let _ = self.reloader.file.set(path.clone());
+        tokio::spawn(reload_on(hup, self.reloader(), path));
     }
 
     /// Waits for shutdown, then until every instance has finished its own (priority 0

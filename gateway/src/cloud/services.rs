@@ -9,29 +9,15 @@ use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use super::Cloud;
 use crate::base::lock;
 use crate::config::ReverseService;
-use crate::listener::{self, Bound};
 use crate::metrics::ServiceSide;
 
-/// A reverse service's listener and readiness.
-pub(super) struct ReverseEntry {
-    /// Whether a session can carry it (the core's verdict).
-    pub(super) ready: watch::Sender<bool>,
-    /// Whether its listener is bound.
-    pub(super) bound: watch::Receiver<bool>,
-    /// Where it listens.
-    pub(super) addr: SocketAddr,
-    /// Stops its listener (a reload removed the service).
-    stop: CancellationToken,
-}
-
 impl Cloud {
-    /// Starts the listener of reverse service `r` on `l` (from [`listener::bind_now`]) and
-    /// registers the service with the readiness core.
+    /// Starts the listener of reverse service `r` on `l` (from [`crate::common::bind_now`])
+    /// and registers the service with the readiness core.
     pub(super) fn open_reverse(self: &Arc<Self>, r: ReverseService, l: TcpListener) -> SocketAddr {
         let metrics = &self.base.metrics;
         metrics.service(&r.service, "reverse", ServiceSide::Clients);
@@ -39,28 +25,13 @@ impl Cloud {
             .service_ready
             .with_label_values(&[&r.service])
             .set(0);
-        let (addr, initial) = listener::initial_listener(l, r.when_not_ready);
-        let flag = Bound::new(metrics, &r.service);
-        let ready = watch::Sender::new(false);
-        let rx = ready.subscribe();
-        let stop = self.base.kill.child_token();
-        lock(&self.reverse).insert(
-            r.service.clone(),
-            ReverseEntry {
-                ready,
-                bound: flag.subscribe(),
-                addr,
-                stop: stop.clone(),
-            },
-        );
-        let c = self.clone();
-        let mode = r.when_not_ready;
-        let service = r.service.clone();
+        let (c, service, mode) = (self.clone(), r.service.clone(), r.when_not_ready);
         let r = Arc::new(r);
-        self.base
-            .spawn_listener(stop, addr, initial, mode, rx, flag, move |tcp, peer| {
-                c.clone().serve_client(r.clone(), tcp, peer)
-            });
+        let gated = self.base.open_gated(&service, l, mode, move |tcp, peer| {
+            c.clone().serve_client(r.clone(), tcp, peer)
+        });
+        let addr = gated.addr;
+        lock(&self.reverse).insert(service.clone(), gated);
         let actions = lock(&self.core).add_service(Instant::now(), &service);
         self.apply(actions);
         addr
@@ -69,8 +40,8 @@ impl Cloud {
     /// Stops reverse service `service` (a reload removed it): not ready at once, listener
     /// closed; clients already accepted finish.
     pub(super) fn close_reverse(&self, service: &str) {
-        if let Some(e) = lock(&self.reverse).remove(service) {
-            e.stop.cancel();
+        if let Some(g) = lock(&self.reverse).remove(service) {
+            g.close();
         }
         let actions = lock(&self.core).remove_service(service);
         self.apply(actions);

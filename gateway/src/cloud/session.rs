@@ -73,7 +73,7 @@ impl Cloud {
             } else {
                 5000
             },
-            roster: super::roster_of(&self.cfg()),
+            roster: super::reconfigure::roster_of(&self.cfg()),
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), m.write_to(wr)).await;
     }
@@ -274,7 +274,7 @@ impl Cloud {
         let accepted = admission.accepted.clone();
         let mut rejected = admission.exports_refused;
         rejected.extend(admission.consumes_refused);
-        let acked_roster = super::roster_of(&self.cfg());
+        let acked_roster = super::reconfigure::roster_of(&self.cfg());
         let ack = Control::HelloAck {
             node_id: cfg.id.clone(),
             boot_epoch: self.base.boot_epoch,
@@ -322,7 +322,7 @@ impl Cloud {
             self.regrant(id, &session, false);
         }
         // Likewise for a roster the reload pushed before this session could receive it.
-        let roster = super::roster_of(&self.cfg());
+        let roster = super::reconfigure::roster_of(&self.cfg());
         if roster != acked_roster {
             self.push_roster(&session, roster);
         }

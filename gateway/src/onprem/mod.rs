@@ -1,8 +1,9 @@
 //! The on-prem role's driver: dials sessions as [`Placement`] says (`dial`), registers
 //! exports and consumes in HELLO, follows each export's server (its address through DNS,
-//! its health check: `exports`) and reports its state as SERVICE_STATE (`session`), answers reverse streams to on-prem servers and carries local clients to
-//! the cloud on forward streams (`streams`), serves its admin routes (`admin`) and
-//! drains.
+//! its health check: `exports`) and reports its state as SERVICE_STATE (`session`),
+//! applies a reload's exports and consumes and announces them (`services`), answers
+//! reverse streams to on-prem servers and carries local clients to the cloud on forward
+//! streams (`streams`), serves its admin routes (`admin`) and drains.
 
 mod admin;
 mod dial;
@@ -24,7 +25,6 @@ use tracing::{info, warn};
 use crate::base::{Base, Link, Role, lock};
 use crate::common::{self, GatewayError};
 use crate::config::{GatewayConfig, OnpremConfig, WhenNotReady};
-use crate::listener;
 use crate::metrics::{Metrics, ServiceSide};
 use crate::mux::Mux;
 use crate::placement::Placement;
@@ -71,7 +71,7 @@ struct Onprem {
     /// Each export's target and health, followed through DNS.
     exports: exports::Exports,
     /// Each consume's listener and readiness.
-    consumes: Mutex<BTreeMap<String, services::ConsumeEntry>>,
+    consumes: Mutex<BTreeMap<String, crate::listener::Gated>>,
     /// Wakes the placement loop when a dial or a session ended.
     wake: Notify,
     next_session: AtomicU64,
@@ -178,11 +178,7 @@ pub async fn start(
     let admin_addr = admin_listener.local_addr().unwrap_or(cfg.admin_listen);
     let mut consume_listeners = Vec::new();
     for c in &cfg.consume {
-        let l = listener::bind_now(c.listen).map_err(|source| GatewayError::Bind {
-            what: format!("consume {:?} listener", c.service),
-            addr: c.listen,
-            source,
-        })?;
+        let l = common::bind_now(format!("consume {:?} listener", c.service), c.listen)?;
         consume_listeners.push((c.clone(), l));
     }
     let exports = exports::Exports::new(&metrics)?.with_nameservers(cfg.nameservers.clone());
@@ -284,13 +280,8 @@ impl Onprem {
             if old.consume.iter().any(|o| o.service == c.service) {
                 continue;
             }
-            let l = listener::bind_now(c.listen).map_err(|source| {
-                refused(ReloadError::Bind {
-                    what: format!("consume {:?} listener", c.service),
-                    addr: c.listen,
-                    source,
-                })
-            })?;
+            let l = common::bind_now(format!("consume {:?} listener", c.service), c.listen)
+                .map_err(|e| refused(e.into()))?;
             bound.push((c.clone(), l));
         }
         lock(&self.placement).set_backoff_cap(new.timers.backoff_cap);

@@ -1,63 +1,35 @@
 //! What this gateway exports and consumes, changed by a reload without a restart: the
 //! exports' followers and monitors (`exports.rs`) started and stopped, a readiness-gated
-//! listener per consume, and the SERVICES message that tells each cloud node (that understands it) what the gateway
-//! offers and wants now. The node answers with ACCEPTED (`session.rs`).
+//! listener per consume, and the SERVICES message that tells each cloud node (that
+//! understands it) what the gateway offers and wants now. The node answers with ACCEPTED
+//! (`session.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::{Onprem, exports};
 use crate::base::lock;
 use crate::config::{Consume, Export, OnpremConfig};
-use crate::listener::{self, Bound};
 use crate::metrics::ServiceSide;
 use crate::proto::{Control, ExportState};
 
-/// A consumed service's listener and readiness.
-pub(super) struct ConsumeEntry {
-    /// Whether a session carries it (a cloud node accepted it).
-    pub(super) ready: watch::Sender<bool>,
-    /// Whether its listener is bound.
-    pub(super) bound: watch::Receiver<bool>,
-    /// Where it listens.
-    pub(super) addr: SocketAddr,
-    /// Stops its listener (a reload removed the service).
-    stop: CancellationToken,
-}
-
 impl Onprem {
-    /// Starts the listener of consume `c` on `l` (from [`listener::bind_now`]).
+    /// Starts the listener of consume `c` on `l` (from [`crate::common::bind_now`]).
     pub(super) fn open_consume(self: &Arc<Self>, c: Consume, l: TcpListener) -> SocketAddr {
         self.base
             .metrics
             .service(&c.service, "forward", ServiceSide::Clients);
-        let (addr, initial) = listener::initial_listener(l, c.when_not_ready);
-        let flag = Bound::new(&self.base.metrics, &c.service);
-        let ready = watch::Sender::new(false);
-        let rx = ready.subscribe();
-        let stop = self.base.kill.child_token();
-        lock(&self.consumes).insert(
-            c.service.clone(),
-            ConsumeEntry {
-                ready,
-                bound: flag.subscribe(),
-                addr,
-                stop: stop.clone(),
-            },
-        );
-        let g = self.clone();
-        let mode = c.when_not_ready;
+        let (g, service, mode) = (self.clone(), c.service.clone(), c.when_not_ready);
         let c = Arc::new(c);
-        self.base
-            .spawn_listener(stop, addr, initial, mode, rx, flag, move |tcp, peer| {
-                g.clone().serve_consumer(c.clone(), tcp, peer)
-            });
+        let gated = self.base.open_gated(&service, l, mode, move |tcp, peer| {
+            g.clone().serve_consumer(c.clone(), tcp, peer)
+        });
+        let addr = gated.addr;
+        lock(&self.consumes).insert(service, gated);
         // A session that accepted it may already be up.
         self.refresh_consume_ready();
         addr
@@ -94,8 +66,8 @@ impl Onprem {
         }
         for c in &old.consume {
             if !new.consume.iter().any(|n| n.service == c.service) {
-                if let Some(entry) = lock(&self.consumes).remove(&c.service) {
-                    entry.stop.cancel();
+                if let Some(g) = lock(&self.consumes).remove(&c.service) {
+                    g.close();
                 }
                 changed = true;
             }

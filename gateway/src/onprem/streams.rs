@@ -1,6 +1,6 @@
 //! On-prem's streams: reverse streams opened by a cloud node are answered with
-//! [`stream::answer`] (connect the exported server at the address its follower holds); local clients of consumed services
-//! are carried to a cloud node with [`stream::carry`].
+//! [`stream::answer`] (connect the exported server at the address its follower holds);
+//! local clients of consumed services are carried to a cloud node with [`stream::carry`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -21,8 +21,9 @@
 //! directly and service A (behind the firewall) is out of reach, as it would be.
 //!
 //! Modules: `config` (the daemons' files, per mode), `cluster` (a spare cloud node joining
-//! and a node leaving while it runs), `status` (the live [`Status`] the demo prints and the
-//! tests wait on), `tutorial` (the commands the demo suggests).
+//! and a node leaving while it runs), `paths` (the clients' paths, checked by an echo
+//! exchange), `status` (the live [`Status`] the demo prints and the tests wait on),
+//! `tutorial` (the commands the demo suggests).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -33,10 +34,12 @@ use crate::{Lab, LabError, ProcSpec, ProcState, Sig};
 
 mod cluster;
 mod config;
+mod paths;
 mod status;
 mod tutorial;
 
 use config::vrrp_config;
+pub use paths::ClientPath;
 pub use status::{BoxStatus, Status};
 
 /// The virtual IP the balancers share.
@@ -110,17 +113,6 @@ pub const BOXES: [&str; 10] = [
 /// Boxes built with the lab but started only when they join the cluster
 /// ([`Scenario::add_cloud_node`]): a machine racked and cabled, not yet in service.
 pub const SPARE_BOXES: [&str; 1] = ["cloud3"];
-
-/// One way a client reaches a service, checked with an echo exchange.
-#[derive(Debug, Clone)]
-pub struct ClientPath {
-    /// A short label.
-    pub name: String,
-    /// The client's host.
-    pub from: String,
-    /// Where it connects.
-    pub to: SocketAddr,
-}
 
 /// The built scenario.
 pub struct Scenario {
@@ -491,41 +483,5 @@ impl Scenario {
             }
         }
         Ok(())
-    }
-
-    /// The paths a client takes, each checked by an echo exchange.
-    pub fn paths(&self) -> Vec<ClientPath> {
-        let mut v = Vec::new();
-        if self.features.gateway {
-            v.push(ClientPath {
-                name: format!("client-a -> VIP:{SVC_A_PORT} (service A)"),
-                from: "client-a".into(),
-                to: SocketAddr::new(self.vip(), SVC_A_PORT),
-            });
-            for gw in ["onprem1", "onprem2"] {
-                v.push(ClientPath {
-                    name: format!("client-b -> {gw}:{SVC_B_PORT} (service B)"),
-                    from: "client-b".into(),
-                    to: self.at(gw, SVC_B_PORT),
-                });
-            }
-        } else {
-            v.push(ClientPath {
-                name: format!("client-a -> VIP:{DIRECT_B_PORT} (server B)"),
-                from: "client-a".into(),
-                to: SocketAddr::new(self.vip(), DIRECT_B_PORT),
-            });
-        }
-        v
-    }
-
-    /// One echo exchange along a path; returns the banner of the server that answered.
-    pub fn exchange(&self, p: &ClientPath) -> Result<String, String> {
-        crate::client::echo(&self.lab, &p.from, p.to)
-    }
-
-    /// A GET to a daemon's admin endpoint inside its host: (status, body).
-    pub fn http_get(&self, host: &str, port: u16, path: &str) -> Result<(u16, String), String> {
-        crate::client::http_get(&self.lab, host, port, path)
     }
 }

@@ -81,11 +81,7 @@ pub fn run_daemon_child_if_asked() {
                 std::process::exit(1);
             }
         };
-        tokio::spawn(tether_vrrp::reload_on(
-            hup,
-            daemon.reloader(),
-            std::path::PathBuf::from(&path),
-        ));
+        daemon.reload_from(std::path::PathBuf::from(&path), hup);
         daemon.wait().await;
     });
     eprintln!("tether vrrp stopped");
