@@ -54,6 +54,9 @@ BALANCERS = {
 # here, as journald's pipe would take it), beside the quiet one; its column says what the
 # connection log costs.
 LOGGED = ("tether-log", (21231, 21232))
+# `--old-bin`: another tether build (the commit before a change), quiet like `tether`; its
+# column and the ratio tether/tether-old say what the change did, measured in the same run.
+OLD = ("tether-old", (21241, 21242))
 WORKLOADS = ["keepalive", "close", "pgbench"]
 WORKLOAD_LABEL = {
     "keepalive": "wrk keep-alive (-t2 -c64) to nginx",
@@ -233,6 +236,9 @@ def start_balancer(name):
         # No `--workers`: its default, one per CPU. warn: no line per connection.
         p = b.spawn([ARGS.tether_bin, "lb", "--config", conf], None, name,
                     env=dict(os.environ, RUST_LOG="warn"))
+    elif name == OLD[0]:
+        p = b.spawn([ARGS.old_bin, "lb", "--config", conf], None, name,
+                    env=dict(os.environ, RUST_LOG="warn"))
     elif name == LOGGED[0]:
         # Its default filter: a line per connection, to WORK/tether-log.stderr.
         env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
@@ -358,6 +364,18 @@ FIGURES = [
 ]
 
 
+def paired_ratio(samples, workload, key, num, den):
+    """The median over the repetitions of `num`'s figure over `den`'s in the same
+    repetition: runs of one repetition follow each other within seconds, so the drift of a
+    shared host over minutes (±10-15 % on the 2-CPU VMs this was written on) cancels out."""
+    by_rep = {}
+    for s in samples:
+        if s["workload"] == workload and s["balancer"] in (num, den):
+            by_rep.setdefault(s["rep"], {})[s["balancer"]] = s["result"].get(key)
+    ratios = [v[num] / v[den] for v in by_rep.values() if v.get(num) is not None and v.get(den)]
+    return b.med(ratios)
+
+
 def report(samples, meta):
     lines = [f"# Tether against HAProxy on a shared host, unpinned, {meta['date']}", ""]
     lines.append(f"- machine: {meta['cpu']}, {meta['ncpu']} CPUs, kernel {meta['kernel']}, {meta['mem']}")
@@ -375,15 +393,17 @@ def report(samples, meta):
                  f"file, access log off; PostgreSQL with fsync off, pgbench scale {meta['pg_scale']}, "
                  f"{'select-only (`-S`)' if meta['pg_mode'] == 'select' else 'TPC-B-like (default)'}.")
     lines.append(f"- {meta['reps']} repetition{'s' if meta['reps'] != 1 else ''} of {meta['secs']} s per run (after {meta['warmup']} s of warm-up "
-                 f"per workload and balancer); runs alternate tether, haproxy. Cells: median ±half the "
-                 f"min-max range (% of median). Ratio: tether median / haproxy median.")
+                 f"per workload and balancer); runs alternate, the first rotating. Cells: median ±half the "
+                 f"min-max range (% of median). Ratio: the median of the per-repetition ratios tether / haproxy.")
     if meta.get("describe"):
         lines.append(f"- binaries: {meta['describe']}")
     lines.append("")
-    logged = LOGGED[0] in BALANCERS
+    # Extra columns: (balancer, numerator, denominator) of the ratio beside it.
+    extra = [(n, num, den) for n, num, den in ((OLD[0], "tether", OLD[0]), (LOGGED[0], LOGGED[0], "tether"))
+             if n in BALANCERS]
     lines.append("| workload | figure | unit | tether | haproxy | tether/haproxy |"
-                 + (f" {LOGGED[0]} | {LOGGED[0]}/tether |" if logged else ""))
-    lines.append("|---|---|---|---|---|---|" + ("---|---|" if logged else ""))
+                 + "".join(f" {n} | {num}/{den} |" for n, num, den in extra))
+    lines.append("|---|---|---|---|---|---|" + "---|---|" * len(extra))
     for w in meta["workloads"]:
         first = True
         for key, label, unit, higher, fmt, applies in FIGURES:
@@ -399,19 +419,19 @@ def report(samples, meta):
                     continue
                 sp = b.spread(xs)
                 row.append(fmt.format(meds[name]) + (f" ±{sp:.0f}%" if sp is not None else ""))
-            a, h = meds["tether"], meds["haproxy"]
-            if a is None or not h:
+            r = paired_ratio(samples, w, key, "tether", "haproxy")
+            if r is None:
                 row.append("-")
             else:
-                r = a / h
                 good = higher is None or ((r >= 1.0) if higher else (r <= 1.0))
                 row.append(f"{r:.2f}" + ("" if good else " ✗"))
-            if logged:
-                xs = [s["result"].get(key) for s in samples if s["workload"] == w and s["balancer"] == LOGGED[0]]
+            for n, num, den in extra:
+                xs = [s["result"].get(key) for s in samples if s["workload"] == w and s["balancer"] == n]
                 m = b.med(xs)
                 sp = b.spread(xs)
                 row.append("-" if m is None else fmt.format(m) + (f" ±{sp:.0f}%" if sp is not None else ""))
-                row.append("-" if m is None or not a else f"{m / a:.2f}")
+                r = paired_ratio(samples, w, key, num, den)
+                row.append("-" if r is None else f"{r:.2f}")
             lines.append("| " + " | ".join(row) + " |")
             first = False
     errs = []
@@ -443,8 +463,8 @@ def main():
     global ARGS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short run: 2 repetitions of 3 s")
-    ap.add_argument("--reps", type=int, help="repetitions (default 3)")
-    ap.add_argument("--secs", type=int, help="seconds per run (default 10)")
+    ap.add_argument("--reps", type=int, help="repetitions (default 8)")
+    ap.add_argument("--secs", type=int, help="seconds per run (default 5)")
     ap.add_argument("--warmup", type=int, help="seconds of unrecorded load per workload and balancer before "
                     "the first repetition (default 2, 1 with --quick, 0 for none)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset of " + ",".join(WORKLOADS))
@@ -456,12 +476,14 @@ def main():
                     help="the tether binary (default $TETHER_BIN, else target/release/tether)")
     ap.add_argument("--with-log", action="store_true",
                     help="also run tether with its default connection log (a third balancer, tether-log)")
+    ap.add_argument("--old-bin", help="another tether build, measured as tether-old beside tether (before/after)")
     ap.add_argument("--describe", default="", help="what the measured binaries are (printed in the result)")
     ap.add_argument("--out", help="result file (default bench/results/<date>-unpinned.md)")
     ARGS = ap.parse_args()
     b.ARGS = ARGS
-    ARGS.reps = ARGS.reps or (2 if ARGS.quick else 3)
-    ARGS.secs = ARGS.secs or (3 if ARGS.quick else 10)
+    # Many short repetitions rather than a few long ones: each gives a ratio of its own.
+    ARGS.reps = ARGS.reps or (2 if ARGS.quick else 8)
+    ARGS.secs = ARGS.secs or (3 if ARGS.quick else 5)
     if ARGS.warmup is None:
         ARGS.warmup = 1 if ARGS.quick else 2
     workloads = [w for w in ARGS.workloads.split(",") if w]
@@ -511,6 +533,8 @@ def main():
         nginx = start_nginx()
         if "pgbench" in workloads:
             start_postgres(bindir)
+        if ARGS.old_bin:
+            BALANCERS[OLD[0]] = OLD[1]
         if ARGS.with_log:
             BALANCERS[LOGGED[0]] = LOGGED[1]
         procs = {name: start_balancer(name) for name in BALANCERS}
@@ -520,7 +544,11 @@ def main():
                     run_one(w, name, p, ARGS.warmup, bindir)
         for rep in range(1, ARGS.reps + 1):
             for w in workloads:
-                for name, p in procs.items():  # tether, then haproxy: runs alternate
+                # Runs alternate, and who goes first rotates with the repetition, so that
+                # neither balancer always follows the other's load.
+                order = list(procs.items())
+                k = (rep - 1) % len(order)
+                for name, p in order[k:] + order[:k]:
                     r = run_one(w, name, p, ARGS.secs, bindir)
                     samples.append({"rep": rep, "workload": w, "balancer": name, "result": r})
                     brief = ", ".join(f"{k} {r[k]:.3g}" for k in ("rate", "cpu_us_per_req", "vcsw_per_req")

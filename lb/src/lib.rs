@@ -34,6 +34,7 @@ pub mod relay;
 mod reload;
 mod resolve;
 pub mod runtime;
+mod spread;
 pub mod state;
 pub mod workers;
 

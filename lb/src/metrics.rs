@@ -77,6 +77,10 @@ pub struct Metrics {
     pub dr_apply_failures: IntCounterVec,
     /// dr: packets dropped because no server was live, by frontend.
     pub dr_no_server: IntCounterVec,
+    /// Client connections open on each worker thread.
+    pub worker_connections: IntGaugeVec,
+    /// Connections handed from the worker that accepted them to a less loaded one.
+    pub worker_handoffs: IntCounter,
 }
 
 pub(crate) fn counter(
@@ -309,6 +313,16 @@ impl Metrics {
                 "tether_lb_dr_no_server_packets_total",
                 "mode = dr: packets dropped because no server was live.",
                 fe,
+            )?,
+            worker_connections: gauge(
+                &r,
+                "tether_lb_worker_connections",
+                "Client connections open on each worker thread.",
+                &["worker"],
+            )?,
+            worker_handoffs: plain(
+                "tether_lb_worker_handoffs_total",
+                "Connections handed from the worker that accepted them to a less loaded one.",
             )?,
             reloads,
             active_total,

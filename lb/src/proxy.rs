@@ -19,6 +19,7 @@ use crate::inspect::{self, Inspect, Verdict};
 use crate::metrics::Metrics;
 use crate::peer::{self, Peer};
 use crate::relay::{self, End};
+use crate::spread::{Assigned, Share, Spread};
 use crate::state::{ActiveGuard, Backend, Frontend, Server, State};
 use arc_swap::ArcSwap;
 
@@ -37,26 +38,34 @@ pub struct Ctx {
     pub hard_stop: CancellationToken,
     /// The metrics.
     pub metrics: Metrics,
+    /// The workers and the connections each holds.
+    pub spread: Spread,
 }
 
 impl Ctx {
-    /// A context with no connection open yet.
-    pub fn new(metrics: Metrics) -> Self {
+    /// A context with no connection open yet, for the workers whose runtimes are `workers`
+    /// (worker 0 first; empty: one worker, the runtime the accept loops run on).
+    pub fn new(metrics: Metrics, workers: Vec<tokio::runtime::Handle>) -> Self {
+        let hard_stop = CancellationToken::new();
         Ctx {
             tracker: TaskTracker::new(),
-            hard_stop: CancellationToken::new(),
+            spread: Spread::new(workers, &metrics, &hard_stop),
+            hard_stop,
             metrics,
         }
     }
 }
 
-/// Accepts on `listener` (configured as `bind`) until `stop` is cancelled. Each connection
-/// goes to the frontend that owns `bind` in the state live at that moment. Errors (EMFILE,
-/// ENOBUFS, ...) are counted and backed off from, never fatal.
+/// Accepts on `listener` (configured as `bind`), worker `worker`'s socket, until `stop` is
+/// cancelled. Each connection goes to the frontend that owns `bind` in the state live at
+/// that moment, and stays on this worker unless it holds clearly more connections than
+/// another (`spread.rs`). Errors (EMFILE, ENOBUFS, ...) are counted and backed off from,
+/// never fatal.
 ///
 /// The data path sees only the live state and the connection context, never the control
 /// plane that replaces them (`runtime::Lb`).
 pub async fn accept_loop(
+    worker: usize,
     listener: std::net::TcpListener,
     bind: SocketAddr,
     live: Arc<ArcSwap<State>>,
@@ -92,8 +101,15 @@ pub async fn accept_loop(
                     p = fe.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                     _ = stop.cancelled() => return,
                 };
-                ctx.tracker
-                    .spawn(handle(stream, peer, fe, permit, ctx.clone()));
+                match ctx.spread.assign(worker) {
+                    Assigned::Here(share) => {
+                        ctx.tracker
+                            .spawn(handle(stream, peer, fe, permit, share, ctx.clone()));
+                    }
+                    Assigned::Move(share, runtime) => {
+                        hand_over(stream, peer, fe, permit, share, &ctx, &runtime);
+                    }
+                }
             }
             Err(e) => {
                 fe.accept_errors.inc();
@@ -109,6 +125,42 @@ pub async fn accept_loop(
             }
         }
     }
+}
+
+/// Runs a connection on another worker: its socket leaves this worker's poller and joins
+/// that worker's, where its whole life is then spent.
+fn hand_over(
+    stream: TcpStream,
+    peer: SocketAddr,
+    fe: Arc<Frontend>,
+    permit: OwnedSemaphorePermit,
+    share: Share,
+    ctx: &Arc<Ctx>,
+    runtime: &tokio::runtime::Handle,
+) {
+    let socket = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            // Only a failed EPOLL_CTL_DEL gets here; the socket is closed with it.
+            fe.accept_errors.inc();
+            tracing::warn!(frontend = %fe.cfg.name, error = %e, "cannot hand a connection to another worker");
+            return;
+        }
+    };
+    let ctx2 = ctx.clone();
+    ctx.tracker.spawn_on(
+        async move {
+            // Registered here, on the worker that takes it.
+            match TcpStream::from_std(socket) {
+                Ok(stream) => handle(stream, peer, fe, permit, share, ctx2).await,
+                Err(e) => {
+                    fe.accept_errors.inc();
+                    tracing::warn!(frontend = %fe.cfg.name, error = %e, "cannot register a connection handed over from another worker");
+                }
+            }
+        },
+        runtime,
+    );
 }
 
 /// The `end` of a connection closed while its first bytes were read.
@@ -163,10 +215,11 @@ async fn handle(
     peer: SocketAddr,
     fe: Arc<Frontend>,
     _permit: OwnedSemaphorePermit,
+    share: Share,
     ctx: Arc<Ctx>,
 ) {
     let metrics = &ctx.metrics;
-    let hard = &ctx.hard_stop;
+    let hard = ctx.spread.stop(share.worker);
     let started = Instant::now();
     fe.connections.inc();
     fe.active.inc();

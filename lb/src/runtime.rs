@@ -124,7 +124,7 @@ impl Lb {
         let announce = crate::announce::Announce::new(&metrics.registry)?;
         Ok(Arc::new(Lb {
             state: Arc::new(ArcSwap::from_pointee(State::default())),
-            ctx: Arc::new(Ctx::new(metrics.clone())),
+            ctx: Arc::new(Ctx::new(metrics.clone(), runtimes.clone())),
             metrics,
             control: tokio::sync::Mutex::new(Control {
                 config: None,
@@ -254,9 +254,16 @@ impl Lb {
             let stop = self.accepting.child_token();
             let actual = bound.get(&bind).copied().unwrap_or(bind);
             for (i, l) in group.into_iter().enumerate() {
-                let task =
-                    proxy::accept_loop(l, bind, self.state.clone(), self.ctx.clone(), stop.clone());
-                match control.runtimes.get(i % control.runtimes.len().max(1)) {
+                let worker = i % control.runtimes.len().max(1);
+                let task = proxy::accept_loop(
+                    worker,
+                    l,
+                    bind,
+                    self.state.clone(),
+                    self.ctx.clone(),
+                    stop.clone(),
+                );
+                match control.runtimes.get(worker) {
                     Some(rt) => self.accept_tasks.spawn_on(task, rt),
                     None => self.accept_tasks.spawn(task),
                 };

@@ -67,17 +67,12 @@ pub struct DaemonHandle {
 }
 
 impl DaemonHandle {
-    /// What reloads this daemon's configuration (cheap to clone, for a signal task).
-    pub fn reloader(&self) -> Reloader {
-        self.reloader.clone()
-    }
-
     /// Reloads from `path` (the file the daemon was started from) on every signal `hup`
     /// delivers (SIGHUP) and on `POST /api/reload`, which answers 404 until this is called.
     /// The first path given stays.
     pub fn reload_from(&self, path: PathBuf, hup: tokio::signal::unix::Signal) {
         let _ = self.reloader.file.set(path.clone());
-        tokio::spawn(reload_on(hup, self.reloader(), path));
+        tokio::spawn(reload_on(hup, self.reloader.clone(), path));
     }
 
     /// Waits for shutdown, then until every instance has finished its own (priority 0

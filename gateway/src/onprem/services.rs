@@ -37,13 +37,13 @@ impl Onprem {
 
     /// Applies what a reload changed in the exports and consumes (`bound`: the listeners
     /// of the consumes added, bound before the reload was committed), then tells the cloud
-    /// nodes. Returns whether anything changed.
+    /// nodes when the set of services changed.
     pub(super) fn apply_services(
         self: &Arc<Self>,
         old: &OnpremConfig,
         new: &OnpremConfig,
         bound: Vec<(Consume, TcpListener)>,
-    ) -> bool {
+    ) {
         let old_exports: BTreeMap<&str, &Export> =
             old.export.iter().map(|e| (e.service.as_str(), e)).collect();
         let mut changed = false;
@@ -80,7 +80,6 @@ impl Onprem {
             self.refresh_consume_ready();
             self.announce_services(new);
         }
-        changed
     }
 
     /// Sends SERVICES (the exports with their servers' state, and the consumes) on every

@@ -218,6 +218,13 @@ name = "be"
 /// Connects, sends a line, reads until it comes back; returns the banner line.
 pub async fn exchange(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
+    let text = String::from_utf8(round_trip(&mut s).await).unwrap();
+    text.lines().next().unwrap().to_string()
+}
+
+/// Sends a line on `s` and reads until it comes back; returns what was read (the banner
+/// first, on a connection's first round trip).
+pub async fn round_trip(s: &mut TcpStream) -> Vec<u8> {
     s.write_all(b"hello\n").await.unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
@@ -233,8 +240,7 @@ pub async fn exchange(addr: SocketAddr) -> String {
         );
         got.extend_from_slice(&buf[..n]);
     }
-    let text = String::from_utf8(got).unwrap();
-    text.lines().next().unwrap().to_string()
+    got
 }
 
 /// The value of one series in Prometheus text, if present.
