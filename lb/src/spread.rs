@@ -11,8 +11,10 @@
 //!
 //! So a worker that accepts a connection while it holds clearly more than the least loaded
 //! one hands the connection over ([`choose`]). "Clearly" is a margin that grows with the
-//! load, so that the short connections of a busy site, whose counts jitter around an even
-//! split, seldom move: each move costs a wake-up of the other thread and two `epoll_ctl`.
+//! load. Short connections still move often, as their counts jitter past any margin that
+//! would leave a pool of long-lived ones even (about 40 % of them under 64 concurrent
+//! `Connection: close` clients); a move costs two `epoll_ctl` and a wake-up of the other
+//! thread, and that workload measured faster than the build before the hand-over.
 
 use prometheus::{IntCounter, IntGauge};
 use tokio::runtime::Handle;
