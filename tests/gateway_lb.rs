@@ -428,6 +428,24 @@ async fn sni_pinned_sessions_and_cloud1_restart_through_tether_lb() {
         s.onprems.iter().all(covered)
     })
     .await;
+    // The balancer's first checks of svc-a (every 200 ms) saw 503 before any session was
+    // up, and all of the above can take less than one interval: until a check has seen a
+    // node ready it has no server and refuses the client, which is right, but not what
+    // this test is about.
+    wait_for(
+        Duration::from_secs(5),
+        "the balancer sees a svc-a node up",
+        || {
+            s.lb.lb
+                .state()
+                .backends
+                .iter()
+                .filter(|b| b.cfg.name == "svc-a")
+                .flat_map(|b| b.servers.iter())
+                .any(|srv| srv.up())
+        },
+    )
+    .await;
     // Clients through the balancer's service frontend all succeed.
     let front = s.lb.frontend_addrs("svc-a")[0];
     for i in 0..20 {
