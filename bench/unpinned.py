@@ -232,12 +232,10 @@ backend pg
 
 def start_balancer(name):
     conf = balancer_conf(name)
-    if name == "tether":
+    if name in ("tether", OLD[0]):
         # No `--workers`: its default, one per CPU. warn: no line per connection.
-        p = b.spawn([ARGS.tether_bin, "lb", "--config", conf], None, name,
-                    env=dict(os.environ, RUST_LOG="warn"))
-    elif name == OLD[0]:
-        p = b.spawn([ARGS.old_bin, "lb", "--config", conf], None, name,
+        exe = ARGS.old_bin if name == OLD[0] else ARGS.tether_bin
+        p = b.spawn([exe, "lb", "--config", conf], None, name,
                     env=dict(os.environ, RUST_LOG="warn"))
     elif name == LOGGED[0]:
         # Its default filter: a line per connection, to WORK/tether-log.stderr.
